@@ -1,0 +1,79 @@
+# chatq — build, test, demo and benchmark.
+#
+# `make` builds the three programs; `make test`, `make demo`, `make asan`,
+# `make bench` first run scripts/deps.sh, which installs any missing Debian
+# package (apt-get, as root or through sudo) and does nothing when all are there.
+#
+# Every .c file under common/ goes into libchatq.a; each program links its own
+# directory's files with it, so adding a module needs no Makefile change.
+
+CC      ?= cc
+PKGS    := libuv hiredis libcurl json-c
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+BUILD   ?= build
+
+COMMON_SRC := $(wildcard common/*.c)
+WORKER_SRC := $(wildcard worker/*.c)
+DAEMON_SRC := $(wildcard daemon/*.c)
+CLI_SRC    := $(wildcard cli/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+LIB   := $(BUILD)/libchatq.a
+PROGS := $(BUILD)/chatqd $(BUILD)/chatq-worker $(BUILD)/chatq
+UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps test unit e2e asan demo bench chaos clean install
+all: $(PROGS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(call obj,$(COMMON_SRC))
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/chatqd: $(call obj,$(DAEMON_SRC)) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/chatq-worker: $(call obj,$(WORKER_SRC)) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/chatq: $(call obj,$(CLI_SRC)) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+deps:
+	@sh scripts/deps.sh
+
+# `make test`: install what is missing, build, run the unit tests, then the
+# end-to-end tests (real redis-server, stand-in upstream, real chatqd).
+test: deps
+	@$(MAKE) --no-print-directory all $(UNITS)
+	@$(MAKE) --no-print-directory unit e2e
+
+unit: $(UNITS)
+	@sh scripts/run-unit.sh $(UNITS)
+
+e2e: $(PROGS)
+	CHATQ_BIN=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build in its own directory.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan \
+	  CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" all unit e2e
+
+demo: deps all
+	@sh scripts/demo.sh
+
+bench: deps all
+	@sh bench/run.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

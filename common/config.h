@@ -1,0 +1,110 @@
+/* config.h — chatq's configuration (SPEC §2).
+ *
+ * Precedence, lowest first: built-in defaults, the JSON config file (comments
+ * allowed), the environment, the command-line flags. config_load() applies
+ * them in that order and validates the result.
+ *
+ * File: --config FILE, else $CHATQ_CONFIG, else /etc/chatq/chatq.json when it
+ * exists, else none (defaults only). Keys (all optional; an unknown key is an
+ * error naming it, so a typo never passes silently):
+ *   redis_url, prefix, workers, concurrency, queues (array or "a,b,c"),
+ *   log_level, timeout_ms, idle_timeout_ms, connect_timeout_ms, max_attempts,
+ *   result_ttl_s, max_job_bytes, max_response_bytes, retry_base_ms,
+ *   retry_max_ms, shutdown_grace_ms,
+ *   providers: [{name, base_url, api_key_env, api_key_file, models: [globs],
+ *                headers: {name: value}, max_connections, connect_timeout_ms,
+ *                timeout_ms, idle_timeout_ms}]
+ * Environment: CHATQ_REDIS_URL, CHATQ_PREFIX, OPENAI_BASE_URL, OPENAI_API_KEY.
+ * With no providers in the file, there is one provider named "default":
+ * base_url $OPENAI_BASE_URL (default https://api.openai.com/v1), key from
+ * $OPENAI_API_KEY, models ["*"].
+ * api_key_file: a relative path is read from $CREDENTIALS_DIRECTORY (systemd
+ * LoadCredential=) when that is set; trailing whitespace is dropped.
+ *
+ * Ownership: config_load() fills a caller-owned struct; config_free()
+ * releases what it allocated. Secrets live only in provider_cfg.api_key and
+ * redis_url: config_dump() masks both. */
+#ifndef CHATQ_CONFIG_H
+#define CHATQ_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct provider_cfg {
+    char *name;
+    char *base_url;          /* no trailing slash */
+    char *api_key_env;       /* NULL when not set */
+    char *api_key_file;      /* NULL when not set */
+    char *api_key;           /* the resolved secret, NULL when none */
+    char **models;           /* glob patterns (fnmatch), default {"*"} */
+    int nmodels;
+    char **headers;          /* extra headers as "Name: value" */
+    int nheaders;
+    int max_connections;     /* per host; 0 = no limit */
+    long long connect_timeout_ms; /* 0 = the global value */
+    long long timeout_ms;         /* 0 = the global value */
+    long long idle_timeout_ms;    /* 0 = the global value */
+} provider_cfg;
+
+typedef struct config {
+    char *file;                   /* config file loaded, NULL when none */
+    char *redis_url;              /* redis://127.0.0.1:6379/0 */
+    char *prefix;                 /* chatq */
+    int workers;                  /* number of CPUs */
+    int concurrency;              /* 256 */
+    char **queues;                /* {"default"}, priority order */
+    int nqueues;
+    char *log_level;              /* info */
+    long long timeout_ms;         /* 600000: whole-job deadline per attempt */
+    long long idle_timeout_ms;    /* 60000: stream idle timeout */
+    long long connect_timeout_ms; /* 10000 */
+    int max_attempts;             /* 3 */
+    long long result_ttl_s;       /* 86400 */
+    long long max_job_bytes;      /* 1048576 */
+    long long max_response_bytes; /* 16777216: larger answers fail too_large */
+    long long retry_base_ms;      /* 500 */
+    long long retry_max_ms;       /* 30000 */
+    long long shutdown_grace_ms;  /* 30000 */
+    provider_cfg *providers;
+    int nproviders;
+} config;
+
+/* Command-line values, each NULL when the flag was not given. */
+typedef struct config_args {
+    const char *config_file;
+    const char *redis_url;
+    const char *workers;
+    const char *concurrency;
+    const char *queues;
+    const char *log_level;
+} config_args;
+
+/* Returns 0, or -1 with a one-line message in err (naming the file, key or
+ * flag at fault). On -1 the struct is freed already. */
+int config_load(config *c, const config_args *args, char *err, size_t errlen);
+
+/* The provider called `name`, or NULL. */
+const provider_cfg *config_provider(const config *c, const char *name);
+/* The first provider with a model pattern matching `model`, or NULL. */
+const provider_cfg *config_route(const config *c, const char *model);
+
+/* The effective configuration as pretty JSON text (malloc'd), with secrets
+ * masked: api keys as "***" (or null when none), a Redis password as "***". */
+char *config_dump(const config *c);
+
+void config_free(config *c);
+
+/* A parsed redis URL: redis://[user[:password]@]host[:port][/db] or
+ * unix:///path/to/redis.sock[?db=N]. */
+typedef struct redis_target {
+    char *host;      /* NULL for unix sockets */
+    int port;        /* 6379 */
+    char *unix_path; /* NULL for TCP */
+    char *user;      /* NULL when none */
+    char *password;  /* NULL when none */
+    int db;          /* 0 */
+} redis_target;
+
+int redis_target_parse(const char *url, redis_target *t, char *err, size_t errlen);
+void redis_target_free(redis_target *t);
+
+#endif

@@ -1,0 +1,31 @@
+/* keys.c — Redis key names; see keys.h for the list and their types. */
+#include "common/keys.h"
+
+#include <time.h>
+
+#include "common/buf.h"
+
+char *keys_queue(const char *p, const char *q) { return xasprintf("%s:queue:%s", p, q); }
+char *keys_job(const char *p, const char *id) { return xasprintf("%s:job:%s", p, id); }
+char *keys_stream(const char *p, const char *id) { return xasprintf("%s:stream:%s", p, id); }
+char *keys_events(const char *p, const char *id) { return xasprintf("%s:events:%s", p, id); }
+char *keys_cancel(const char *p, const char *id) { return xasprintf("%s:cancel:%s", p, id); }
+char *keys_dead(const char *p) { return xasprintf("%s:dead", p); }
+char *keys_control(const char *p) { return xasprintf("%s:control", p); }
+char *keys_usage(const char *p, const char *day) { return xasprintf("%s:usage:%s", p, day); }
+char *keys_workers(const char *p) { return xasprintf("%s:workers", p); }
+
+char *keys_processing(const char *p, const char *worker, const char *queue) {
+    return xasprintf("%s:processing:%s:%s", p, worker, queue);
+}
+
+char *keys_heartbeat(const char *p, const char *worker) {
+    return xasprintf("%s:heartbeat:%s", p, worker);
+}
+
+void keys_day(long long ms, char out[11]) {
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 11, "%Y-%m-%d", &tm);
+}

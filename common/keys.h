@@ -1,0 +1,29 @@
+/* keys.h — the Redis key names of SPEC §3, and chatq's own bookkeeping keys.
+ *
+ * Every function returns a new heap string that the caller frees. `prefix` is
+ * the configured prefix (default "chatq"), written P below.
+ *
+ * Bookkeeping keys (chatq's design, see docs/design.md):
+ *   P:processing:<worker>:<queue>  list   jobs a worker has taken from <queue>
+ *   P:workers                      hash   worker id -> JSON {host,pid,queues,started_at}
+ *   P:heartbeat:<worker>           string set with a TTL while the worker lives */
+#ifndef CHATQ_KEYS_H
+#define CHATQ_KEYS_H
+
+char *keys_queue(const char *prefix, const char *queue);
+char *keys_job(const char *prefix, const char *id);
+char *keys_stream(const char *prefix, const char *id);
+char *keys_events(const char *prefix, const char *id);
+char *keys_cancel(const char *prefix, const char *id);
+char *keys_dead(const char *prefix);
+char *keys_control(const char *prefix);
+/* day is "YYYY-MM-DD" */
+char *keys_usage(const char *prefix, const char *day);
+char *keys_processing(const char *prefix, const char *worker, const char *queue);
+char *keys_workers(const char *prefix);
+char *keys_heartbeat(const char *prefix, const char *worker);
+
+/* Writes the UTC day of unix milliseconds `ms` as "YYYY-MM-DD" into out[11]. */
+void keys_day(long long ms, char out[11]);
+
+#endif

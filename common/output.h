@@ -1,0 +1,26 @@
+/* output.h — the error object and the Batch-format output line (SPEC §6).
+ *
+ * output_error():   {"code","message","status","upstream"}   (upstream: the
+ *                   upstream's error object or null)
+ * output_line():    {"id","custom_id","response":{"status_code","request_id",
+ *                   "body"}|null,"error":null|{"code","message"}}
+ * A final HTTP answer (status_code > 0: success or upstream 4xx/5xx) fills
+ * "response" with `body` and leaves "error" null; anything else
+ * (status_code 0) has "response" null and "error" {code, message}.
+ *
+ * Ownership: output_error() returns a new object; `upstream` and `body` are
+ * borrowed (their reference counts are raised where kept). output_line()
+ * returns malloc'd text. */
+#ifndef CHATQ_OUTPUT_H
+#define CHATQ_OUTPUT_H
+
+#include <json-c/json.h>
+
+json_object *output_error(const char *code, const char *message, int status,
+                          json_object *upstream);
+
+char *output_line(const char *id, const char *custom_id, int status_code,
+                  const char *request_id, json_object *body, const char *err_code,
+                  const char *err_message);
+
+#endif
