@@ -10,8 +10,8 @@
 CC      ?= cc
 PKGS    := libuv hiredis libcurl json-c
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 BUILD   ?= build
 
 COMMON_SRC := $(wildcard common/*.c)
