@@ -26,7 +26,8 @@
  *   - logprobs: the "content" and "refusal" arrays of each chunk's
  *     choice.logprobs are concatenated; null when no chunk had logprobs;
  *   - top-level id/created/model/system_fingerprint/service_tier: first
- *     non-null value seen;
+ *     non-null value seen ("" and 0 count as null: Azure's first chunk has
+ *     id "", model "", created 0);
  *   - usage: the last non-null "usage" object of any chunk (the usage-only
  *     final chunk with empty choices, or providers that send it on every
  *     chunk).

@@ -1,0 +1,435 @@
+/* assembler.c — builds the final `chat.completion` from streamed chunks; see
+ * assembler.h for the merge rules.
+ *
+ * One assembler runs per streamed job and there are thousands of them, so
+ * assembler_add() does little per chunk: text deltas are appended to `buf`s,
+ * the few scalars we keep (role, finish reason, tool-call id/type/name) are
+ * copied once, and json objects are only referenced where they must be kept
+ * whole (top-level id/model/..., logprobs entries, usage). The result object
+ * is built only in assembler_result(), with deep copies, so it shares nothing
+ * with the assembler or with the chunks and may outlive both.
+ *
+ * Choices live in `slot`, an array indexed directly by the choice index and
+ * grown on demand (NULL where no chunk named that index), so the output comes
+ * out sorted for free. Tool calls of a choice live in `calls` in order of
+ * first appearance; `call_slot` maps a tool-call index to its position there.
+ * Indexes above ASM_MAX_INDEX (or negative, or not whole numbers) are
+ * ignored: no real stream has them, and honouring them would let one bad
+ * chunk make us allocate a huge array.
+ *
+ * Provider quirks handled here (besides the plain OpenAI stream):
+ *   - Azure's first chunk has "choices": [] and id "", model "", created 0:
+ *     for the top-level fields, "" and 0 count as not seen, so the real
+ *     values of later chunks win. Filter results are ignored.
+ *   - A choice without "index" takes its position in the chunk's array.
+ *   - Tool-call deltas without "index" (Gemini) are calls of their own.
+ *   - "usage": null on every chunk (OpenRouter) is ignored.
+ *   - function.arguments that is not a string (some providers send an
+ *     object) is appended as its JSON text, which is what a client expects. */
+#include "common/assembler.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+
+#define ASM_MAX_INDEX 1024
+
+typedef struct asm_tool_call {
+    char *id, *type, *name; /* first non-empty value seen, or NULL */
+    buf args;               /* function.arguments fragments, joined */
+} asm_tool_call;
+
+typedef struct asm_choice {
+    char *role;          /* first delta.role, or NULL */
+    char *finish_reason; /* last non-null finish_reason, or NULL */
+    buf content, refusal, reasoning_content, reasoning;
+    /* Whether any delta of that kind came: an empty delta still makes the
+     * field a string ("") rather than null/absent. */
+    int has_content, has_refusal, has_reasoning_content, has_reasoning;
+    int has_logprobs;
+    json_object *lp_content, *lp_refusal; /* arrays we own; NULL until seen */
+    asm_tool_call *calls;
+    int ncalls, calls_cap;
+    int *call_slot; /* tool-call index -> position in calls, or -1 */
+    int call_slot_len;
+} asm_choice;
+
+/* Top-level fields kept from the first chunk that has a real value. */
+enum { ASM_ID, ASM_CREATED, ASM_MODEL, ASM_FINGERPRINT, ASM_TIER, ASM_NTOP };
+static const char *const asm_top_names[ASM_NTOP] = {
+    "id", "created", "model", "system_fingerprint", "service_tier"};
+
+struct assembler {
+    asm_choice **slot; /* by choice index; NULL where none was seen */
+    int nslot;
+    int nchoices;
+    json_object *top[ASM_NTOP]; /* referenced, NULL until seen */
+    json_object *usage;         /* last non-null usage object, referenced */
+    int has_output;
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Reads an index: a whole number in [0, ASM_MAX_INDEX]. Some encoders send
+ * numbers as doubles, so 1.0 is accepted. Returns 0, or -1 when unusable. */
+static int asm_index(json_object *v, int *out) {
+    if (json_object_is_type(v, json_type_int)) {
+        int64_t n = json_object_get_int64(v);
+        if (n < 0 || n > ASM_MAX_INDEX) return -1;
+        *out = (int)n;
+        return 0;
+    }
+    if (json_object_is_type(v, json_type_double)) {
+        double d = json_object_get_double(v);
+        if (!(d >= 0 && d <= ASM_MAX_INDEX) || d != floor(d)) return -1;
+        *out = (int)d;
+        return 0;
+    }
+    return -1;
+}
+
+/* obj[key] when it is a string, else NULL; *len gets its length (strings may
+ * hold NUL bytes, so we never strlen() a delta). Borrowed. */
+static const char *asm_str(json_object *obj, const char *key, size_t *len) {
+    json_object *v;
+    if (!json_object_object_get_ex(obj, key, &v)) return NULL;
+    if (!json_object_is_type(v, json_type_string)) return NULL;
+    if (len) *len = (size_t)json_object_get_string_len(v);
+    return json_object_get_string(v);
+}
+
+/* Sets *dst to a copy of obj[key] unless *dst is set already or the value is
+ * not a non-empty string ("first delta that has it"). */
+static void asm_take_first(char **dst, json_object *obj, const char *key) {
+    size_t len;
+    const char *s;
+    if (*dst) return;
+    s = asm_str(obj, key, &len);
+    if (s && len) *dst = xstrndup(s, len);
+}
+
+/* A deep copy for the result, so it shares nothing with the assembler.
+ * Failure means out of memory, which aborts as everywhere in chatq. */
+static json_object *asm_copy(json_object *src) {
+    json_object *dst = NULL;
+    if (!src) return NULL;
+    if (json_object_deep_copy(src, &dst, NULL) != 0) {
+        fputs("chatq: out of memory\n", stderr);
+        abort();
+    }
+    return dst;
+}
+
+static json_object *asm_new_string(const buf *b) {
+    /* json-c takes an int length; a >2 GiB answer is cut, not overflowed
+     * (the job size limits make it unreachable anyway). */
+    int n = b->len > INT_MAX ? INT_MAX : (int)b->len;
+    return json_object_new_string_len(buf_cstr(b), n);
+}
+
+/* Appends every element of `src` (if an array) to *dst, creating it. */
+static void asm_array_extend(json_object **dst, json_object *src) {
+    size_t i, n;
+    if (!json_object_is_type(src, json_type_array)) return;
+    if (!*dst) *dst = json_object_new_array();
+    n = json_object_array_length(src);
+    for (i = 0; i < n; i++)
+        json_object_array_add(*dst, json_object_get(json_object_array_get_idx(src, i)));
+}
+
+/* Grows an int array to hold index `idx`, filling new cells with -1. */
+static void asm_grow_slots(int **arr, int *len, int idx) {
+    int i, n = *len ? *len : 4;
+    if (idx < *len) return;
+    while (n <= idx) n *= 2;
+    *arr = xrealloc(*arr, (size_t)n * sizeof(**arr));
+    for (i = *len; i < n; i++) (*arr)[i] = -1;
+    *len = n;
+}
+
+/* ------------------------------------------------------------- tool calls */
+
+static asm_tool_call *asm_call_push(asm_choice *c) {
+    if (c->ncalls == c->calls_cap) {
+        c->calls_cap = c->calls_cap ? c->calls_cap * 2 : 2;
+        c->calls = xrealloc(c->calls, (size_t)c->calls_cap * sizeof(*c->calls));
+    }
+    memset(&c->calls[c->ncalls], 0, sizeof(c->calls[0]));
+    return &c->calls[c->ncalls++];
+}
+
+static asm_tool_call *asm_call_by_index(asm_choice *c, int idx) {
+    asm_grow_slots(&c->call_slot, &c->call_slot_len, idx);
+    if (c->call_slot[idx] < 0) {
+        c->call_slot[idx] = c->ncalls;
+        asm_call_push(c);
+    }
+    return &c->calls[c->call_slot[idx]];
+}
+
+static void asm_tool_call_add(assembler *a, asm_choice *c, json_object *jt) {
+    json_object *v, *fn;
+    asm_tool_call *t;
+    int idx;
+
+    if (!json_object_is_type(jt, json_type_object)) return;
+    if (json_object_object_get_ex(jt, "index", &v) && v) {
+        if (asm_index(v, &idx) != 0) return; /* absurd index: ignored */
+        t = asm_call_by_index(c, idx);
+    } else {
+        t = asm_call_push(c); /* no index: a call of its own */
+    }
+    asm_take_first(&t->id, jt, "id");
+    asm_take_first(&t->type, jt, "type");
+    if (!json_object_object_get_ex(jt, "function", &fn) ||
+        !json_object_is_type(fn, json_type_object))
+        return;
+    asm_take_first(&t->name, fn, "name");
+    if (json_object_object_get_ex(fn, "arguments", &v) && v) {
+        if (json_object_is_type(v, json_type_string))
+            buf_append(&t->args, json_object_get_string(v),
+                       (size_t)json_object_get_string_len(v));
+        else
+            buf_puts(&t->args, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+    }
+    if (t->name || t->args.len) a->has_output = 1;
+}
+
+/* ---------------------------------------------------------------- choices */
+
+static asm_choice *asm_choice_get(assembler *a, int idx) {
+    if (idx >= a->nslot) {
+        int n = a->nslot ? a->nslot : 4;
+        while (n <= idx) n *= 2;
+        a->slot = xrealloc(a->slot, (size_t)n * sizeof(*a->slot));
+        memset(a->slot + a->nslot, 0, (size_t)(n - a->nslot) * sizeof(*a->slot));
+        a->nslot = n;
+    }
+    if (!a->slot[idx]) {
+        a->slot[idx] = xcalloc(1, sizeof(asm_choice));
+        a->nchoices++;
+    }
+    return a->slot[idx];
+}
+
+/* Appends delta[key] to `b` when it is a string. */
+static void asm_text_add(assembler *a, json_object *delta, const char *key, buf *b, int *has) {
+    size_t len;
+    const char *s = asm_str(delta, key, &len);
+    if (!s) return;
+    buf_append(b, s, len);
+    *has = 1;
+    if (len) a->has_output = 1;
+}
+
+static void asm_delta_add(assembler *a, asm_choice *c, json_object *delta) {
+    json_object *tcs;
+    size_t i, n;
+
+    if (!json_object_is_type(delta, json_type_object)) return;
+    asm_take_first(&c->role, delta, "role");
+    asm_text_add(a, delta, "content", &c->content, &c->has_content);
+    asm_text_add(a, delta, "refusal", &c->refusal, &c->has_refusal);
+    asm_text_add(a, delta, "reasoning_content", &c->reasoning_content,
+                 &c->has_reasoning_content);
+    asm_text_add(a, delta, "reasoning", &c->reasoning, &c->has_reasoning);
+    if (!json_object_object_get_ex(delta, "tool_calls", &tcs) ||
+        !json_object_is_type(tcs, json_type_array))
+        return;
+    n = json_object_array_length(tcs);
+    for (i = 0; i < n; i++) asm_tool_call_add(a, c, json_object_array_get_idx(tcs, i));
+}
+
+static void asm_logprobs_add(asm_choice *c, json_object *lp) {
+    json_object *v;
+    if (!json_object_is_type(lp, json_type_object)) return;
+    c->has_logprobs = 1;
+    if (json_object_object_get_ex(lp, "content", &v)) asm_array_extend(&c->lp_content, v);
+    if (json_object_object_get_ex(lp, "refusal", &v)) asm_array_extend(&c->lp_refusal, v);
+}
+
+/* One element of a chunk's "choices"; `pos` is its place in that array,
+ * used as the index when the provider left "index" out. */
+static void asm_choice_add(assembler *a, json_object *jc, size_t pos) {
+    json_object *v;
+    asm_choice *c;
+    size_t len;
+    const char *fr;
+    int idx;
+
+    if (!json_object_is_type(jc, json_type_object)) return;
+    if (json_object_object_get_ex(jc, "index", &v) && v) {
+        if (asm_index(v, &idx) != 0) return;
+    } else {
+        if (pos > ASM_MAX_INDEX) return;
+        idx = (int)pos;
+    }
+    c = asm_choice_get(a, idx);
+    if (json_object_object_get_ex(jc, "delta", &v)) asm_delta_add(a, c, v);
+    fr = asm_str(jc, "finish_reason", &len);
+    if (fr) {
+        free(c->finish_reason);
+        c->finish_reason = xstrndup(fr, len);
+    }
+    if (json_object_object_get_ex(jc, "logprobs", &v)) asm_logprobs_add(c, v);
+}
+
+/* Keeps the first real value of each top-level field. "" and 0 are not real
+ * values: Azure's filter-results chunk carries id "", model "", created 0. */
+static void asm_top_add(assembler *a, json_object *chunk) {
+    json_object *v;
+    int i;
+    for (i = 0; i < ASM_NTOP; i++) {
+        if (a->top[i] || !json_object_object_get_ex(chunk, asm_top_names[i], &v) || !v)
+            continue;
+        if (json_object_is_type(v, json_type_string) && json_object_get_string_len(v) == 0)
+            continue;
+        if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) == 0) continue;
+        a->top[i] = json_object_get(v);
+    }
+}
+
+/* ------------------------------------------------------------------ public */
+
+assembler *assembler_new(void) { return xcalloc(1, sizeof(assembler)); }
+
+int assembler_add(assembler *a, json_object *chunk) {
+    json_object *v;
+    size_t i, n;
+
+    if (!json_object_is_type(chunk, json_type_object)) return -1;
+    asm_top_add(a, chunk);
+    if (json_object_object_get_ex(chunk, "choices", &v) &&
+        json_object_is_type(v, json_type_array)) {
+        n = json_object_array_length(v);
+        for (i = 0; i < n; i++) asm_choice_add(a, json_object_array_get_idx(v, i), i);
+    }
+    if (json_object_object_get_ex(chunk, "usage", &v) &&
+        json_object_is_type(v, json_type_object)) {
+        json_object_put(a->usage);
+        a->usage = json_object_get(v);
+    }
+    return 0;
+}
+
+int assembler_choices(const assembler *a) { return a->nchoices; }
+
+int assembler_complete(const assembler *a) {
+    int i;
+    if (a->nchoices == 0) return 0;
+    for (i = 0; i < a->nslot; i++)
+        if (a->slot[i] && !a->slot[i]->finish_reason) return 0;
+    return 1;
+}
+
+const char *assembler_finish_reason(const assembler *a) {
+    int i;
+    for (i = 0; i < a->nslot; i++)
+        if (a->slot[i]) return a->slot[i]->finish_reason;
+    return NULL;
+}
+
+json_object *assembler_usage(const assembler *a) { return a->usage; }
+
+int assembler_has_output(const assembler *a) { return a->has_output; }
+
+static json_object *asm_tool_call_json(const asm_tool_call *t) {
+    json_object *o = json_object_new_object(), *fn = json_object_new_object();
+    if (t->id) json_object_object_add(o, "id", json_object_new_string(t->id));
+    json_object_object_add(o, "type", json_object_new_string(t->type ? t->type : "function"));
+    json_object_object_add(fn, "name", json_object_new_string(t->name ? t->name : ""));
+    json_object_object_add(fn, "arguments", asm_new_string(&t->args));
+    json_object_object_add(o, "function", fn);
+    return o;
+}
+
+static json_object *asm_message_json(const asm_choice *c) {
+    json_object *m = json_object_new_object();
+    int i;
+
+    json_object_object_add(m, "role", json_object_new_string(c->role ? c->role : "assistant"));
+    json_object_object_add(m, "content", c->has_content ? asm_new_string(&c->content) : NULL);
+    if (c->has_refusal) json_object_object_add(m, "refusal", asm_new_string(&c->refusal));
+    if (c->has_reasoning_content)
+        json_object_object_add(m, "reasoning_content", asm_new_string(&c->reasoning_content));
+    if (c->has_reasoning) json_object_object_add(m, "reasoning", asm_new_string(&c->reasoning));
+    if (c->ncalls) {
+        json_object *arr = json_object_new_array();
+        for (i = 0; i < c->ncalls; i++)
+            json_object_array_add(arr, asm_tool_call_json(&c->calls[i]));
+        json_object_object_add(m, "tool_calls", arr);
+    }
+    return m;
+}
+
+static json_object *asm_choice_json(const asm_choice *c, int idx) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "index", json_object_new_int(idx));
+    json_object_object_add(o, "message", asm_message_json(c));
+    if (c->has_logprobs) {
+        json_object *lp = json_object_new_object();
+        json_object_object_add(lp, "content", asm_copy(c->lp_content));
+        json_object_object_add(lp, "refusal", asm_copy(c->lp_refusal));
+        json_object_object_add(o, "logprobs", lp);
+    } else {
+        json_object_object_add(o, "logprobs", NULL);
+    }
+    json_object_object_add(o, "finish_reason",
+                           c->finish_reason ? json_object_new_string(c->finish_reason) : NULL);
+    return o;
+}
+
+json_object *assembler_result(const assembler *a) {
+    json_object *r = json_object_new_object(), *choices = json_object_new_array();
+    int i;
+
+    json_object_object_add(r, "id", asm_copy(a->top[ASM_ID]));
+    json_object_object_add(r, "object", json_object_new_string("chat.completion"));
+    json_object_object_add(r, "created", asm_copy(a->top[ASM_CREATED]));
+    json_object_object_add(r, "model", asm_copy(a->top[ASM_MODEL]));
+    if (a->top[ASM_FINGERPRINT])
+        json_object_object_add(r, "system_fingerprint", asm_copy(a->top[ASM_FINGERPRINT]));
+    if (a->top[ASM_TIER])
+        json_object_object_add(r, "service_tier", asm_copy(a->top[ASM_TIER]));
+    for (i = 0; i < a->nslot; i++)
+        if (a->slot[i]) json_object_array_add(choices, asm_choice_json(a->slot[i], i));
+    json_object_object_add(r, "choices", choices);
+    if (a->usage) json_object_object_add(r, "usage", asm_copy(a->usage));
+    return r;
+}
+
+static void asm_choice_free(asm_choice *c) {
+    int i;
+    if (!c) return;
+    for (i = 0; i < c->ncalls; i++) {
+        free(c->calls[i].id);
+        free(c->calls[i].type);
+        free(c->calls[i].name);
+        buf_free(&c->calls[i].args);
+    }
+    free(c->calls);
+    free(c->call_slot);
+    free(c->role);
+    free(c->finish_reason);
+    buf_free(&c->content);
+    buf_free(&c->refusal);
+    buf_free(&c->reasoning_content);
+    buf_free(&c->reasoning);
+    json_object_put(c->lp_content);
+    json_object_put(c->lp_refusal);
+    free(c);
+}
+
+void assembler_free(assembler *a) {
+    int i;
+    if (!a) return;
+    for (i = 0; i < a->nslot; i++) asm_choice_free(a->slot[i]);
+    free(a->slot);
+    for (i = 0; i < ASM_NTOP; i++) json_object_put(a->top[i]);
+    json_object_put(a->usage);
+    free(a);
+}

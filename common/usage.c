@@ -1,0 +1,72 @@
+/* usage.c — token counts from an OpenAI `usage` object; see usage.h.
+ *
+ * Every count goes through one reader, usage_count(), so the tolerance rules
+ * live in one place: json-c integers are taken as they are; doubles count
+ * when they hold a whole number that fits in int64 (some providers send
+ * 12.0); anything else — missing, null, strings, 12.5, objects — counts 0.
+ * Negative numbers count 0 as well: the counts feed HINCRBY on the usage
+ * hash, and a provider's bogus -1 must not subtract from a tenant's totals.
+ * We never call json_object_get_int64() on a non-number, because json-c would
+ * happily convert "12" or 12.7 for us. */
+#include "common/usage.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Reads a non-negative whole number; returns 0 and sets *out, or -1 when `v`
+ * is not one. */
+static int usage_number(json_object *v, int64_t *out) {
+    if (json_object_is_type(v, json_type_int)) {
+        int64_t n = json_object_get_int64(v);
+        if (n < 0) return -1;
+        *out = n;
+        return 0;
+    }
+    if (json_object_is_type(v, json_type_double)) {
+        double d = json_object_get_double(v);
+        /* 9.2e18 is below INT64_MAX and exactly representable as a double,
+         * so the cast below can never overflow. */
+        if (!isfinite(d) || d < 0 || d >= 9.2e18 || d != floor(d)) return -1;
+        *out = (int64_t)d;
+        return 0;
+    }
+    return -1;
+}
+
+/* obj[key] as a count, or -1 when it is missing or not a usable number. */
+static int usage_get(json_object *obj, const char *key, int64_t *out) {
+    json_object *v;
+    if (!json_object_is_type(obj, json_type_object)) return -1;
+    if (!json_object_object_get_ex(obj, key, &v)) return -1;
+    return usage_number(v, out);
+}
+
+/* obj[key] as a count, 0 when unusable. */
+static int64_t usage_count(json_object *obj, const char *key) {
+    int64_t n = 0;
+    return usage_get(obj, key, &n) == 0 ? n : 0;
+}
+
+/* obj[key] when it is an object, else NULL. Borrowed. */
+static json_object *usage_sub(json_object *obj, const char *key) {
+    json_object *v;
+    if (!json_object_object_get_ex(obj, key, &v)) return NULL;
+    return json_object_is_type(v, json_type_object) ? v : NULL;
+}
+
+void usage_extract(json_object *usage, usage_counts *out) {
+    memset(out, 0, sizeof(*out));
+    if (!json_object_is_type(usage, json_type_object)) return;
+
+    out->prompt = usage_count(usage, "prompt_tokens");
+    out->completion = usage_count(usage, "completion_tokens");
+    /* A total that is absent (or unusable, which tells us no more than
+     * absent) defaults to the sum; an explicit 0 is kept. */
+    if (usage_get(usage, "total_tokens", &out->total) != 0)
+        out->total = out->prompt > INT64_MAX - out->completion
+                         ? INT64_MAX /* absurd input; saturate, no overflow */
+                         : out->prompt + out->completion;
+    out->cached = usage_count(usage_sub(usage, "prompt_tokens_details"), "cached_tokens");
+    out->reasoning =
+        usage_count(usage_sub(usage, "completion_tokens_details"), "reasoning_tokens");
+}

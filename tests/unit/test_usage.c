@@ -1,0 +1,120 @@
+/* test_usage.c — usage_extract() on the usage objects real providers send,
+ * and on the broken ones they sometimes send. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "common/usage.h"
+
+/* Extracts from `text` (JSON) and checks all five counts. */
+static void check(const char *text, int64_t prompt, int64_t completion, int64_t total,
+                  int64_t cached, int64_t reasoning) {
+    json_object *u = json_tokener_parse(text);
+    usage_counts c;
+    assert_non_null(u);
+    usage_extract(u, &c);
+    json_object_put(u);
+    assert_int_equal(c.prompt, prompt);
+    assert_int_equal(c.completion, completion);
+    assert_int_equal(c.total, total);
+    assert_int_equal(c.cached, cached);
+    assert_int_equal(c.reasoning, reasoning);
+}
+
+static void test_openai_with_details(void **state) {
+    (void)state;
+    check("{\"prompt_tokens\":1200,\"completion_tokens\":340,\"total_tokens\":1540,"
+          "\"prompt_tokens_details\":{\"cached_tokens\":1024,\"audio_tokens\":0},"
+          "\"completion_tokens_details\":{\"reasoning_tokens\":192,\"audio_tokens\":0,"
+          "\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}",
+          1200, 340, 1540, 1024, 192);
+}
+
+static void test_deepseek(void **state) {
+    (void)state;
+    check("{\"prompt_tokens\":30,\"completion_tokens\":250,\"total_tokens\":280,"
+          "\"prompt_tokens_details\":{\"cached_tokens\":16},"
+          "\"completion_tokens_details\":{\"reasoning_tokens\":200},"
+          "\"prompt_cache_hit_tokens\":16,\"prompt_cache_miss_tokens\":14}",
+          30, 250, 280, 16, 200);
+    /* Only prompt_tokens_details.cached_tokens is read (usage.h): an older
+     * DeepSeek usage with just prompt_cache_hit_tokens counts 0 cached. */
+    check("{\"prompt_tokens\":30,\"completion_tokens\":5,\"total_tokens\":35,"
+          "\"prompt_cache_hit_tokens\":16,\"prompt_cache_miss_tokens\":14}",
+          30, 5, 35, 0, 0);
+}
+
+static void test_missing_fields(void **state) {
+    (void)state;
+    check("{}", 0, 0, 0, 0, 0);
+    check("{\"prompt_tokens\":7}", 7, 0, 7, 0, 0);
+    check("{\"completion_tokens\":4,\"prompt_tokens_details\":null,"
+          "\"completion_tokens_details\":{}}", 0, 4, 4, 0, 0);
+    /* Details of the wrong type are ignored. */
+    check("{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3,"
+          "\"prompt_tokens_details\":[5],\"completion_tokens_details\":6}", 1, 2, 3, 0, 0);
+}
+
+static void test_total_default(void **state) {
+    (void)state;
+    check("{\"prompt_tokens\":11,\"completion_tokens\":22}", 11, 22, 33, 0, 0);
+    check("{\"prompt_tokens\":11,\"completion_tokens\":22,\"total_tokens\":null}",
+          11, 22, 33, 0, 0);
+    /* A total that is given is kept, even when it disagrees or is 0. */
+    check("{\"prompt_tokens\":11,\"completion_tokens\":22,\"total_tokens\":40}",
+          11, 22, 40, 0, 0);
+    check("{\"prompt_tokens\":11,\"completion_tokens\":22,\"total_tokens\":0}",
+          11, 22, 0, 0, 0);
+}
+
+static void test_doubles(void **state) {
+    (void)state;
+    check("{\"prompt_tokens\":12.0,\"completion_tokens\":3.0,\"total_tokens\":15.0,"
+          "\"prompt_tokens_details\":{\"cached_tokens\":8.0},"
+          "\"completion_tokens_details\":{\"reasoning_tokens\":1e1}}",
+          12, 3, 15, 8, 10);
+    /* Not whole numbers, not finite-looking, out of range: 0. */
+    check("{\"prompt_tokens\":12.5,\"completion_tokens\":1e300}", 0, 0, 0, 0, 0);
+}
+
+static void test_bad_values(void **state) {
+    (void)state;
+    /* json-c would convert these if asked with get_int; they must count 0. */
+    check("{\"prompt_tokens\":\"12\",\"completion_tokens\":true,\"total_tokens\":\"x\"}",
+          0, 0, 0, 0, 0);
+    check("{\"prompt_tokens\":{\"n\":1},\"completion_tokens\":[3]}", 0, 0, 0, 0, 0);
+    /* Negative counts would subtract from the usage hash: 0. */
+    check("{\"prompt_tokens\":-5,\"completion_tokens\":3,\"total_tokens\":-2}", 0, 3, 3, 0, 0);
+    /* Large but valid int64 counts come through unchanged. */
+    check("{\"prompt_tokens\":5000000000,\"completion_tokens\":1}",
+          5000000000LL, 1, 5000000001LL, 0, 0);
+}
+
+static void test_null_and_non_object(void **state) {
+    (void)state;
+    usage_counts c = {1, 2, 3, 4, 5};
+    usage_extract(NULL, &c);
+    assert_int_equal(c.prompt, 0);
+    assert_int_equal(c.completion, 0);
+    assert_int_equal(c.total, 0);
+    assert_int_equal(c.cached, 0);
+    assert_int_equal(c.reasoning, 0);
+    check("[1,2,3]", 0, 0, 0, 0, 0);
+    check("42", 0, 0, 0, 0, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_openai_with_details),
+        cmocka_unit_test(test_deepseek),
+        cmocka_unit_test(test_missing_fields),
+        cmocka_unit_test(test_total_default),
+        cmocka_unit_test(test_doubles),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_null_and_non_object),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
