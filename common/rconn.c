@@ -1,0 +1,390 @@
+/* rconn.c — a self-reconnecting hiredis async connection; see rconn.h.
+ *
+ * States: DOWN (no context; a backoff timer will connect), CONNECTING (TCP
+ * connect in progress), HANDSHAKE (connected; AUTH/SELECT/SCRIPT LOAD sent),
+ * READY. hiredis frees its context itself after the disconnect callback (or
+ * after a failed connect callback), so `ac` is cleared there and never used
+ * again.
+ *
+ * The outbox of reliable commands is a FIFO list. Each entry is sent at most
+ * once per connection; when the connection drops, hiredis calls the pending
+ * reply callbacks with NULL, which marks the entry unsent, and the next READY
+ * sends every unsent entry again in order. */
+#include "common/rconn.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+
+#define RCONN_MAX_SCRIPTS 8
+
+enum rconn_state { RC_DOWN, RC_CONNECTING, RC_HANDSHAKE, RC_READY };
+
+typedef struct rc_cmd {
+    struct rc_cmd *next;
+    rconn *rc;
+    rconn_reply_cb cb;
+    void *priv;
+    int argc;
+    char **argv;
+    size_t *lens;
+    unsigned gen;  /* connection generation it was last sent on; 0 = unsent */
+} rc_cmd;
+
+struct rconn {
+    uv_loop_t *loop;
+    redis_target target;
+    char *name;
+    rconn_state_cb state_cb;
+    void *ud;
+    redisAsyncContext *ac;
+    enum rconn_state state;
+    unsigned gen;             /* incremented on every new connection */
+    uv_timer_t timer;         /* reconnect backoff */
+    long backoff_ms;
+    int handshake_left;       /* replies still expected before READY */
+    const char *scripts[RCONN_MAX_SCRIPTS];
+    char shas[RCONN_MAX_SCRIPTS][41];
+    int nscripts;
+    rc_cmd *out_head, *out_tail;
+    size_t npending;
+    int freeing;
+};
+
+static void rc_connect(rconn *rc);
+static void rc_flush_outbox(rconn *rc);
+
+/* ---- argument vectors --------------------------------------------------- */
+
+void rargs_add(rargs *a, const char *s, size_t len) {
+    if (a->argc == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 16;
+        a->argv = xrealloc(a->argv, sizeof *a->argv * (size_t)a->cap);
+        a->lens = xrealloc(a->lens, sizeof *a->lens * (size_t)a->cap);
+    }
+    a->argv[a->argc] = s;
+    a->lens[a->argc] = len;
+    a->argc++;
+}
+
+void rargs_adds(rargs *a, const char *s) { rargs_add(a, s, strlen(s)); }
+
+void rargs_addf(rargs *a, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0) s = xstrdup("");
+    va_end(ap);
+    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
+    a->owned[a->nowned++] = s;
+    rargs_adds(a, s);
+}
+
+void rargs_free(rargs *a) {
+    for (int i = 0; i < a->nowned; i++) free(a->owned[i]);
+    free(a->owned);
+    free(a->argv);
+    free(a->lens);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+rconn *rconn_new(uv_loop_t *loop, const redis_target *target, const char *name,
+                 rconn_state_cb state_cb, void *ud) {
+    rconn *rc = xcalloc(1, sizeof *rc);
+    rc->loop = loop;
+    rc->target.host = target->host ? xstrdup(target->host) : NULL;
+    rc->target.port = target->port;
+    rc->target.unix_path = target->unix_path ? xstrdup(target->unix_path) : NULL;
+    rc->target.user = target->user ? xstrdup(target->user) : NULL;
+    rc->target.password = target->password ? xstrdup(target->password) : NULL;
+    rc->target.db = target->db;
+    rc->name = xstrdup(name);
+    rc->state_cb = state_cb;
+    rc->ud = ud;
+    rc->backoff_ms = 100;
+    uv_timer_init(loop, &rc->timer);
+    rc->timer.data = rc;
+    return rc;
+}
+
+int rconn_add_script(rconn *rc, const char *text) {
+    if (rc->nscripts == RCONN_MAX_SCRIPTS) abort(); /* a programming error */
+    rc->scripts[rc->nscripts] = text;
+    rc->shas[rc->nscripts][0] = '\0';
+    return rc->nscripts++;
+}
+
+const char *rconn_script_sha(const rconn *rc, int index) { return rc->shas[index]; }
+int rconn_ready(const rconn *rc) { return rc->state == RC_READY; }
+void *rconn_data(const rconn *rc) { return rc->ud; }
+size_t rconn_pending(const rconn *rc) { return rc->npending; }
+
+void rconn_start(rconn *rc) { rc_connect(rc); }
+
+static void rc_free_cmd(rc_cmd *c) {
+    for (int i = 0; i < c->argc; i++) free(c->argv[i]);
+    free(c->argv);
+    free(c->lens);
+    free(c);
+}
+
+static void rc_on_timer_closed(uv_handle_t *h) {
+    rconn *rc = h->data;
+    rc_cmd *c = rc->out_head;
+    while (c) {
+        rc_cmd *next = c->next;
+        rc_free_cmd(c);
+        c = next;
+    }
+    redis_target_free(&rc->target);
+    free(rc->name);
+    free(rc);
+}
+
+void rconn_free(rconn *rc) {
+    rc->freeing = 1;
+    if (rc->ac) {
+        redisAsyncContext *ac = rc->ac;
+        rc->ac = NULL;
+        ac->data = NULL;
+        redisAsyncFree(ac); /* pending callbacks run with NULL; they see freeing */
+    }
+    uv_timer_stop(&rc->timer);
+    uv_close((uv_handle_t *)&rc->timer, rc_on_timer_closed);
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+static void rc_on_backoff(uv_timer_t *t) { rc_connect(t->data); }
+
+/* The connection is gone (or never came): tell the owner, retry later. */
+static void rc_lost(rconn *rc, const char *why) {
+    int was_ready = rc->state == RC_READY;
+    rc->ac = NULL;
+    rc->state = RC_DOWN;
+    if (rc->freeing) return;
+    log_warn("redis_down", "conn=%s error=%s retry_ms=%ld", rc->name, log_quote(why),
+             rc->backoff_ms);
+    uv_timer_start(&rc->timer, rc_on_backoff, (uint64_t)rc->backoff_ms, 0);
+    rc->backoff_ms = rc->backoff_ms * 2 > 5000 ? 5000 : rc->backoff_ms * 2;
+    if (was_ready && rc->state_cb) rc->state_cb(rc, 0, rc->ud);
+}
+
+static void rc_on_disconnect(const redisAsyncContext *ac, int status) {
+    rconn *rc = ac->data;
+    (void)status;
+    if (!rc) return;
+    rc_lost(rc, ac->errstr[0] ? ac->errstr : "connection closed");
+}
+
+static void rc_handshake_step(redisAsyncContext *ac, void *r, void *priv);
+
+static void rc_send_handshake(rconn *rc, const char *what, int argc, const char **argv,
+                              intptr_t script_index) {
+    size_t lens[4];
+    for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
+    rc->handshake_left++;
+    (void)what;
+    redisAsyncCommandArgv(rc->ac, rc_handshake_step, (void *)script_index, argc, argv, lens);
+}
+
+static void rc_on_connect(const redisAsyncContext *cac, int status) {
+    redisAsyncContext *ac = (redisAsyncContext *)cac;
+    rconn *rc = ac->data;
+    if (!rc) return;
+    if (status != REDIS_OK) {
+        rc_lost(rc, ac->errstr[0] ? ac->errstr : "connect failed");
+        return;
+    }
+    rc->state = RC_HANDSHAKE;
+    rc->handshake_left = 0;
+    if (rc->target.password) {
+        if (rc->target.user) {
+            const char *a[] = {"AUTH", rc->target.user, rc->target.password};
+            rc_send_handshake(rc, "auth", 3, a, -1);
+        } else {
+            const char *a[] = {"AUTH", rc->target.password};
+            rc_send_handshake(rc, "auth", 2, a, -1);
+        }
+    }
+    if (rc->target.db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", rc->target.db);
+        const char *a[] = {"SELECT", db};
+        rc_send_handshake(rc, "select", 2, a, -1);
+    }
+    for (int i = 0; i < rc->nscripts; i++) {
+        const char *a[] = {"SCRIPT", "LOAD", rc->scripts[i]};
+        rc_send_handshake(rc, "script", 3, a, i);
+    }
+    if (rc->handshake_left == 0) {
+        rc->handshake_left = 1;
+        rc_handshake_step(ac, &(redisReply){.type = REDIS_REPLY_STATUS}, (void *)(intptr_t)-1);
+    }
+}
+
+static void rc_handshake_step(redisAsyncContext *ac, void *r, void *priv) {
+    redisReply *reply = r;
+    rconn *rc = ac->data;
+    if (!rc || !reply) return; /* the disconnect callback handles the rest */
+    intptr_t script = (intptr_t)priv;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* Wrong password or db: say so, drop the connection, try again later
+         * (the operator may fix Redis without restarting chatq). */
+        log_error("redis_handshake_failed", "conn=%s error=%s", rc->name,
+                  log_quote(reply->str));
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    if (script >= 0 && reply->type == REDIS_REPLY_STRING && reply->len == 40) {
+        memcpy(rc->shas[script], reply->str, 40);
+        rc->shas[script][40] = '\0';
+    }
+    if (--rc->handshake_left > 0) return;
+    rc->state = RC_READY;
+    rc->backoff_ms = 100;
+    rc->gen++;
+    log_debug("redis_ready", "conn=%s", rc->name);
+    rc_flush_outbox(rc);
+    if (rc->state_cb) rc->state_cb(rc, 1, rc->ud);
+}
+
+static void rc_connect(rconn *rc) {
+    redisAsyncContext *ac;
+    if (rc->target.unix_path)
+        ac = redisAsyncConnectUnix(rc->target.unix_path);
+    else
+        ac = redisAsyncConnect(rc->target.host, rc->target.port);
+    if (!ac) {
+        rc_lost(rc, "out of memory");
+        return;
+    }
+    if (ac->err) {
+        char why[128];
+        snprintf(why, sizeof why, "%s", ac->errstr);
+        redisAsyncFree(ac);
+        rc_lost(rc, why);
+        return;
+    }
+    ac->data = rc;
+    rc->ac = ac;
+    rc->state = RC_CONNECTING;
+    redisLibuvAttach(ac, rc->loop);
+    redisAsyncSetConnectCallback(ac, rc_on_connect);
+    redisAsyncSetDisconnectCallback(ac, rc_on_disconnect);
+}
+
+/* ---- sending ------------------------------------------------------------- */
+
+typedef struct rc_plain {
+    rconn *rc;
+    rconn_reply_cb cb;
+    void *priv;
+} rc_plain;
+
+static void rc_on_plain_reply(redisAsyncContext *ac, void *r, void *priv) {
+    rc_plain *p = priv;
+    (void)ac;
+    if (p->cb && !p->rc->freeing) p->cb(p->rc, r, p->priv);
+    /* Subscriptions call back once per message: keep p until the end, which
+     * hiredis signals with a NULL reply (disconnect). */
+    if (!r || !(((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED)) free(p);
+}
+
+int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
+               const size_t *lens) {
+    if (rc->state != RC_READY) return -1;
+    rc_plain *p = xmalloc(sizeof *p);
+    p->rc = rc;
+    p->cb = cb;
+    p->priv = priv;
+    if (redisAsyncCommandArgv(rc->ac, rc_on_plain_reply, p, argc, argv, lens) != REDIS_OK) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv);
+
+static void rc_send_cmd(rconn *rc, rc_cmd *c) {
+    c->gen = rc->gen;
+    redisAsyncCommandArgv(rc->ac, rc_on_reliable_reply, c, c->argc, (const char **)c->argv,
+                          c->lens);
+}
+
+static void rc_flush_outbox(rconn *rc) {
+    for (rc_cmd *c = rc->out_head; c && rc->state == RC_READY; c = c->next)
+        if (c->gen != rc->gen) rc_send_cmd(rc, c);
+}
+
+static void rc_unlink(rconn *rc, rc_cmd *c) {
+    rc_cmd **pp = &rc->out_head;
+    rc_cmd *prev = NULL;
+    while (*pp && *pp != c) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp) return;
+    *pp = c->next;
+    if (rc->out_tail == c) rc->out_tail = prev;
+    rc->npending--;
+}
+
+/* NOSCRIPT: the server forgot our scripts (someone ran SCRIPT FLUSH). A
+ * script's SHA1 depends only on its text, so reloading it restores the same
+ * SHA: drop the connection, and the reconnect reloads the scripts and resends
+ * every unanswered reliable command, in order. */
+static int rc_is_noscript(const redisReply *reply) {
+    return reply->type == REDIS_REPLY_ERROR && reply->str &&
+           strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}
+
+static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv) {
+    rc_cmd *c = priv;
+    rconn *rc = c->rc;
+    redisReply *reply = r;
+    if (rc->freeing) return;
+    if (!reply) {
+        c->gen = 0; /* lost with the connection: resend on the next one */
+        return;
+    }
+    if (rc_is_noscript(reply)) {
+        log_warn("redis_noscript", "conn=%s reloading scripts", rc->name);
+        c->gen = 0;
+        if (rc->ac == ac) redisAsyncDisconnect(ac);
+        return;
+    }
+    rc_unlink(rc, c);
+    if (c->cb) c->cb(rc, reply, c->priv);
+    rc_free_cmd(c);
+}
+
+void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
+                         const char **argv, const size_t *lens) {
+    rc_cmd *c = xcalloc(1, sizeof *c);
+    c->rc = rc;
+    c->cb = cb;
+    c->priv = priv;
+    c->argc = argc;
+    c->argv = xmalloc(sizeof *c->argv * (size_t)argc);
+    c->lens = xmalloc(sizeof *c->lens * (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        c->argv[i] = xstrndup(argv[i], lens[i]);
+        c->lens[i] = lens[i];
+    }
+    if (rc->out_tail)
+        rc->out_tail->next = c;
+    else
+        rc->out_head = c;
+    rc->out_tail = c;
+    rc->npending++;
+    if (rc->state == RC_READY) rc_send_cmd(rc, c);
+}

@@ -1,0 +1,78 @@
+/* rconn.h — one Redis connection that reconnects by itself, on a libuv loop.
+ *
+ * It wraps a hiredis async context (attached with hiredis' libuv adapter) and
+ * adds what chatq needs on top:
+ *   - connect, AUTH and SELECT from a redis_target, then SCRIPT LOAD of the
+ *     Lua scripts registered with rconn_add_script(); only after all of that
+ *     is the connection "ready" and the state callback told so;
+ *   - on any disconnect, reconnect with exponential backoff (100 ms .. 5 s);
+ *   - two ways to send a command:
+ *       rconn_send():     best effort. Sent now if ready, else dropped
+ *                         (returns -1, the callback is not called). When the
+ *                         connection drops before the reply, the callback gets
+ *                         reply == NULL.
+ *       rconn_send_reliable(): the arguments are copied into an outbox and
+ *                         sent, in order, as soon as the connection is ready,
+ *                         again after every reconnect until a reply arrives.
+ *                         The callback is called exactly once, with a real
+ *                         reply. Only idempotent commands may go this way (a
+ *                         reply lost in a disconnect means a second execution).
+ *   - EVALSHA of a registered script: rconn_script_sha() gives its SHA1 (from
+ *     SCRIPT LOAD), and a NOSCRIPT error on a reliable command (the server lost
+ *     its script cache) reloads the scripts and sends the command again.
+ *
+ * Ownership: rconn_new() allocates; rconn_free() frees the connection, its
+ * outbox (whose callbacks are not called) and its timer, asynchronously
+ * through uv_close. Reply objects belong to hiredis and live only during the
+ * callback. */
+#ifndef CHATQ_RCONN_H
+#define CHATQ_RCONN_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "common/config.h"
+
+typedef struct rconn rconn;
+
+typedef void (*rconn_reply_cb)(rconn *rc, redisReply *reply, void *priv);
+/* Called when the connection becomes ready (ready = 1) or is lost (0). */
+typedef void (*rconn_state_cb)(rconn *rc, int ready, void *ud);
+
+rconn *rconn_new(uv_loop_t *loop, const redis_target *target, const char *name,
+                 rconn_state_cb state_cb, void *ud);
+/* Registers a script to SCRIPT LOAD on every connect; returns its index.
+ * Call before rconn_start(). `text` must outlive the connection. */
+int rconn_add_script(rconn *rc, const char *text);
+const char *rconn_script_sha(const rconn *rc, int index);
+void rconn_start(rconn *rc);
+int rconn_ready(const rconn *rc);
+void *rconn_data(const rconn *rc);
+
+int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
+               const size_t *lens);
+void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
+                         const char **argv, const size_t *lens);
+/* Number of reliable commands not yet answered. */
+size_t rconn_pending(const rconn *rc);
+void rconn_free(rconn *rc);
+
+/* Convenience for building argument vectors: a growable argv/len pair.
+ * rargs_add() borrows the string (it must outlive the send); rargs_addf()
+ * formats into a string the rargs owns. Zero value = empty; rargs_free()
+ * releases the arrays and owned strings. */
+typedef struct rargs {
+    const char **argv;
+    size_t *lens;
+    int argc;
+    int cap;
+    char **owned;
+    int nowned;
+} rargs;
+void rargs_add(rargs *a, const char *s, size_t len);
+void rargs_adds(rargs *a, const char *s);
+void rargs_addf(rargs *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rargs_free(rargs *a);
+
+#endif

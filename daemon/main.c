@@ -1,0 +1,89 @@
+/* main.c — chatqd, the chatq supervisor (SPEC §1, §2).
+ *
+ * Loads the configuration (defaults < file < environment < flags), then
+ * either prints it (--check-config) or runs the supervisor (supervisor.h) in
+ * the foreground until SIGTERM/SIGINT. Workers get the effective Redis URL
+ * and prefix through their environment (CHATQ_REDIS_URL, CHATQ_PREFIX: not on
+ * the command line, where any user could read a password with ps) and the
+ * other settings as flags. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "daemon/supervisor.h"
+
+#define CHATQ_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+    fputs("usage: chatqd [--config FILE] [--redis URL] [--workers N] [--concurrency N]\n"
+          "              [--queues a,b,c] [--log-level error|warn|info|debug]\n"
+          "              [--check-config] [--version] [--help]\n"
+          "Runs chatq workers that take chat-completion jobs from Redis lists.\n"
+          "Config file: --config, else $CHATQ_CONFIG, else /etc/chatq/chatq.json.\n"
+          "Environment: CHATQ_REDIS_URL, CHATQ_PREFIX, OPENAI_BASE_URL, OPENAI_API_KEY.\n",
+          f);
+}
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},     {"redis", required_argument, NULL, 'r'},
+        {"workers", required_argument, NULL, 'w'},    {"concurrency", required_argument, NULL, 'n'},
+        {"queues", required_argument, NULL, 'q'},     {"log-level", required_argument, NULL, 'l'},
+        {"check-config", no_argument, NULL, 'C'},     {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},          {NULL, 0, NULL, 0}};
+    config_args args = {0};
+    int check = 0, c;
+    log_init("chatqd");
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': args.config_file = optarg; break;
+        case 'r': args.redis_url = optarg; break;
+        case 'w': args.workers = optarg; break;
+        case 'n': args.concurrency = optarg; break;
+        case 'q': args.queues = optarg; break;
+        case 'l': args.log_level = optarg; break;
+        case 'C': check = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': puts("chatqd " CHATQ_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "chatqd: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    config cfg;
+    char err[512];
+    if (config_load(&cfg, &args, err, sizeof err) != 0) {
+        fprintf(stderr, "chatqd: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        char *dump = config_dump(&cfg);
+        puts(dump);
+        free(dump);
+        config_free(&cfg);
+        return 0;
+    }
+    log_set_level_name(cfg.log_level);
+    setenv("CHATQ_REDIS_URL", cfg.redis_url, 1);
+    setenv("CHATQ_PREFIX", cfg.prefix, 1);
+
+    uv_loop_t *loop = uv_default_loop();
+    supervisor sup;
+    int rc = 1;
+    if (supervisor_init(&sup, loop, &cfg) == 0) {
+        supervisor_start(&sup);
+        uv_run(loop, UV_RUN_DEFAULT);
+        supervisor_close(&sup);
+        uv_run(loop, UV_RUN_DEFAULT);
+        supervisor_free(&sup);
+        rc = 0;
+    }
+    uv_loop_close(loop);
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,874 @@
+/* jobrun.c — one job in flight: validate, route, call the upstream, stream,
+ * retry, store. See jobrun.h for the life cycle.
+ *
+ * All of a jobrun's state is in struct jobrun_priv below. One uv timer per job
+ * serves both the retry backoff and the stream idle timeout (never both at
+ * once). Everything the job writes to Redis before its end is best effort
+ * (pipelined PUBLISH/RPUSH of events, the attempts counter); the START and
+ * FINISH scripts go through the connection's reliable outbox, so a Redis
+ * outage delays them but never loses them. */
+#include "worker/jobrun.h"
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "common/assembler.h"
+#include "common/buf.h"
+#include "common/job.h"
+#include "common/keys.h"
+#include "common/log.h"
+#include "common/output.h"
+#include "common/sse.h"
+#include "common/usage.h"
+
+#define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+enum jr_state { JR_STARTING, JR_REQUEST, JR_BACKOFF, JR_FINISHING, JR_OVER };
+
+typedef struct jobrun_priv {
+    enum jr_state state;
+    job job;
+    int valid;
+    const provider_cfg *prov;
+    char *body;             /* request body sent upstream */
+    size_t body_len;
+    char *k_job, *k_events, *k_stream, *k_cancel;
+    int attempt;            /* current attempt, 1-based */
+    int max_attempts;
+    long long seq;          /* next event seq */
+    int chunks;             /* chunks published in this attempt */
+    long long started_at, first_token_at;
+    int cancelled;
+    /* the current HTTP attempt */
+    CURL *easy;
+    struct curl_slist *headers;
+    sse_parser sse;
+    assembler *asmb;
+    buf in;                 /* a non-SSE response body */
+    int status;             /* HTTP status, 0 until known */
+    int is_sse;
+    int done_seen;          /* data: [DONE] seen */
+    char *request_id;
+    long long retry_after_ms; /* -1 when the upstream gave none */
+    const char *fail_code;  /* set when a callback aborts the transfer */
+    char *fail_msg;
+    int fail_retryable;
+    json_object *fail_upstream;
+    uint64_t last_activity; /* uv_now() of the last byte received */
+    uv_timer_t timer;
+} jobrun_priv;
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *jobrun_id(const jobrun *jr) { return jr->p->job.id; }
+
+static const config *jr_cfg(const jobrun *jr) { return jr->w->cfg; }
+static const char *jr_prefix(const jobrun *jr) { return jr->w->cfg->prefix; }
+
+static long long jr_timeout_ms(const jobrun *jr) {
+    if (jr->p->job.timeout_ms > 0) return jr->p->job.timeout_ms;
+    if (jr->p->prov && jr->p->prov->timeout_ms > 0) return jr->p->prov->timeout_ms;
+    return jr_cfg(jr)->timeout_ms;
+}
+
+static long long jr_idle_ms(const jobrun *jr) {
+    if (jr->p->prov && jr->p->prov->idle_timeout_ms > 0) return jr->p->prov->idle_timeout_ms;
+    return jr_cfg(jr)->idle_timeout_ms;
+}
+
+/* ---- publishing events (best effort, pipelined) -------------------------- */
+
+static void jr_publish(jobrun *jr, const char *text, size_t len) {
+    jobrun_priv *p = jr->p;
+    const char *pub[] = {"PUBLISH", p->k_stream, text};
+    size_t publ[] = {7, strlen(p->k_stream), len};
+    const char *push[] = {"RPUSH", p->k_events, text};
+    size_t pushl[] = {5, strlen(p->k_events), len};
+    rconn_send(jr->w->cmd, NULL, NULL, 3, pub, publ);
+    rconn_send(jr->w->cmd, NULL, NULL, 3, push, pushl);
+}
+
+static void jr_publish_retry(jobrun *jr, json_object *error) {
+    buf b = {0};
+    buf_printf(&b, "{\"seq\":%lld,\"type\":\"retry\",\"attempt\":%d,\"error\":%s}",
+               jr->p->seq++, jr->p->attempt, json_object_to_json_string_ext(error, JSON_FLAGS));
+    jr_publish(jr, b.data, b.len);
+    buf_free(&b);
+}
+
+/* ---- the end: FINISH ------------------------------------------------------ */
+
+typedef struct jr_outcome {
+    const char *status;       /* succeeded, failed, cancelled */
+    json_object *response;    /* success: the chat.completion (owned) */
+    json_object *error;       /* failure: the error object (owned) */
+    const char *err_code;
+    const char *err_msg;
+    int http_status;          /* > 0: a final HTTP answer for the output line */
+    json_object *http_body;   /* its body (borrowed) */
+    json_object *usage;       /* borrowed */
+    const char *finish_reason;
+} jr_outcome;
+
+static void jr_free(jobrun *jr);
+
+static void jr_on_finished(rconn *rc, redisReply *reply, void *priv) {
+    jobrun *jr = priv;
+    (void)rc;
+    if (reply->type == REDIS_REPLY_ERROR)
+        log_error("finish_failed", "id=%s error=%s", log_quote(jr->p->job.id),
+                  log_quote(reply->str));
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
+        log_warn("finish_skipped", "id=%s reason=job_no_longer_ours", log_quote(jr->p->job.id));
+    jr_free(jr);
+}
+
+static void jr_add_usage(rargs *a, int *m, const char *metric, long long v) {
+    if (!v) return;
+    rargs_adds(a, metric);
+    rargs_addf(a, "%lld", v);
+    (*m)++;
+}
+
+static void jr_field(rargs *a, const char *k, const char *v) {
+    if (!v) return;
+    rargs_adds(a, k);
+    rargs_adds(a, v);
+}
+
+static void jr_field_json(rargs *a, const char *k, json_object *o) {
+    if (!o) return;
+    rargs_adds(a, k);
+    rargs_addf(a, "%s", json_object_to_json_string_ext(o, JSON_FLAGS));
+}
+
+/* Builds and sends the FINISH script for outcome `o`; the jobrun leaves the
+ * worker's slots now, and frees itself when the script has answered. */
+static void jr_finish(jobrun *jr, jr_outcome *o) {
+    jobrun_priv *p = jr->p;
+    worker *w = jr->w;
+    const config *cfg = jr_cfg(jr);
+    long long end = now_ms();
+    int has_id = p->job.id != NULL;
+    long long ttl = p->job.result_ttl_s > 0 ? p->job.result_ttl_s : cfg->result_ttl_s;
+    p->state = JR_FINISHING;
+    if (strcmp(o->status, "succeeded") == 0)
+        w->done++;
+    else
+        w->failed++;
+
+    /* the final event */
+    buf ev = {0};
+    if (strcmp(o->status, "succeeded") == 0) {
+        buf_printf(&ev, "{\"seq\":%lld,\"type\":\"done\",\"status\":\"succeeded\",\"finish_reason\":",
+                   p->seq);
+        if (o->finish_reason)
+            buf_json_str(&ev, o->finish_reason, strlen(o->finish_reason));
+        else
+            buf_puts(&ev, "null");
+        buf_printf(&ev, ",\"usage\":%s}",
+                   o->usage ? json_object_to_json_string_ext(o->usage, JSON_FLAGS) : "null");
+    } else {
+        buf_printf(&ev, "{\"seq\":%lld,\"type\":\"error\",\"status\":\"%s\",\"error\":%s}", p->seq,
+                   o->status, json_object_to_json_string_ext(o->error, JSON_FLAGS));
+    }
+    p->seq++;
+
+    /* the output line for reply_to, and the dead-letter entry */
+    char *line = NULL;
+    if (p->job.reply_to)
+        line = output_line(p->job.id, p->job.custom_id, o->http_status, p->request_id,
+                           o->http_body, o->err_code, o->err_msg);
+    buf dead = {0};
+    if (strcmp(o->status, "failed") == 0) {
+        buf_puts(&dead, "{\"job\":");
+        buf_json_str(&dead, jr->raw, jr->raw_len);
+        buf_printf(&dead, ",\"error\":%s,\"failed_at\":%lld}",
+                   json_object_to_json_string_ext(o->error, JSON_FLAGS), end);
+    }
+
+    char day[11];
+    keys_day(end, day);
+    char *k_usage = keys_usage(jr_prefix(jr), day);
+    char *k_dead = keys_dead(jr_prefix(jr));
+
+    rargs a = {0};
+    rargs_adds(&a, "EVALSHA");
+    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FINISH]));
+    rargs_adds(&a, "8");
+    rargs_adds(&a, w->proc_keys[jr->queue]);
+    rargs_adds(&a, has_id ? p->k_job : "");
+    rargs_adds(&a, has_id ? p->k_events : "");
+    rargs_adds(&a, has_id ? p->k_stream : "");
+    rargs_adds(&a, k_usage);
+    rargs_adds(&a, p->job.reply_to ? p->job.reply_to : "");
+    rargs_adds(&a, k_dead);
+    rargs_adds(&a, has_id && p->cancelled ? p->k_cancel : "");
+    rargs_add(&a, jr->raw, jr->raw_len);
+    rargs_addf(&a, "%lld", ttl);
+    rargs_add(&a, ev.data, ev.len);
+    rargs_adds(&a, line ? line : "");
+    rargs_add(&a, buf_cstr(&dead), dead.len);
+    rargs_addf(&a, "%s|%s|", p->job.tenant ? p->job.tenant : "",
+               p->job.model ? p->job.model : "");
+    int mpos = a.argc;
+    rargs_adds(&a, "0"); /* m, patched below */
+    int m = 0;
+    usage_counts u;
+    usage_extract(o->usage, &u);
+    jr_add_usage(&a, &m, "requests", 1);
+    jr_add_usage(&a, &m, "succeeded", strcmp(o->status, "succeeded") == 0);
+    jr_add_usage(&a, &m, "failed", strcmp(o->status, "failed") == 0);
+    jr_add_usage(&a, &m, "prompt_tokens", u.prompt);
+    jr_add_usage(&a, &m, "completion_tokens", u.completion);
+    jr_add_usage(&a, &m, "total_tokens", u.total);
+    jr_add_usage(&a, &m, "cached_tokens", u.cached);
+    jr_add_usage(&a, &m, "reasoning_tokens", u.reasoning);
+    char mbuf[16];
+    snprintf(mbuf, sizeof mbuf, "%d", m);
+    a.argv[mpos] = mbuf;
+    a.lens[mpos] = strlen(mbuf);
+
+    jr_field(&a, "status", o->status);
+    rargs_adds(&a, "attempts");
+    rargs_addf(&a, "%d", p->attempt);
+    jr_field_json(&a, "response", o->response);
+    jr_field_json(&a, "error", o->error);
+    jr_field_json(&a, "usage", o->usage);
+    jr_field(&a, "model", p->job.model);
+    jr_field(&a, "provider", p->prov ? p->prov->name : NULL);
+    jr_field(&a, "tenant", p->job.tenant);
+    jr_field(&a, "queue", cfg->queues[jr->queue]);
+    jr_field(&a, "worker", w->id);
+    if (p->started_at) {
+        rargs_adds(&a, "started_at");
+        rargs_addf(&a, "%lld", p->started_at);
+    }
+    if (p->first_token_at) {
+        rargs_adds(&a, "first_token_at");
+        rargs_addf(&a, "%lld", p->first_token_at);
+    }
+    rargs_adds(&a, "finished_at");
+    rargs_addf(&a, "%lld", end);
+    jr_field_json(&a, "metadata", p->job.metadata);
+    jr_field(&a, "custom_id", p->job.custom_id);
+
+    rconn_send_reliable(w->cmd, jr_on_finished, jr, a.argc, a.argv, a.lens);
+    log_debug("job_end", "id=%s status=%s attempts=%d ms=%lld", log_quote(p->job.id), o->status,
+              p->attempt, p->started_at ? end - p->started_at : 0);
+
+    rargs_free(&a);
+    free(k_usage);
+    free(k_dead);
+    free(line);
+    buf_free(&dead);
+    buf_free(&ev);
+    json_object_put(o->response);
+    json_object_put(o->error);
+    worker_run_over(w, jr);
+}
+
+/* Ends the job as failed (or cancelled) with error `code`. */
+static void jr_fail(jobrun *jr, const char *status, const char *code, const char *msg,
+                    int http_status, json_object *upstream_body) {
+    jr_outcome o = {0};
+    json_object *upstream = NULL;
+    if (upstream_body) {
+        json_object *e = NULL;
+        if (json_object_object_get_ex(upstream_body, "error", &e) && json_object_is_type(e, json_type_object))
+            upstream = e;
+        else
+            upstream = upstream_body;
+    }
+    o.status = status;
+    o.error = output_error(code, msg, http_status, upstream);
+    o.err_code = code;
+    o.err_msg = msg;
+    /* Only an upstream 4xx/5xx is a "final HTTP answer" for the output line. */
+    if (strcmp(code, "upstream_error") == 0 && http_status > 0) {
+        o.http_status = http_status;
+        o.http_body = upstream_body;
+    }
+    o.usage = jr->p->asmb ? assembler_usage(jr->p->asmb) : NULL;
+    jr_finish(jr, &o);
+}
+
+/* ---- freeing --------------------------------------------------------------- */
+
+static void jr_reset_attempt(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    if (p->easy) {
+        http_remove(jr->w->http, p->easy);
+        curl_easy_cleanup(p->easy);
+        p->easy = NULL;
+    }
+    curl_slist_free_all(p->headers);
+    p->headers = NULL;
+    sse_free(&p->sse);
+    sse_init(&p->sse, NULL, NULL);
+    buf_free(&p->in);
+    free(p->request_id);
+    p->request_id = NULL;
+    free(p->fail_msg);
+    p->fail_msg = NULL;
+    json_object_put(p->fail_upstream);
+    p->fail_upstream = NULL;
+    p->fail_code = NULL;
+    p->status = 0;
+    p->is_sse = 0;
+    p->done_seen = 0;
+    p->chunks = 0;
+    p->retry_after_ms = -1;
+}
+
+static void jr_on_timer_closed(uv_handle_t *h) {
+    jobrun *jr = h->data;
+    jobrun_priv *p = jr->p;
+    jr_reset_attempt(jr);
+    sse_free(&p->sse);
+    if (p->asmb) assembler_free(p->asmb);
+    job_free(&p->job);
+    free(p->body);
+    free(p->k_job);
+    free(p->k_events);
+    free(p->k_stream);
+    free(p->k_cancel);
+    free(p);
+    free(jr->raw);
+    free(jr);
+}
+
+static void jr_free(jobrun *jr) {
+    jr->p->state = JR_OVER;
+    uv_timer_stop(&jr->p->timer);
+    uv_close((uv_handle_t *)&jr->p->timer, jr_on_timer_closed);
+}
+
+void jobrun_abort(jobrun *jr) {
+    jr_reset_attempt(jr);
+    worker_run_over(jr->w, jr);
+    jr_free(jr);
+}
+
+/* ---- one HTTP attempt -------------------------------------------------------- */
+
+static void jr_attempt(jobrun *jr);
+
+/* Stops the transfer from inside a curl callback: records why, and the
+ * callback returns a value that makes curl abort it. */
+static void jr_set_fail(jobrun *jr, const char *code, int retryable, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#include <stdarg.h>
+static void jr_set_fail(jobrun *jr, const char *code, int retryable, const char *fmt, ...) {
+    jobrun_priv *p = jr->p;
+    if (p->fail_code) return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0) msg = xstrdup(code);
+    va_end(ap);
+    p->fail_code = code;
+    p->fail_msg = msg;
+    p->fail_retryable = retryable;
+}
+
+static int jr_retryable_status(int status) {
+    return status == 408 || status == 409 || status == 429 || status >= 500;
+}
+
+/* One SSE event from the upstream. */
+static int jr_on_event(void *ud, const char *event, const char *data, size_t len) {
+    jobrun *jr = ud;
+    jobrun_priv *p = jr->p;
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        p->done_seen = 1;
+        return 0;
+    }
+    if (len == 0) return 0;
+    json_tokener *tok = json_tokener_new();
+    json_object *chunk = json_tokener_parse_ex(tok, data, (int)len);
+    int ok = chunk && json_tokener_get_error(tok) == json_tokener_success &&
+             json_object_is_type(chunk, json_type_object);
+    json_tokener_free(tok);
+    if (!ok) {
+        json_object_put(chunk);
+        jr_set_fail(jr, "bad_upstream_response", 1, "unparseable stream chunk: %.120s", data);
+        return 1;
+    }
+    json_object *err = NULL;
+    json_object *choices = NULL;
+    int has_choices = json_object_object_get_ex(chunk, "choices", &choices);
+    if ((json_object_object_get_ex(chunk, "error", &err) && err && !has_choices) ||
+        (event && strcmp(event, "error") == 0)) {
+        /* An error sent inside a 200 stream (OpenRouter, vLLM do this). */
+        json_object *msg = NULL, *code = NULL;
+        json_object *e = err ? err : chunk;
+        json_object_object_get_ex(e, "message", &msg);
+        json_object_object_get_ex(e, "code", &code);
+        int st = code && json_object_is_type(code, json_type_int) ? json_object_get_int(code) : 0;
+        jr_set_fail(jr, "upstream_error", st == 0 || jr_retryable_status(st),
+                    "upstream error in stream: %s",
+                    msg ? json_object_get_string(msg) : "(no message)");
+        p->fail_upstream = chunk;
+        return 1;
+    }
+    if (!p->first_token_at) p->first_token_at = now_ms();
+    buf ev = {0};
+    buf_printf(&ev, "{\"seq\":%lld,\"type\":\"chunk\",\"attempt\":%d,\"data\":", p->seq++,
+               p->attempt);
+    buf_append(&ev, data, len);
+    buf_putc(&ev, '}');
+    jr_publish(jr, ev.data, ev.len);
+    buf_free(&ev);
+    p->chunks++;
+    assembler_add(p->asmb, chunk);
+    json_object_put(chunk);
+    return 0;
+}
+
+static size_t jr_on_header(char *h, size_t size, size_t n, void *ud) {
+    jobrun *jr = ud;
+    jobrun_priv *p = jr->p;
+    size_t len = size * n;
+    char *colon = memchr(h, ':', len);
+    if (!colon) return len;
+    size_t klen = (size_t)(colon - h);
+    const char *v = colon + 1;
+    size_t vlen = len - klen - 1;
+    while (vlen && (*v == ' ' || *v == '\t')) v++, vlen--;
+    while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ')) vlen--;
+    char val[128];
+    if (vlen >= sizeof val) vlen = sizeof val - 1;
+    memcpy(val, v, vlen);
+    val[vlen] = '\0';
+    if (klen == 12 && strncasecmp(h, "x-request-id", 12) == 0) {
+        free(p->request_id);
+        p->request_id = xstrdup(val);
+    } else if (klen == 14 && strncasecmp(h, "retry-after-ms", 14) == 0) {
+        char *end;
+        double ms = strtod(val, &end);
+        if (end != val && ms >= 0) p->retry_after_ms = (long long)ms;
+    } else if (klen == 11 && strncasecmp(h, "retry-after", 11) == 0 && p->retry_after_ms < 0) {
+        char *end;
+        double s = strtod(val, &end);
+        if (end != val && s >= 0) {
+            p->retry_after_ms = (long long)(s * 1000);
+        } else {
+            time_t when = curl_getdate(val, NULL);
+            if (when > 0) {
+                long long d = (long long)when * 1000 - now_ms();
+                p->retry_after_ms = d > 0 ? d : 0;
+            }
+        }
+    }
+    return len;
+}
+
+static size_t jr_on_body(char *data, size_t size, size_t n, void *ud) {
+    jobrun *jr = ud;
+    jobrun_priv *p = jr->p;
+    size_t len = size * n;
+    p->last_activity = uv_now(jr->w->loop);
+    if (!p->status) {
+        long code = 0;
+        char *ct = NULL;
+        curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_getinfo(p->easy, CURLINFO_CONTENT_TYPE, &ct);
+        p->status = (int)code;
+        p->is_sse = p->job.stream && code >= 200 && code < 300 && ct &&
+                    strncasecmp(ct, "text/event-stream", 17) == 0;
+        if (p->is_sse) p->sse.max_event = (size_t)jr_cfg(jr)->max_response_bytes;
+    }
+    if (p->is_sse) {
+        int rc = sse_feed(&p->sse, data, len);
+        if (rc == -2)
+            jr_set_fail(jr, "too_large", 0, "a stream event is larger than %lld bytes",
+                        jr_cfg(jr)->max_response_bytes);
+        return rc == 0 ? len : 0;
+    }
+    if ((long long)(p->in.len + len) > jr_cfg(jr)->max_response_bytes) {
+        jr_set_fail(jr, "too_large", 0, "the response is larger than %lld bytes",
+                    jr_cfg(jr)->max_response_bytes);
+        return 0;
+    }
+    if (!p->first_token_at && p->status < 300) p->first_token_at = now_ms();
+    buf_append(&p->in, data, len);
+    return len;
+}
+
+/* The idle timer: fires idle_timeout after the last byte; re-arms itself for
+ * the rest of the interval when bytes came meanwhile, so a busy stream costs
+ * no timer operation per chunk. */
+static void jr_on_idle(uv_timer_t *t) {
+    jobrun *jr = t->data;
+    jobrun_priv *p = jr->p;
+    uint64_t idle = (uint64_t)jr_idle_ms(jr);
+    uint64_t now = uv_now(jr->w->loop);
+    if (now - p->last_activity < idle) {
+        uv_timer_start(t, jr_on_idle, idle - (now - p->last_activity), 0);
+        return;
+    }
+    jr_set_fail(jr, "timeout", 1, "no data from the upstream for %llu ms",
+                (unsigned long long)idle);
+    http_remove(jr->w->http, p->easy);
+    jobrun_http_done(p->easy, CURLE_OPERATION_TIMEDOUT, jr);
+}
+
+static void jr_attempt(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    const config *cfg = jr_cfg(jr);
+    jr_reset_attempt(jr);
+    p->attempt++;
+    p->state = JR_REQUEST;
+    sse_init(&p->sse, jr_on_event, jr);
+    if (p->asmb) assembler_free(p->asmb);
+    p->asmb = assembler_new();
+
+    /* the attempt counter, for observers and for a resumed run */
+    const char *a[] = {"HSET", p->k_job, "attempts", NULL};
+    char n[16];
+    snprintf(n, sizeof n, "%d", p->attempt);
+    a[3] = n;
+    size_t al[] = {4, strlen(p->k_job), 8, strlen(n)};
+    rconn_send(jr->w->cmd, NULL, NULL, 4, a, al);
+
+    CURL *e = curl_easy_init();
+    if (!e) {
+        jr_fail(jr, "failed", "connection_error", "cannot create an HTTP handle", 0, NULL);
+        return;
+    }
+    p->easy = e;
+    char *url = xasprintf("%s/chat/completions", p->prov->base_url);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    free(url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, jr);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->body_len);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)jr_timeout_ms(jr));
+    long long cto = p->prov->connect_timeout_ms > 0 ? p->prov->connect_timeout_ms
+                                                    : cfg->connect_timeout_ms;
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cto);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, jr_on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, jr);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, jr_on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, jr);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "chatq/0.1");
+
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, p->job.stream ? "Accept: text/event-stream" : "Accept: application/json");
+    h = curl_slist_append(h, "Expect:"); /* no 100-continue round trip for big bodies */
+    if (p->prov->api_key && *p->prov->api_key) {
+        char *auth = xasprintf("Authorization: Bearer %s", p->prov->api_key);
+        h = curl_slist_append(h, auth);
+        free(auth);
+    }
+    for (int i = 0; i < p->prov->nheaders; i++) h = curl_slist_append(h, p->prov->headers[i]);
+    p->headers = h;
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+
+    p->last_activity = uv_now(jr->w->loop);
+    if (p->job.stream) uv_timer_start(&p->timer, jr_on_idle, (uint64_t)jr_idle_ms(jr), 0);
+    if (http_add(jr->w->http, e) != 0) {
+        uv_timer_stop(&p->timer);
+        jr_fail(jr, "failed", "connection_error", "cannot start the HTTP request", 0, NULL);
+    }
+}
+
+static void jr_on_backoff(uv_timer_t *t) { jr_attempt(t->data); }
+
+/* Full jitter: a random delay in [0, min(max, base * 2^(attempt-1))]. */
+static long long jr_backoff_ms(jobrun *jr) {
+    const config *cfg = jr_cfg(jr);
+    long long cap = cfg->retry_base_ms;
+    for (int i = 1; i < jr->p->attempt && cap < cfg->retry_max_ms; i++) cap *= 2;
+    if (cap > cfg->retry_max_ms) cap = cfg->retry_max_ms;
+    unsigned int r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned int)rand();
+    return cap > 0 ? (long long)(r % (unsigned long long)(cap + 1)) : 0;
+}
+
+/* A failed attempt: retry it, or end the job. Takes ownership of upstream. */
+static void jr_attempt_failed(jobrun *jr, const char *code, const char *msg, int status,
+                              json_object *upstream, int retryable) {
+    jobrun_priv *p = jr->p;
+    if (retryable && p->attempt < p->max_attempts && !jr->w->aborting) {
+        log_info("attempt_failed", "id=%s attempt=%d code=%s status=%d error=%s",
+                 log_quote(p->job.id), p->attempt, code, status, log_quote(msg));
+        if (p->chunks > 0) {
+            json_object *err = output_error(code, msg, status, upstream);
+            jr_publish_retry(jr, err);
+            json_object_put(err);
+        }
+        json_object_put(upstream);
+        long long delay = p->retry_after_ms >= 0 ? p->retry_after_ms : jr_backoff_ms(jr);
+        if (delay > 600000) delay = 600000;
+        jr_reset_attempt(jr);
+        p->state = JR_BACKOFF;
+        uv_timer_start(&p->timer, jr_on_backoff, (uint64_t)delay, 0);
+        return;
+    }
+    jr_fail(jr, "failed", code, msg, status, upstream);
+    json_object_put(upstream);
+}
+
+static json_object *jr_parse_body(jobrun *jr) {
+    buf *in = &jr->p->in;
+    if (!in->len) return NULL;
+    json_tokener *tok = json_tokener_new();
+    json_object *o = json_tokener_parse_ex(tok, in->data, (int)in->len);
+    if (json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(o);
+        o = NULL;
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+static void jr_succeed(jobrun *jr, json_object *response) {
+    jr_outcome o = {0};
+    o.status = "succeeded";
+    o.response = response;
+    o.http_status = 200;
+    o.http_body = response;
+    json_object *usage = NULL;
+    if (json_object_object_get_ex(response, "usage", &usage) &&
+        json_object_is_type(usage, json_type_object))
+        o.usage = usage;
+    json_object *choices, *c0, *fr;
+    if (json_object_object_get_ex(response, "choices", &choices) &&
+        json_object_is_type(choices, json_type_array) && json_object_array_length(choices) > 0 &&
+        (c0 = json_object_array_get_idx(choices, 0)) &&
+        json_object_object_get_ex(c0, "finish_reason", &fr) && json_object_is_type(fr, json_type_string))
+        o.finish_reason = json_object_get_string(fr);
+    jr_finish(jr, &o);
+}
+
+static const char *jr_curl_code(CURLcode res) {
+    switch (res) {
+    case CURLE_OPERATION_TIMEDOUT: return "timeout";
+    default: return "connection_error";
+    }
+}
+
+void jobrun_http_done(void *easy, int curl_result, void *priv) {
+    jobrun *jr = priv;
+    jobrun_priv *p = jr->p;
+    CURLcode res = (CURLcode)curl_result;
+    (void)easy;
+    uv_timer_stop(&p->timer);
+    if (!p->status && p->easy) {
+        long code = 0;
+        curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &code);
+        p->status = (int)code;
+    }
+    if (p->cancelled) {
+        jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+        return;
+    }
+    if (p->fail_code) {
+        json_object *up = p->fail_upstream;
+        p->fail_upstream = NULL;
+        char *msg = xstrdup(p->fail_msg);
+        jr_attempt_failed(jr, p->fail_code, msg, p->status, up, p->fail_retryable);
+        free(msg);
+        return;
+    }
+    if (res != CURLE_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", curl_easy_strerror(res));
+        jr_attempt_failed(jr, jr_curl_code(res), msg, 0, NULL, 1);
+        return;
+    }
+    if (p->status >= 400 || p->status < 200) {
+        json_object *body = jr_parse_body(jr);
+        json_object *m = NULL, *e = NULL;
+        char msg[256];
+        if (body && json_object_object_get_ex(body, "error", &e) &&
+            json_object_object_get_ex(e, "message", &m) && json_object_is_type(m, json_type_string))
+            snprintf(msg, sizeof msg, "HTTP %d: %s", p->status, json_object_get_string(m));
+        else
+            snprintf(msg, sizeof msg, "HTTP %d from the upstream", p->status);
+        if (!body && p->in.len) body = json_object_new_string_len(p->in.data, (int)(p->in.len > 2000 ? 2000 : p->in.len));
+        jr_attempt_failed(jr, "upstream_error", msg, p->status, body, jr_retryable_status(p->status));
+        return;
+    }
+    if (p->is_sse) {
+        sse_finish(&p->sse);
+        if (p->fail_code) { /* cannot happen after finish, kept for safety */
+            jr_attempt_failed(jr, p->fail_code, p->fail_msg, p->status, NULL, p->fail_retryable);
+            return;
+        }
+        if (p->done_seen || assembler_complete(p->asmb)) {
+            jr_succeed(jr, assembler_result(p->asmb));
+            return;
+        }
+        jr_attempt_failed(jr, "bad_upstream_response",
+                          "the stream ended before [DONE] or a finish reason", p->status, NULL, 1);
+        return;
+    }
+    json_object *body = jr_parse_body(jr);
+    json_object *choices = NULL, *err = NULL;
+    if (body && json_object_object_get_ex(body, "choices", &choices)) {
+        jr_succeed(jr, body);
+        return;
+    }
+    if (body && json_object_object_get_ex(body, "error", &err)) {
+        jr_attempt_failed(jr, "upstream_error", "the upstream answered with an error", p->status,
+                          body, 1);
+        return;
+    }
+    json_object_put(body);
+    jr_attempt_failed(jr, "bad_upstream_response",
+                      p->in.len ? "the response is not a chat completion" : "empty response",
+                      p->status, NULL, 1);
+}
+
+/* ---- start --------------------------------------------------------------------- */
+
+static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
+    jobrun *jr = priv;
+    jobrun_priv *p = jr->p;
+    (void)rc;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 4) {
+        log_error("start_failed", "id=%s error=%s", log_quote(p->job.id),
+                  log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+        jr_fail(jr, "failed", "connection_error", "cannot record the job's start in Redis", 0, NULL);
+        return;
+    }
+    long long cancel = reply->element[0]->integer;
+    p->seq = reply->element[1]->integer;
+    long long prior = reply->element[2]->integer;
+    long long resumed = reply->element[3]->integer;
+    p->attempt = (int)prior;
+    if (p->max_attempts <= p->attempt) p->max_attempts = p->attempt + 1;
+    if (cancel || p->cancelled) {
+        p->cancelled = 1;
+        jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+        return;
+    }
+    if (jr->w->aborting) return; /* the drain is over: jobrun_abort comes */
+    if (resumed && p->seq > 0) {
+        json_object *err = output_error("interrupted",
+                                        "the attempt was cut short: its worker stopped", 0, NULL);
+        jr_publish_retry(jr, err);
+        json_object_put(err);
+    }
+    jr_attempt(jr);
+}
+
+static void jr_invalid(jobrun *jr, const char *msg) {
+    jobrun_priv *p = jr->p;
+    log_warn("job_invalid", "id=%s error=%s", log_quote(p->job.id), log_quote(msg));
+    jr_fail(jr, "failed", "invalid_job", msg, 0, NULL);
+}
+
+void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
+    jobrun *jr = xcalloc(1, sizeof *jr);
+    jobrun_priv *p = xcalloc(1, sizeof *p);
+    const config *cfg = w->cfg;
+    jr->w = w;
+    jr->p = p;
+    jr->raw = xstrndup(raw, len);
+    jr->raw_len = len;
+    jr->queue = queue;
+    uv_timer_init(w->loop, &p->timer);
+    p->timer.data = jr;
+    p->retry_after_ms = -1;
+    p->state = JR_STARTING;
+    p->started_at = now_ms();
+    sse_init(&p->sse, NULL, NULL);
+    jr->next = w->runs;
+    if (w->runs) w->runs->prev = jr;
+    w->runs = jr;
+    w->nruns++;
+
+    char err[512];
+    int bad = job_parse(&p->job, raw, len, (size_t)cfg->max_job_bytes, err, sizeof err) != 0;
+    if (p->job.id) {
+        p->k_job = keys_job(cfg->prefix, p->job.id);
+        p->k_events = keys_events(cfg->prefix, p->job.id);
+        p->k_stream = keys_stream(cfg->prefix, p->job.id);
+        p->k_cancel = keys_cancel(cfg->prefix, p->job.id);
+    }
+    if (bad) {
+        jr_invalid(jr, err);
+        return;
+    }
+    if (p->job.provider) {
+        p->prov = config_provider(cfg, p->job.provider);
+        if (!p->prov) {
+            snprintf(err, sizeof err, "provider: no provider named \"%s\" is configured",
+                     p->job.provider);
+            jr_invalid(jr, err);
+            return;
+        }
+    } else {
+        p->prov = config_route(cfg, p->job.model);
+    }
+    p->max_attempts = p->job.max_attempts > 0 ? (int)p->job.max_attempts : cfg->max_attempts;
+    p->body = job_request_body(&p->job);
+    p->body_len = strlen(p->body);
+
+    rargs a = {0};
+    rargs_adds(&a, "EVALSHA");
+    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_START]));
+    rargs_adds(&a, "3");
+    rargs_adds(&a, p->k_job);
+    rargs_adds(&a, p->k_events);
+    rargs_adds(&a, p->k_cancel);
+    rargs_adds(&a, w->id);
+    rargs_adds(&a, cfg->queues[queue]);
+    rargs_adds(&a, p->job.model);
+    rargs_adds(&a, p->job.tenant ? p->job.tenant : "");
+    rargs_adds(&a, p->prov ? p->prov->name : "");
+    rargs_addf(&a, "%lld", p->started_at);
+    if (!p->prov) {
+        /* Not an invalid job (the model may be served once configured), but
+         * nothing can run it: fail now, without an attempt. */
+        rargs_free(&a);
+        char msg[300];
+        snprintf(msg, sizeof msg, "no provider serves model \"%s\"", p->job.model);
+        jr_fail(jr, "failed", "no_provider", msg, 0, NULL);
+        return;
+    }
+    rconn_send_reliable(w->cmd, jr_on_started, jr, a.argc, a.argv, a.lens);
+    rargs_free(&a);
+}
+
+void jobrun_cancel_id(worker *w, const char *id) {
+    jobrun *jr = w->runs;
+    while (jr) {
+        jobrun *next = jr->next;
+        jobrun_priv *p = jr->p;
+        if (p->job.id && strcmp(p->job.id, id) == 0 && !p->cancelled) {
+            p->cancelled = 1;
+            log_info("job_cancel", "id=%s state=%d", log_quote(id), (int)p->state);
+            if (p->state == JR_REQUEST) {
+                uv_timer_stop(&p->timer);
+                http_remove(w->http, p->easy); /* closes the upstream connection */
+                jobrun_http_done(p->easy, CURLE_ABORTED_BY_CALLBACK, jr);
+            } else if (p->state == JR_BACKOFF) {
+                uv_timer_stop(&p->timer);
+                jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+            }
+            /* JR_STARTING: the START reply sees p->cancelled. */
+        }
+        jr = next;
+    }
+}

@@ -1,0 +1,414 @@
+/* worker.c — a worker's connections, fetching, cancellation, heartbeat and
+ * drain; see worker.h for the design of the fetch.
+ *
+ * Fetch cycle. Whenever a slot may have become free (start, a job ended, a
+ * waiter answered, the command connection came back), worker_maybe_fetch()
+ * sends one FETCH asking for as many jobs as there are free slots (at most
+ * FETCH_BATCH). Only one FETCH is outstanding at a time, which batches
+ * naturally under load. When FETCH returns fewer jobs than asked, the queues
+ * were empty: the waiters are armed and the worker sleeps until one answers.
+ *
+ * Reconnects. A FETCH whose reply was lost with the connection may have moved
+ * jobs into the processing lists that this process never saw. So after every
+ * reconnect of `cmd` the worker reads its processing lists and requeues any
+ * job it does not hold (resync). */
+#include "worker/worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/keys.h"
+#include "common/log.h"
+#include "common/scripts.h"
+#include "worker/jobrun.h"
+
+#define FETCH_BATCH 128
+#define HEARTBEAT_MS 5000
+#define HEARTBEAT_TTL_MS 15000
+
+static void w_on_done(CURL *easy, CURLcode res, void *priv) {
+    jobrun_http_done(easy, (int)res, priv);
+}
+
+static void w_check_exit(worker *w);
+
+/* ---- fetching --------------------------------------------------------------- */
+
+static void w_arm_waiters(worker *w);
+
+static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
+    worker *w = rconn_data(rc);
+    long asked = (long)(intptr_t)priv;
+    w->fetching = 0;
+    if (!reply) return; /* connection lost: the resync after reconnect handles it */
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        log_error("fetch_failed", "error=%s",
+                  log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+        return;
+    }
+    long got = (long)reply->elements / 2;
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        int q = (int)reply->element[i]->integer - 1;
+        redisReply *j = reply->element[i + 1];
+        if (q < 0 || q >= w->cfg->nqueues || j->type != REDIS_REPLY_STRING) continue;
+        jobrun_start(w, j->str, j->len, q);
+    }
+    if (got < asked)
+        w_arm_waiters(w);
+    else
+        worker_maybe_fetch(w);
+}
+
+void worker_maybe_fetch(worker *w) {
+    if (w->draining || w->fetching || !rconn_ready(w->cmd)) return;
+    int free_slots = w->cfg->concurrency - w->nruns;
+    if (free_slots <= 0) return;
+    long n = free_slots < FETCH_BATCH ? free_slots : FETCH_BATCH;
+    rargs a = {0};
+    rargs_adds(&a, "EVALSHA");
+    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FETCH]));
+    rargs_addf(&a, "%d", 2 * w->cfg->nqueues);
+    for (int i = 0; i < w->cfg->nqueues; i++) {
+        rargs_adds(&a, w->queue_keys[i]);
+        rargs_adds(&a, w->proc_keys[i]);
+    }
+    rargs_addf(&a, "%ld", n);
+    if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0)
+        w->fetching = 1;
+    rargs_free(&a);
+}
+
+static void w_on_wait(rconn *rc, redisReply *reply, void *priv) {
+    worker *w = rconn_data(rc);
+    int q = (int)(intptr_t)priv;
+    w->waiting[q] = 0;
+    if (!reply) return; /* lost: re-armed when the connection is back */
+    worker_maybe_fetch(w);
+}
+
+/* Blocks each waiter in a non-destructive BLMOVE q q RIGHT RIGHT 0. */
+static void w_arm_waiters(worker *w) {
+    if (w->draining) return;
+    for (int i = 0; i < w->cfg->nqueues; i++) {
+        if (w->waiting[i] || !rconn_ready(w->waiters[i])) continue;
+        const char *k = w->queue_keys[i];
+        const char *a[] = {"BLMOVE", k, k, "RIGHT", "RIGHT", "0"};
+        size_t l[] = {6, strlen(k), strlen(k), 5, 5, 1};
+        if (rconn_send(w->waiters[i], w_on_wait, (void *)(intptr_t)i, 6, a, l) == 0)
+            w->waiting[i] = 1;
+    }
+}
+
+static void w_on_waiter_state(rconn *rc, int ready, void *ud) {
+    worker *w = ud;
+    (void)rc;
+    if (ready) worker_maybe_fetch(w); /* then re-arms the waiters if the queues are empty */
+}
+
+/* ---- resync after a reconnect ------------------------------------------------- */
+
+static void w_on_resync(rconn *rc, redisReply *reply, void *priv) {
+    worker *w = rconn_data(rc);
+    int q = (int)(intptr_t)priv;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) return;
+    /* Each held job of this queue matches one entry; the rest are orphans. */
+    char *matched = xcalloc(reply->elements ? reply->elements : 1, 1);
+    for (jobrun *jr = w->runs; jr; jr = jr->next) {
+        if (jr->queue != q) continue;
+        for (size_t i = 0; i < reply->elements; i++) {
+            redisReply *e = reply->element[i];
+            if (!matched[i] && e->len == jr->raw_len && memcmp(e->str, jr->raw, e->len) == 0) {
+                matched[i] = 1;
+                break;
+            }
+        }
+    }
+    rargs a = {0};
+    rargs_adds(&a, "EVALSHA");
+    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_REQUEUE]));
+    rargs_adds(&a, "2");
+    rargs_adds(&a, w->proc_keys[q]);
+    rargs_adds(&a, w->queue_keys[q]);
+    int orphans = 0;
+    for (size_t i = 0; i < reply->elements; i++) {
+        if (matched[i]) continue;
+        rargs_add(&a, reply->element[i]->str, reply->element[i]->len);
+        orphans++;
+    }
+    if (orphans) {
+        log_warn("requeue_orphans", "queue=%s jobs=%d", w->cfg->queues[q], orphans);
+        rconn_send_reliable(w->cmd, NULL, NULL, a.argc, a.argv, a.lens);
+    }
+    rargs_free(&a);
+    free(matched);
+}
+
+static void w_register(worker *w) {
+    buf info = {0};
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    buf_puts(&info, "{\"host\":");
+    buf_json_str(&info, host, strlen(host));
+    buf_printf(&info, ",\"pid\":%d,\"queues\":[", (int)getpid());
+    for (int i = 0; i < w->cfg->nqueues; i++) {
+        if (i) buf_putc(&info, ',');
+        buf_json_str(&info, w->cfg->queues[i], strlen(w->cfg->queues[i]));
+    }
+    buf_printf(&info, "],\"started_at\":%lld}", (long long)time(NULL) * 1000);
+    char *k = keys_workers(w->cfg->prefix);
+    const char *a[] = {"HSET", k, w->id, info.data};
+    size_t l[] = {4, strlen(k), strlen(w->id), info.len};
+    rconn_send(w->cmd, NULL, NULL, 4, a, l);
+    free(k);
+    buf_free(&info);
+}
+
+static void w_heartbeat(worker *w) {
+    char *k = keys_heartbeat(w->cfg->prefix, w->id);
+    const char *a[] = {"SET", k, "1", "PX", "15000"};
+    size_t l[] = {3, strlen(k), 1, 2, 5};
+    rconn_send(w->cmd, NULL, NULL, 5, a, l);
+    free(k);
+}
+
+static void w_on_heartbeat(uv_timer_t *t) { w_heartbeat(t->data); }
+
+static void w_on_cmd_state(rconn *rc, int ready, void *ud) {
+    worker *w = ud;
+    (void)rc;
+    if (!ready) return;
+    w_register(w);
+    w_heartbeat(w);
+    if (w->cmd_was_ready) {
+        for (int q = 0; q < w->cfg->nqueues; q++) {
+            const char *a[] = {"LRANGE", w->proc_keys[q], "0", "-1"};
+            size_t l[] = {6, strlen(w->proc_keys[q]), 1, 2};
+            rconn_send(w->cmd, w_on_resync, (void *)(intptr_t)q, 4, a, l);
+        }
+    }
+    w->cmd_was_ready = 1;
+    worker_maybe_fetch(w);
+    w_check_exit(w);
+}
+
+/* ---- cancellation --------------------------------------------------------------- */
+
+static void w_on_control(rconn *rc, redisReply *reply, void *priv) {
+    worker *w = rconn_data(rc);
+    (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) return;
+    redisReply *kind = reply->element[0];
+    redisReply *msg = reply->element[2];
+    if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0) return;
+    if (msg->type != REDIS_REPLY_STRING) return;
+    char id[160];
+    if (msg->len >= sizeof id) return;
+    memcpy(id, msg->str, msg->len);
+    id[msg->len] = '\0';
+    jobrun_cancel_id(w, id);
+}
+
+static void w_on_control_state(rconn *rc, int ready, void *ud) {
+    worker *w = ud;
+    if (!ready) return;
+    char *k = keys_control(w->cfg->prefix);
+    const char *a[] = {"SUBSCRIBE", k};
+    size_t l[] = {9, strlen(k)};
+    rconn_send(rc, w_on_control, NULL, 2, a, l);
+    free(k);
+}
+
+/* ---- drain and exit ---------------------------------------------------------------- */
+
+static void w_stop_loop(worker *w) {
+    if (w->exiting) return;
+    w->exiting = 1;
+    log_info("worker_exit", "id=%s done=%lld failed=%lld", log_quote(w->id), w->done, w->failed);
+    uv_stop(w->loop);
+}
+
+static void w_on_deregistered(rconn *rc, redisReply *reply, void *priv) {
+    worker *w = rconn_data(rc);
+    (void)reply;
+    (void)priv;
+    w->deregistered = 1;
+    w_check_exit(w);
+}
+
+/* Exits once draining, with no job in flight and every result stored; then
+ * the worker removes itself from P:workers, so nobody tries to recover it. */
+static void w_check_exit(worker *w) {
+    if (!w->draining || w->nruns > 0 || w->exiting) return;
+    if (rconn_pending(w->cmd) > 0) return;
+    if (w->deregistered) {
+        w_stop_loop(w);
+        return;
+    }
+    if (w->deregistering) return;
+    w->deregistering = 1;
+    char *k = keys_workers(w->cfg->prefix);
+    char *hb = keys_heartbeat(w->cfg->prefix, w->id);
+    const char *a[] = {"EVAL", "redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('DEL', KEYS[2])",
+                       "2", k, hb, w->id};
+    size_t l[6];
+    for (int i = 0; i < 6; i++) l[i] = strlen(a[i]);
+    rconn_send_reliable(w->cmd, w_on_deregistered, NULL, 6, a, l);
+    free(k);
+    free(hb);
+}
+
+void worker_run_over(worker *w, jobrun *jr) {
+    if (jr->prev)
+        jr->prev->next = jr->next;
+    else
+        w->runs = jr->next;
+    if (jr->next) jr->next->prev = jr->prev;
+    jr->prev = jr->next = NULL;
+    w->nruns--;
+    worker_maybe_fetch(w);
+}
+
+static void w_on_requeued(rconn *rc, redisReply *reply, void *priv) {
+    worker *w = rconn_data(rc);
+    (void)priv;
+    if (reply->type == REDIS_REPLY_INTEGER)
+        log_info("worker_requeued", "jobs=%lld", reply->integer);
+    w_check_exit(w);
+}
+
+static void w_on_give_up(uv_timer_t *t) {
+    worker *w = t->data;
+    log_warn("redis_unreachable_at_exit", "unsaved=%zu", rconn_pending(w->cmd));
+    w_stop_loop(w);
+}
+
+/* The grace period is over: abort what is left and put it back on its queue. */
+static void w_on_grace(uv_timer_t *t) {
+    worker *w = t->data;
+    w->aborting = 1;
+    log_warn("drain_timeout", "jobs_left=%d", w->nruns);
+    while (w->runs) jobrun_abort(w->runs);
+    rargs a = {0};
+    rargs_adds(&a, "EVALSHA");
+    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_REQUEUE]));
+    rargs_addf(&a, "%d", 2 * w->cfg->nqueues);
+    for (int i = 0; i < w->cfg->nqueues; i++) {
+        rargs_adds(&a, w->proc_keys[i]);
+        rargs_adds(&a, w->queue_keys[i]);
+    }
+    rconn_send_reliable(w->cmd, w_on_requeued, NULL, a.argc, a.argv, a.lens);
+    rargs_free(&a);
+    /* Redis may be unreachable: do not wait for it forever. What stays in the
+     * processing lists is recovered by the supervisor. */
+    uv_timer_start(&w->grace, w_on_give_up, 5000, 0);
+    w_check_exit(w);
+}
+
+void worker_drain(worker *w) {
+    if (w->draining) {
+        /* A second signal: stop waiting. */
+        if (!w->aborting) {
+            uv_timer_stop(&w->grace);
+            w_on_grace(&w->grace);
+        }
+        return;
+    }
+    w->draining = 1;
+    log_info("worker_drain", "jobs=%d grace_ms=%lld", w->nruns, w->cfg->shutdown_grace_ms);
+    uv_timer_start(&w->grace, w_on_grace, (uint64_t)w->cfg->shutdown_grace_ms, 0);
+    w_check_exit(w);
+}
+
+static void w_on_signal(uv_signal_t *s, int signum) {
+    (void)signum;
+    worker_drain(s->data);
+}
+
+/* Runs after each loop iteration: a stored result may complete the drain. */
+static void w_on_check(uv_check_t *c) { w_check_exit(c->data); }
+
+/* ---- set-up ------------------------------------------------------------------------- */
+
+int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
+    char err[256];
+    memset(w, 0, sizeof *w);
+    w->loop = loop;
+    w->cfg = cfg;
+    w->id = xstrdup(id);
+    if (redis_target_parse(cfg->redis_url, &w->redis, err, sizeof err) != 0) {
+        log_error("bad_redis_url", "error=%s", log_quote(err));
+        free(w->id);
+        return -1;
+    }
+    w->http = http_new(loop, cfg->concurrency + 16, 0, w_on_done);
+    if (!w->http) {
+        log_error("curl_init_failed", "reason=curl_multi_init");
+        redis_target_free(&w->redis);
+        free(w->id);
+        return -1;
+    }
+    w->cmd = rconn_new(loop, &w->redis, "cmd", w_on_cmd_state, w);
+    w->scripts[WS_FETCH] = rconn_add_script(w->cmd, scripts_fetch);
+    w->scripts[WS_START] = rconn_add_script(w->cmd, scripts_start);
+    w->scripts[WS_FINISH] = rconn_add_script(w->cmd, scripts_finish);
+    w->scripts[WS_REQUEUE] = rconn_add_script(w->cmd, scripts_requeue);
+    w->control = rconn_new(loop, &w->redis, "control", w_on_control_state, w);
+    w->waiters = xcalloc((size_t)cfg->nqueues, sizeof *w->waiters);
+    w->waiting = xcalloc((size_t)cfg->nqueues, sizeof *w->waiting);
+    w->queue_keys = xcalloc((size_t)cfg->nqueues, sizeof *w->queue_keys);
+    w->proc_keys = xcalloc((size_t)cfg->nqueues, sizeof *w->proc_keys);
+    for (int i = 0; i < cfg->nqueues; i++) {
+        w->queue_keys[i] = keys_queue(cfg->prefix, cfg->queues[i]);
+        w->proc_keys[i] = keys_processing(cfg->prefix, id, cfg->queues[i]);
+        w->waiters[i] = rconn_new(loop, &w->redis, "wait", w_on_waiter_state, w);
+    }
+    uv_timer_init(loop, &w->heartbeat);
+    w->heartbeat.data = w;
+    uv_timer_init(loop, &w->grace);
+    w->grace.data = w;
+    uv_signal_init(loop, &w->sigterm);
+    w->sigterm.data = w;
+    uv_signal_init(loop, &w->sigint);
+    w->sigint.data = w;
+    uv_check_init(loop, &w->check);
+    w->check.data = w;
+    return 0;
+}
+
+void worker_start(worker *w) {
+    log_info("worker_start", "id=%s concurrency=%d queues=%d", log_quote(w->id),
+             w->cfg->concurrency, w->cfg->nqueues);
+    rconn_start(w->cmd);
+    rconn_start(w->control);
+    for (int i = 0; i < w->cfg->nqueues; i++) rconn_start(w->waiters[i]);
+    uv_timer_start(&w->heartbeat, w_on_heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
+    uv_signal_start(&w->sigterm, w_on_signal, SIGTERM);
+    uv_signal_start(&w->sigint, w_on_signal, SIGINT);
+    uv_check_start(&w->check, w_on_check);
+}
+
+void worker_close(worker *w) {
+    while (w->runs) jobrun_abort(w->runs);
+    rconn_free(w->cmd);
+    rconn_free(w->control);
+    for (int i = 0; i < w->cfg->nqueues; i++) {
+        rconn_free(w->waiters[i]);
+        free(w->queue_keys[i]);
+        free(w->proc_keys[i]);
+    }
+    free(w->waiters);
+    free(w->waiting);
+    free(w->queue_keys);
+    free(w->proc_keys);
+    http_free(w->http);
+    uv_close((uv_handle_t *)&w->heartbeat, NULL);
+    uv_close((uv_handle_t *)&w->grace, NULL);
+    uv_close((uv_handle_t *)&w->sigterm, NULL);
+    uv_close((uv_handle_t *)&w->sigint, NULL);
+    uv_close((uv_handle_t *)&w->check, NULL);
+    redis_target_free(&w->redis);
+    free(w->id);
+}

@@ -1,0 +1,76 @@
+/* worker.h — one chatq worker process: its loop, connections and job slots.
+ *
+ * A worker owns, on one libuv loop:
+ *   cmd      a Redis connection for every command: fetching (the FETCH
+ *            script), starting and finishing jobs, publishing stream events;
+ *            commands are pipelined, never one blocking round trip each;
+ *   waiters  one Redis connection per queue, each blocked in
+ *            BLMOVE q q RIGHT RIGHT 0 while the worker has free slots and the
+ *            queues are empty. That command moves the last element of q to
+ *            the end of q, i.e. leaves the list as it was: it is a blocking
+ *            "wait until q is not empty" that takes nothing. When it answers,
+ *            the worker runs FETCH, which takes jobs in priority order. So an
+ *            idle worker sends nothing at all, a job on any queue is seen at
+ *            once, and a higher queue's job is always taken first;
+ *   control  a Redis connection subscribed to P:control, for cancellations;
+ *   http     one curl multi handle (worker/http.h) for all upstream calls.
+ *
+ * Jobs in flight are jobruns (worker/jobrun.h) on a doubly linked list. The
+ * worker's identity is its id; its jobs live in P:processing:<id>:<queue>
+ * until their result is stored, so nothing is lost if it dies. */
+#ifndef CHATQ_WORKER_H
+#define CHATQ_WORKER_H
+
+#include <uv.h>
+
+#include "common/config.h"
+#include "worker/http.h"
+#include "common/rconn.h"
+
+typedef struct jobrun jobrun;
+
+enum worker_script { WS_FETCH, WS_START, WS_FINISH, WS_REQUEUE, WS_NSCRIPTS };
+
+typedef struct worker {
+    uv_loop_t *loop;
+    config *cfg;
+    char *id;
+    redis_target redis;
+    rconn *cmd;
+    rconn *control;
+    rconn **waiters;       /* one per queue */
+    int *waiting;          /* a BLMOVE is outstanding on waiters[i] */
+    int scripts[WS_NSCRIPTS];
+    http_client *http;
+    char **queue_keys;     /* P:queue:<name>, priority order */
+    char **proc_keys;      /* P:processing:<id>:<name> */
+    char *stream_prefix;   /* "P:stream:" etc., for building keys fast */
+    jobrun *runs;          /* jobs in flight */
+    int nruns;
+    int fetching;          /* a FETCH is outstanding */
+    int cmd_was_ready;     /* cmd has been ready before: a reconnect needs a resync */
+    int draining;          /* SIGTERM seen: take no new job */
+    int aborting;          /* grace period over: abort what is left */
+    int exiting;
+    int deregistering, deregistered;
+    uv_check_t check;
+    uv_timer_t heartbeat;
+    uv_timer_t grace;
+    uv_signal_t sigterm, sigint;
+    long long done, failed;
+} worker;
+
+/* Sets up the worker on `loop` (config and id are borrowed). Returns 0 or -1. */
+int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id);
+void worker_start(worker *w);
+/* Called by a jobrun when it is over and its result is stored (or handed to
+ * the outbox): frees its slot and fetches more. */
+void worker_run_over(worker *w, jobrun *jr);
+/* Asks for more jobs when there are free slots. */
+void worker_maybe_fetch(worker *w);
+/* Begins a drain: no new job; in-flight jobs get the grace period. */
+void worker_drain(worker *w);
+/* Releases everything; run the loop afterwards so close callbacks run. */
+void worker_close(worker *w);
+
+#endif
