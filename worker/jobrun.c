@@ -44,6 +44,8 @@ typedef struct jobrun_priv {
     int chunks;             /* chunks published in this attempt */
     long long started_at, first_token_at;
     int cancelled;
+    int start_sent;         /* the START script is in the outbox */
+    int aborted;            /* dropped by a drain while START was pending */
     /* the current HTTP attempt */
     CURL *easy;
     struct curl_slist *headers;
@@ -356,6 +358,11 @@ static void jr_free(jobrun *jr) {
 void jobrun_abort(jobrun *jr) {
     jr_reset_attempt(jr);
     worker_run_over(jr->w, jr);
+    /* A START still in the outbox holds a pointer to us: its reply frees. */
+    if (jr->p->state == JR_STARTING && jr->p->start_sent) {
+        jr->p->aborted = 1;
+        return;
+    }
     jr_free(jr);
 }
 
@@ -745,6 +752,11 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
     jobrun *jr = priv;
     jobrun_priv *p = jr->p;
     (void)rc;
+    p->start_sent = 0;
+    if (p->aborted) {
+        jr_free(jr);
+        return;
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 4) {
         log_error("start_failed", "id=%s error=%s", log_quote(p->job.id),
                   log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
@@ -762,7 +774,6 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
         jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
         return;
     }
-    if (jr->w->aborting) return; /* the drain is over: jobrun_abort comes */
     if (resumed && p->seq > 0) {
         json_object *err = output_error("interrupted",
                                         "the attempt was cut short: its worker stopped", 0, NULL);
@@ -847,6 +858,7 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
         jr_fail(jr, "failed", "no_provider", msg, 0, NULL);
         return;
     }
+    p->start_sent = 1;
     rconn_send_reliable(w->cmd, jr_on_started, jr, a.argc, a.argv, a.lens);
     rargs_free(&a);
 }

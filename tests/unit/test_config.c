@@ -1,0 +1,591 @@
+/* test_config.c — config_load() layers and validation, providers and keys,
+ * config_route(), config_dump() masking, and Redis URL parsing. Each test
+ * starts from a clean environment and writes its files in a fresh temporary
+ * directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+
+static char tmpdir[64];
+static char err[512];
+
+static void clean_env(void) {
+    static const char *vars[] = {"CHATQ_CONFIG", "CHATQ_REDIS_URL", "CHATQ_PREFIX",
+                                 "OPENAI_BASE_URL", "OPENAI_API_KEY", "CREDENTIALS_DIRECTORY",
+                                 "TEST_CHATQ_KEY"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
+}
+
+static int setup(void **state) {
+    (void)state;
+    clean_env();
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/chatq-test-config-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char *cmd = xasprintf("rm -rf '%s'", tmpdir);
+    int rc = system(cmd);
+    free(cmd);
+    clean_env();
+    return rc == 0 ? 0 : -1;
+}
+
+/* Writes `text` to tmpdir/name and returns the path (caller frees). */
+static char *write_file(const char *name, const char *text) {
+    char *path = xasprintf("%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Loads with only --config FILE (the file written from `text`). */
+static int load_text(config *c, const char *text) {
+    char *path = write_file("chatq.json", text);
+    config_args a = {.config_file = path};
+    int rc = config_load(c, &a, err, sizeof err);
+    free(path);
+    return rc;
+}
+
+static void expect_file_error(const char *text, const char *needle) {
+    config c;
+    if (load_text(&c, text) != -1 || !strstr(err, needle) || !strstr(err, "chatq.json"))
+        fail_msg("config %s: err=\"%s\", wanted the file and %s", text, err, needle);
+    assert_null(c.providers); /* freed on failure */
+}
+
+/* ---- layers ---- */
+
+static void test_defaults(void **state) {
+    (void)state;
+    if (access("/etc/chatq/chatq.json", F_OK) == 0) skip(); /* the host has a config */
+    config c;
+    assert_int_equal(config_load(&c, NULL, err, sizeof err), 0);
+    assert_null(c.file);
+    assert_string_equal(c.redis_url, "redis://127.0.0.1:6379/0");
+    assert_string_equal(c.prefix, "chatq");
+    assert_int_equal(c.workers, sysconf(_SC_NPROCESSORS_ONLN));
+    assert_int_equal(c.concurrency, 256);
+    assert_int_equal(c.nqueues, 1);
+    assert_string_equal(c.queues[0], "default");
+    assert_string_equal(c.log_level, "info");
+    assert_int_equal(c.timeout_ms, 600000);
+    assert_int_equal(c.idle_timeout_ms, 60000);
+    assert_int_equal(c.connect_timeout_ms, 10000);
+    assert_int_equal(c.max_attempts, 3);
+    assert_int_equal(c.result_ttl_s, 86400);
+    assert_int_equal(c.max_job_bytes, 1048576);
+    assert_int_equal(c.max_response_bytes, 16777216);
+    assert_int_equal(c.retry_base_ms, 500);
+    assert_int_equal(c.retry_max_ms, 30000);
+    assert_int_equal(c.shutdown_grace_ms, 30000);
+    assert_int_equal(c.nproviders, 1);
+    assert_string_equal(c.providers[0].name, "default");
+    assert_string_equal(c.providers[0].base_url, "https://api.openai.com/v1");
+    assert_null(c.providers[0].api_key);
+    assert_int_equal(c.providers[0].nmodels, 1);
+    assert_string_equal(c.providers[0].models[0], "*");
+    config_free(&c);
+}
+
+static void test_default_provider_from_env(void **state) {
+    (void)state;
+    setenv("OPENAI_BASE_URL", "http://localhost:8000/v1//", 1);
+    setenv("OPENAI_API_KEY", "sk-local-1\n", 1);
+    config c;
+    assert_int_equal(load_text(&c, "{}"), 0);
+    assert_string_equal(c.providers[0].base_url, "http://localhost:8000/v1");
+    assert_string_equal(c.providers[0].api_key, "sk-local-1");
+    config_free(&c);
+    setenv("OPENAI_BASE_URL", "localhost:8000", 1);
+    assert_int_equal(load_text(&c, "{}"), -1);
+    assert_non_null(strstr(err, "OPENAI_BASE_URL"));
+}
+
+static void test_file_overrides_defaults(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "{\"concurrency\": 10, \"prefix\": \"cq\", \"workers\": 3,"
+                                   " \"queues\": [\"hi\", \"lo\"], \"max_attempts\": 5,"
+                                   " \"timeout_ms\": 1234, \"log_level\": \"debug\","
+                                   " \"shutdown_grace_ms\": 0}"),
+                     0);
+    assert_non_null(strstr(c.file, "chatq.json"));
+    assert_int_equal(c.concurrency, 10);
+    assert_string_equal(c.prefix, "cq");
+    assert_int_equal(c.workers, 3);
+    assert_int_equal(c.nqueues, 2);
+    assert_string_equal(c.queues[0], "hi");
+    assert_string_equal(c.queues[1], "lo");
+    assert_int_equal(c.max_attempts, 5);
+    assert_int_equal(c.timeout_ms, 1234);
+    assert_int_equal(c.shutdown_grace_ms, 0);
+    assert_string_equal(c.log_level, "debug");
+    assert_int_equal(c.idle_timeout_ms, 60000); /* untouched keys keep their default */
+    config_free(&c);
+}
+
+static void test_file_from_chatq_config_env(void **state) {
+    (void)state;
+    char *path = write_file("env.json", "{\"prefix\": \"from-env-file\"}");
+    setenv("CHATQ_CONFIG", path, 1);
+    config c;
+    assert_int_equal(config_load(&c, NULL, err, sizeof err), 0);
+    assert_string_equal(c.prefix, "from-env-file");
+    assert_string_equal(c.file, path);
+    config_free(&c);
+    /* --config wins over $CHATQ_CONFIG */
+    char *other = write_file("flag.json", "{\"prefix\": \"from-flag-file\"}");
+    config_args a = {.config_file = other};
+    assert_int_equal(config_load(&c, &a, err, sizeof err), 0);
+    assert_string_equal(c.prefix, "from-flag-file");
+    config_free(&c);
+    /* a named file that is missing is an error naming it */
+    setenv("CHATQ_CONFIG", "/nonexistent/chatq.json", 1);
+    assert_int_equal(config_load(&c, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "/nonexistent/chatq.json"));
+    free(path);
+    free(other);
+}
+
+static void test_env_overrides_file(void **state) {
+    (void)state;
+    setenv("CHATQ_PREFIX", "envprefix", 1);
+    setenv("CHATQ_REDIS_URL", "redis://envhost:7000/3", 1);
+    config c;
+    assert_int_equal(load_text(&c, "{\"prefix\": \"fileprefix\","
+                                   " \"redis_url\": \"redis://filehost/1\"}"),
+                     0);
+    assert_string_equal(c.prefix, "envprefix");
+    assert_string_equal(c.redis_url, "redis://envhost:7000/3");
+    config_free(&c);
+}
+
+static void test_flags_override_env(void **state) {
+    (void)state;
+    setenv("CHATQ_REDIS_URL", "redis://envhost:7000/3", 1);
+    char *path = write_file("chatq.json", "{\"workers\": 2, \"concurrency\": 5,"
+                                          " \"queues\": \"x\", \"log_level\": \"warn\"}");
+    config_args a = {.config_file = path, .redis_url = "unix:///run/redis.sock?db=4",
+                     .workers = "7", .concurrency = "99", .queues = "a, b ,c",
+                     .log_level = "error"};
+    config c;
+    assert_int_equal(config_load(&c, &a, err, sizeof err), 0);
+    assert_string_equal(c.redis_url, "unix:///run/redis.sock?db=4");
+    assert_int_equal(c.workers, 7);
+    assert_int_equal(c.concurrency, 99);
+    assert_int_equal(c.nqueues, 3);
+    assert_string_equal(c.queues[0], "a");
+    assert_string_equal(c.queues[1], "b");
+    assert_string_equal(c.queues[2], "c");
+    assert_string_equal(c.log_level, "error");
+    config_free(&c);
+    free(path);
+}
+
+static void expect_flag_error(config_args a, const char *want) {
+    config c;
+    if (config_load(&c, &a, err, sizeof err) != -1 || strcmp(err, want))
+        fail_msg("err=\"%s\", wanted \"%s\"", err, want);
+}
+
+static void test_flag_validation(void **state) {
+    (void)state;
+    char *path = write_file("empty.json", "");
+    const char *w = "--workers: must be an integer 1..1024";
+    expect_flag_error((config_args){.config_file = path, .workers = "0"}, w);
+    expect_flag_error((config_args){.config_file = path, .workers = "1025"}, w);
+    expect_flag_error((config_args){.config_file = path, .workers = "4x"}, w);
+    expect_flag_error((config_args){.config_file = path, .workers = ""}, w);
+    expect_flag_error((config_args){.config_file = path, .workers = "99999999999999999999"}, w);
+    expect_flag_error((config_args){.config_file = path, .concurrency = "-1"},
+                      "--concurrency: must be an integer 1..100000");
+    expect_flag_error((config_args){.config_file = path, .log_level = "loud"},
+                      "--log-level: must be one of error, warn, info, debug");
+    config c;
+    config_args a = {.config_file = path, .queues = "a,,b"};
+    assert_int_equal(config_load(&c, &a, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--queues"));
+    a.queues = "a,b,a";
+    assert_int_equal(config_load(&c, &a, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--queues"));
+    assert_non_null(strstr(err, "twice"));
+    a.queues = "a b";
+    assert_int_equal(config_load(&c, &a, err, sizeof err), -1);
+    a.queues = NULL;
+    a.redis_url = "rediss://h:6380";
+    assert_int_equal(config_load(&c, &a, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--redis"));
+    assert_non_null(strstr(err, "TLS"));
+    free(path);
+}
+
+/* ---- file syntax and validation ---- */
+
+static void test_comments_in_file(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "/* chatq settings */\n"
+                                   "{\n"
+                                   "  // how many jobs per worker\n"
+                                   "  \"concurrency\": 42, /* inline */\n"
+                                   "  \"providers\": [{\"name\": \"p\", \"base_url\": "
+                                   "\"http://h//v1/\",\n"
+                                   "    \"headers\": {\"X-Note\": \"a /* b */ c // d\"}}]\n"
+                                   "}\n// the end\n"),
+                     0);
+    assert_int_equal(c.concurrency, 42);
+    assert_string_equal(c.providers[0].base_url, "http://h//v1");
+    assert_int_equal(c.providers[0].nheaders, 1);
+    assert_string_equal(c.providers[0].headers[0], "X-Note: a /* b */ c // d");
+    config_free(&c);
+}
+
+static void test_empty_file_is_defaults(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "  \n"), 0);
+    assert_int_equal(c.concurrency, 256);
+    config_free(&c);
+}
+
+static void test_unknown_key(void **state) {
+    (void)state;
+    expect_file_error("{\"concurency\": 5}", "unknown key \"concurency\"");
+    expect_file_error("{\"providers\": [{\"name\": \"p\", \"base_url\": \"http://h\","
+                      " \"apikey\": \"x\"}]}",
+                      "providers[0]: unknown key \"apikey\"");
+}
+
+static void test_bad_type(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "{\"concurrency\": \"10\"}"), -1);
+    char *want = xasprintf("%s/chatq.json: concurrency must be an integer 1..100000", tmpdir);
+    assert_string_equal(err, want);
+    free(want);
+    expect_file_error("{\"concurrency\": 0}", "concurrency must be an integer 1..100000");
+    expect_file_error("{\"timeout_ms\": 1.5}", "timeout_ms must be an integer");
+    expect_file_error("{\"prefix\": 5}", "prefix must be a string");
+    expect_file_error("{\"prefix\": \"a b\"}", "prefix must be");
+    expect_file_error("{\"log_level\": \"verbose\"}", "log_level must be one of");
+    expect_file_error("{\"redis_url\": \"http://x\"}", "redis_url must be");
+    expect_file_error("{\"queues\": []}", "queues must be");
+    expect_file_error("{\"queues\": [\"a\", \"a\"]}", "twice");
+    expect_file_error("{\"queues\": [\"a/b\"]}", "queues must be");
+    expect_file_error("{\"providers\": {}}", "providers must be an array");
+    expect_file_error("{\"retry_base_ms\": 5000, \"retry_max_ms\": 1000}",
+                      "retry_base_ms (5000) must not exceed retry_max_ms (1000)");
+}
+
+static void test_not_json_names_line(void **state) {
+    (void)state;
+    expect_file_error("{\n\"concurrency\": 5\n\"prefix\": \"x\"\n}", "not valid JSON");
+    expect_file_error("{\n\"concurrency\": 5\n", "line 3");
+    expect_file_error("[1, 2]", "JSON object");
+    expect_file_error("{\"concurrency\": 5} {}", "not valid JSON");
+}
+
+/* ---- providers ---- */
+
+static void test_providers_parsed(void **state) {
+    (void)state;
+    setenv("TEST_CHATQ_KEY", "sk-env-key  \n", 1);
+    config c;
+    assert_int_equal(load_text(&c, "{\"providers\": ["
+                                   " {\"name\": \"gw\", \"base_url\": \"https://gw.example/v1/\","
+                                   "  \"api_key_env\": \"TEST_CHATQ_KEY\", \"models\": [\"a*\"],"
+                                   "  \"headers\": {\"X-Org\": \"acme\"}, \"max_connections\": 8,"
+                                   "  \"timeout_ms\": 5000, \"connect_timeout_ms\": 700,"
+                                   "  \"idle_timeout_ms\": 900},"
+                                   " {\"name\": \"local\", \"base_url\": \"http://127.0.0.1:8080\","
+                                   "  \"api_key_env\": \"TEST_CHATQ_UNSET_VAR\"}]}"),
+                     0);
+    assert_int_equal(c.nproviders, 2);
+    const provider_cfg *p = &c.providers[0];
+    assert_string_equal(p->name, "gw");
+    assert_string_equal(p->base_url, "https://gw.example/v1");
+    assert_string_equal(p->api_key, "sk-env-key");
+    assert_int_equal(p->nmodels, 1);
+    assert_string_equal(p->models[0], "a*");
+    assert_int_equal(p->nheaders, 1);
+    assert_string_equal(p->headers[0], "X-Org: acme");
+    assert_int_equal(p->max_connections, 8);
+    assert_int_equal(p->timeout_ms, 5000);
+    assert_int_equal(p->connect_timeout_ms, 700);
+    assert_int_equal(p->idle_timeout_ms, 900);
+    p = &c.providers[1];
+    assert_null(p->api_key); /* a missing variable is no key, not an error */
+    assert_int_equal(p->nmodels, 1);
+    assert_string_equal(p->models[0], "*");
+    assert_int_equal(p->timeout_ms, 0);
+    assert_ptr_equal(config_provider(&c, "local"), p);
+    assert_null(config_provider(&c, "nope"));
+    config_free(&c);
+}
+
+static void test_provider_errors(void **state) {
+    (void)state;
+    expect_file_error("{\"providers\": [{\"base_url\": \"http://h\"}]}",
+                      "providers[0].name is required");
+    expect_file_error("{\"providers\": [{\"name\": \"p\"}]}", "providers[0].base_url is required");
+    expect_file_error("{\"providers\": [{\"name\": \"p\", \"base_url\": \"ftp://h\"}]}",
+                      "providers[0].base_url must be an http:// or https:// URL");
+    expect_file_error("{\"providers\": [{\"name\": \"p\", \"base_url\": \"http://a\"},"
+                      " {\"name\": \"p\", \"base_url\": \"http://b\"}]}",
+                      "providers[1].name \"p\" is already used");
+    expect_file_error("{\"providers\": [{\"name\": \"p\", \"base_url\": \"http://a\","
+                      " \"models\": \"*\"}]}",
+                      "providers[0].models must be an array");
+    expect_file_error("{\"providers\": [{\"name\": \"p\", \"base_url\": \"http://a\","
+                      " \"headers\": {\"Bad Name\": \"v\"}}]}",
+                      "not a valid header name");
+    expect_file_error("{\"providers\": [{\"name\": \"p\", \"base_url\": \"http://a\","
+                      " \"headers\": {\"X\": \"a\\r\\nInjected: 1\"}}]}",
+                      "control characters");
+    expect_file_error("{\"providers\": [{\"name\": \"p\", \"base_url\": \"http://a\","
+                      " \"max_connections\": -1}]}",
+                      "providers[0].max_connections must be an integer");
+    expect_file_error("{\"providers\": [{\"name\": \"p\", \"base_url\": \"http://a\","
+                      " \"api_key_env\": \"A\", \"api_key_file\": \"b\"}]}",
+                      "not both");
+}
+
+static void test_api_key_file_credentials_directory(void **state) {
+    (void)state;
+    char *creds = xasprintf("%s/creds", tmpdir);
+    assert_int_equal(mkdir(creds, 0700), 0);
+    char *keyfile = xasprintf("%s/openai", creds);
+    FILE *f = fopen(keyfile, "w");
+    fputs("sk-from-credential-file\n\n", f);
+    fclose(f);
+    setenv("CREDENTIALS_DIRECTORY", creds, 1);
+    config c;
+    assert_int_equal(load_text(&c, "{\"providers\": [{\"name\": \"p\", \"base_url\":"
+                                   " \"https://x/v1\", \"api_key_file\": \"openai\"}]}"),
+                     0);
+    assert_string_equal(c.providers[0].api_key, "sk-from-credential-file");
+    assert_string_equal(c.providers[0].api_key_file, "openai");
+    config_free(&c);
+
+    /* an absolute path ignores CREDENTIALS_DIRECTORY */
+    char *text = xasprintf("{\"providers\": [{\"name\": \"p\", \"base_url\": \"https://x\","
+                           " \"api_key_file\": \"%s\"}]}",
+                           keyfile);
+    unsetenv("CREDENTIALS_DIRECTORY");
+    assert_int_equal(load_text(&c, text), 0);
+    assert_string_equal(c.providers[0].api_key, "sk-from-credential-file");
+    config_free(&c);
+    free(text);
+
+    /* missing: an error naming the resolved path */
+    setenv("CREDENTIALS_DIRECTORY", creds, 1);
+    assert_int_equal(load_text(&c, "{\"providers\": [{\"name\": \"p\", \"base_url\":"
+                                   " \"https://x\", \"api_key_file\": \"missing-key\"}]}"),
+                     -1);
+    char *want = xasprintf("%s/missing-key", creds);
+    assert_non_null(strstr(err, want));
+    assert_non_null(strstr(err, "api_key_file"));
+    free(want);
+
+    /* a two-line file is refused, and the error never shows its contents */
+    f = fopen(keyfile, "w");
+    fputs("sk-line-one-SECRET\nsk-line-two\n", f);
+    fclose(f);
+    assert_int_equal(load_text(&c, "{\"providers\": [{\"name\": \"p\", \"base_url\":"
+                                   " \"https://x\", \"api_key_file\": \"openai\"}]}"),
+                     -1);
+    assert_non_null(strstr(err, keyfile));
+    assert_null(strstr(err, "SECRET"));
+    free(keyfile);
+    free(creds);
+}
+
+/* ---- routing ---- */
+
+static void test_route_glob_order(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "{\"providers\": ["
+                                   " {\"name\": \"a\", \"base_url\": \"http://a\","
+                                   "  \"models\": [\"gpt-4*\"]},"
+                                   " {\"name\": \"b\", \"base_url\": \"http://b\","
+                                   "  \"models\": [\"gpt-*\", \"o[13]\"]},"
+                                   " {\"name\": \"c\", \"base_url\": \"http://c\","
+                                   "  \"models\": [\"*\"]}]}"),
+                     0);
+    assert_string_equal(config_route(&c, "gpt-4o")->name, "a");
+    assert_string_equal(config_route(&c, "gpt-3.5-turbo")->name, "b");
+    assert_string_equal(config_route(&c, "o3")->name, "b");
+    assert_string_equal(config_route(&c, "o2")->name, "c");
+    assert_string_equal(config_route(&c, "claude-x")->name, "c");
+    config_free(&c);
+
+    assert_int_equal(load_text(&c, "{\"providers\": [{\"name\": \"only\", \"base_url\":"
+                                   " \"http://a\", \"models\": [\"llama-*\"]}]}"),
+                     0);
+    assert_string_equal(config_route(&c, "llama-3")->name, "only");
+    assert_null(config_route(&c, "gpt-4o"));
+    config_free(&c);
+}
+
+/* ---- dump ---- */
+
+static void test_dump_masks_secrets(void **state) {
+    (void)state;
+    setenv("OPENAI_API_KEY", "sk-TOPSECRET-4242", 1);
+    setenv("CHATQ_REDIS_URL", "redis://app:hunter2pass@db.local:6380/2", 1);
+    config c;
+    assert_int_equal(load_text(&c, "{\"concurrency\": 12}"), 0);
+    assert_string_equal(c.providers[0].api_key, "sk-TOPSECRET-4242");
+    char *dump = config_dump(&c);
+    assert_null(strstr(dump, "TOPSECRET"));
+    assert_null(strstr(dump, "hunter2pass"));
+    json_object *o = json_tokener_parse(dump);
+    assert_non_null(o);
+    assert_string_equal(json_object_get_string(json_object_object_get(o, "redis_url")),
+                        "redis://app:***@db.local:6380/2");
+    assert_int_equal(json_object_get_int(json_object_object_get(o, "concurrency")), 12);
+    json_object *ps = json_object_object_get(o, "providers");
+    assert_int_equal(json_object_array_length(ps), 1);
+    json_object *p = json_object_array_get_idx(ps, 0);
+    assert_string_equal(json_object_get_string(json_object_object_get(p, "api_key")), "***");
+    assert_string_equal(json_object_get_string(json_object_object_get(p, "api_key_env")),
+                        "OPENAI_API_KEY");
+    assert_string_equal(json_object_get_string(json_object_object_get(p, "base_url")),
+                        "https://api.openai.com/v1");
+    json_object_put(o);
+    free(dump);
+    config_free(&c);
+
+    /* no key: null; unix socket password in the query: masked */
+    unsetenv("OPENAI_API_KEY");
+    setenv("CHATQ_REDIS_URL", "unix:///run/r.sock?db=1&password=s3cr3tpw", 1);
+    assert_int_equal(load_text(&c, "{\"providers\": [{\"name\": \"p\", \"base_url\": \"http://h\","
+                                   " \"headers\": {\"X-Api-Key\": \"hdr-secret-value\","
+                                   " \"X-Org\": \"acme\"}}]}"),
+                     0);
+    dump = config_dump(&c);
+    assert_null(strstr(dump, "s3cr3tpw"));
+    assert_null(strstr(dump, "hdr-secret-value"));
+    o = json_tokener_parse(dump);
+    assert_string_equal(json_object_get_string(json_object_object_get(o, "redis_url")),
+                        "unix:///run/r.sock?db=1&password=***");
+    p = json_object_array_get_idx(json_object_object_get(o, "providers"), 0);
+    json_object *k;
+    assert_true(json_object_object_get_ex(p, "api_key", &k));
+    assert_null(k);
+    json_object *h = json_object_object_get(p, "headers");
+    assert_string_equal(json_object_get_string(json_object_object_get(h, "X-Org")), "acme");
+    assert_string_equal(json_object_get_string(json_object_object_get(h, "X-Api-Key")), "***");
+    json_object_put(o);
+    free(dump);
+    config_free(&c);
+}
+
+/* ---- redis URLs ---- */
+
+static void check_target(const char *url, const char *host, int port, const char *path,
+                         const char *user, const char *pass, int db) {
+    redis_target t;
+    if (redis_target_parse(url, &t, err, sizeof err) != 0) fail_msg("%s: %s", url, err);
+#define SAME(a, b) ((a) == NULL ? (b) == NULL : (b) != NULL && !strcmp((a), (b)))
+    if (!SAME(host, t.host) || port != t.port || !SAME(path, t.unix_path) ||
+        !SAME(user, t.user) || !SAME(pass, t.password) || db != t.db)
+        fail_msg("%s: got host=%s port=%d path=%s user=%s pass=%s db=%d", url,
+                 t.host ? t.host : "-", t.port, t.unix_path ? t.unix_path : "-",
+                 t.user ? t.user : "-", t.password ? t.password : "-", t.db);
+#undef SAME
+    redis_target_free(&t);
+}
+
+static void test_redis_urls(void **state) {
+    (void)state;
+    check_target("redis://h", "h", 6379, NULL, NULL, NULL, 0);
+    check_target("redis://127.0.0.1:6379/0", "127.0.0.1", 6379, NULL, NULL, NULL, 0);
+    check_target("redis://h:7000/5", "h", 7000, NULL, NULL, NULL, 5);
+    check_target("redis://h/", "h", 6379, NULL, NULL, NULL, 0);
+    check_target("redis://:pw@h", "h", 6379, NULL, NULL, "pw", 0);
+    check_target("redis://alice:pw@h:6380/3", "h", 6380, NULL, "alice", "pw", 3);
+    check_target("redis://al%40ce:p%3Aw%2F%25@h", "h", 6379, NULL, "al@ce", "p:w/%", 0);
+    check_target("redis://:p@ss@h", "h", 6379, NULL, NULL, "p@ss", 0);
+    check_target("redis://[::1]:6390/2", "::1", 6390, NULL, NULL, NULL, 2);
+    check_target("redis://h?db=7", "h", 6379, NULL, NULL, NULL, 7);
+    check_target("unix:///run/redis/redis.sock", NULL, 6379, "/run/redis/redis.sock", NULL,
+                 NULL, 0);
+    check_target("unix:///tmp/r.sock?db=2", NULL, 6379, "/tmp/r.sock", NULL, NULL, 2);
+    check_target("unix:///tmp/r.sock?db=2&password=x%20y", NULL, 6379, "/tmp/r.sock", NULL,
+                 "x y", 2);
+}
+
+static void bad_target(const char *url, const char *needle) {
+    redis_target t;
+    if (redis_target_parse(url, &t, err, sizeof err) != -1 || !strstr(err, needle))
+        fail_msg("%s: err=\"%s\", wanted %s", url, err, needle);
+    assert_null(t.host);
+    assert_null(t.password);
+}
+
+static void test_redis_url_errors(void **state) {
+    (void)state;
+    bad_target("rediss://h:6380", "TLS");
+    bad_target("http://h", "redis://");
+    bad_target("h:6379", "redis://");
+    bad_target("redis://", "no host");
+    bad_target("redis://:secretpw@", "no host");
+    bad_target("redis://h:0", "bad port");
+    bad_target("redis://h:65536", "bad port");
+    bad_target("redis://h:abc", "bad port");
+    bad_target("redis://h:", "bad port");
+    bad_target("redis://h/x", "bad database");
+    bad_target("redis://h/-1", "bad database");
+    bad_target("redis://:p%zz@h", "percent-encoding");
+    bad_target("redis://:p%00@h", "percent-encoding");
+    bad_target("redis://h?foo=1", "unknown parameter");
+    bad_target("unix://relative/path", "unix:///");
+    bad_target("unix://", "unix:///");
+    /* the password never shows in a message */
+    bad_target("redis://u:topsecretpw@h:99999", "bad port");
+    assert_null(strstr(err, "topsecretpw"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_provider_from_env, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_overrides_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_from_chatq_config_env, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_overrides_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flags_override_env, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flag_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_comments_in_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_file_is_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_type, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_json_names_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_providers_parsed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api_key_file_credentials_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_glob_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dump_masks_secrets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_urls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_url_errors, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
