@@ -22,6 +22,7 @@
 #include "common/log.h"
 
 #define RCONN_MAX_SCRIPTS 8
+#define RCONN_CONNECT_TIMEOUT_MS 1000
 
 enum rconn_state { RC_DOWN, RC_CONNECTING, RC_HANDSHAKE, RC_READY };
 
@@ -170,8 +171,13 @@ static void rc_lost(rconn *rc, const char *why) {
     rc->ac = NULL;
     rc->state = RC_DOWN;
     if (rc->freeing) return;
-    log_warn("redis_down", "conn=%s error=%s retry_ms=%ld", rc->name, log_quote(why),
-             rc->backoff_ms);
+    /* One warning when the connection goes; the retries log at debug level. */
+    if (was_ready || rc->backoff_ms == 100)
+        log_warn("redis_down", "conn=%s error=%s retry_ms=%ld", rc->name, log_quote(why),
+                 rc->backoff_ms);
+    else
+        log_debug("redis_retry", "conn=%s error=%s retry_ms=%ld", rc->name, log_quote(why),
+                  rc->backoff_ms);
     uv_timer_start(&rc->timer, rc_on_backoff, (uint64_t)rc->backoff_ms, 0);
     rc->backoff_ms = rc->backoff_ms * 2 > 5000 ? 5000 : rc->backoff_ms * 2;
     if (was_ready && rc->state_cb) rc->state_cb(rc, 0, rc->ud);
@@ -248,12 +254,27 @@ static void rc_handshake_step(redisAsyncContext *ac, void *r, void *priv) {
         rc->shas[script][40] = '\0';
     }
     if (--rc->handshake_left > 0) return;
+    uv_timer_stop(&rc->timer);
     rc->state = RC_READY;
     rc->backoff_ms = 100;
     rc->gen++;
     log_debug("redis_ready", "conn=%s", rc->name);
     rc_flush_outbox(rc);
     if (rc->state_cb) rc->state_cb(rc, 1, rc->ud);
+}
+
+/* hiredis 0.14's libuv adapter ignores poll errors, so a refused or
+ * unanswered connect would never call back: a timer gives up on it. */
+static void rc_on_connect_timeout(uv_timer_t *t) {
+    rconn *rc = t->data;
+    if (rc->state != RC_CONNECTING && rc->state != RC_HANDSHAKE) return;
+    redisAsyncContext *ac = rc->ac;
+    rc->ac = NULL;
+    if (ac) {
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+    rc_lost(rc, rc->state == RC_CONNECTING ? "connect failed or timed out" : "handshake timed out");
 }
 
 static void rc_connect(rconn *rc) {
@@ -279,6 +300,7 @@ static void rc_connect(rconn *rc) {
     redisLibuvAttach(ac, rc->loop);
     redisAsyncSetConnectCallback(ac, rc_on_connect);
     redisAsyncSetDisconnectCallback(ac, rc_on_disconnect);
+    uv_timer_start(&rc->timer, rc_on_connect_timeout, RCONN_CONNECT_TIMEOUT_MS, 0);
 }
 
 /* ---- sending ------------------------------------------------------------- */
