@@ -52,6 +52,7 @@ typedef struct jobrun_priv {
     sse_parser sse;
     assembler *asmb;
     buf in;                 /* a non-SSE response body */
+    size_t received;        /* body bytes received in this attempt */
     int status;             /* HTTP status, 0 until known */
     int is_sse;
     int done_seen;          /* data: [DONE] seen */
@@ -329,6 +330,7 @@ static void jr_reset_attempt(jobrun *jr) {
     p->is_sse = 0;
     p->done_seen = 0;
     p->chunks = 0;
+    p->received = 0;
     p->retry_after_ms = -1;
 }
 
@@ -495,7 +497,13 @@ static size_t jr_on_body(char *data, size_t size, size_t n, void *ud) {
                     strncasecmp(ct, "text/event-stream", 17) == 0;
         if (p->is_sse) p->sse.max_event = (size_t)jr_cfg(jr)->max_response_bytes;
     }
+    p->received += len;
     if (p->is_sse) {
+        if ((long long)p->received > jr_cfg(jr)->max_response_bytes) {
+            jr_set_fail(jr, "too_large", 0, "the stream is larger than %lld bytes",
+                        jr_cfg(jr)->max_response_bytes);
+            return 0;
+        }
         int rc = sse_feed(&p->sse, data, len);
         if (rc == -2)
             jr_set_fail(jr, "too_large", 0, "a stream event is larger than %lld bytes",
@@ -563,7 +571,10 @@ static void jr_attempt(jobrun *jr) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->body_len);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Waiting for a connection to offer HTTP/2 multiplexing only makes sense
+     * over TLS (no h2c): on plain HTTP it would hold new requests back until
+     * the first answer's headers arrive. */
+    if (strncmp(p->prov->base_url, "https:", 6) == 0) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)jr_timeout_ms(jr));
