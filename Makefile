@@ -26,6 +26,8 @@ PROGS := $(BUILD)/chatqd $(BUILD)/chatq-worker $(BUILD)/chatq
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all deps test unit e2e asan demo bench chaos clean install
+# keep object files of the test programs between runs
+.SECONDARY:
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
