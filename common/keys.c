@@ -14,6 +14,7 @@ char *keys_dead(const char *p) { return xasprintf("%s:dead", p); }
 char *keys_control(const char *p) { return xasprintf("%s:control", p); }
 char *keys_usage(const char *p, const char *day) { return xasprintf("%s:usage:%s", p, day); }
 char *keys_workers(const char *p) { return xasprintf("%s:workers", p); }
+char *keys_crashes(const char *p) { return xasprintf("%s:crashes", p); }
 
 char *keys_processing(const char *p, const char *worker, const char *queue) {
     return xasprintf("%s:processing:%s:%s", p, worker, queue);

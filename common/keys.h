@@ -6,7 +6,9 @@
  * Bookkeeping keys (chatq's design, see docs/design.md):
  *   P:processing:<worker>:<queue>  list   jobs a worker has taken from <queue>
  *   P:workers                      hash   worker id -> JSON {host,pid,queues,started_at}
- *   P:heartbeat:<worker>           string set with a TTL while the worker lives */
+ *   P:heartbeat:<worker>           string set with a TTL while the worker lives
+ *   P:crashes                      hash   SHA1 of a job's text -> times it was
+ *                                         recovered from a dead worker */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -22,6 +24,7 @@ char *keys_usage(const char *prefix, const char *day);
 char *keys_processing(const char *prefix, const char *worker, const char *queue);
 char *keys_workers(const char *prefix);
 char *keys_heartbeat(const char *prefix, const char *worker);
+char *keys_crashes(const char *prefix);
 
 /* Writes the UTC day of unix milliseconds `ms` as "YYYY-MM-DD" into out[11]. */
 void keys_day(long long ms, char out[11]);

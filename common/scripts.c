@@ -51,7 +51,8 @@ const char scripts_start[] =
 /* FINISH: store a job's final result, exactly once.
  * KEYS[1] processing list ('' for none), KEYS[2] job hash, KEYS[3] events
  * list, KEYS[4] stream channel, KEYS[5] usage hash, KEYS[6] reply_to list
- * ('' = none), KEYS[7] dead list, KEYS[8] cancel key
+ * ('' = none), KEYS[7] dead list, KEYS[8] cancel key ('' = none), KEYS[9]
+ * crashes hash (see RECOVER; the job's count is cleared)
  * ARGV[1] the raw job text, ARGV[2] result ttl (s), ARGV[3] final event JSON,
  * ARGV[4] output line, ARGV[5] dead entry ('' = none), ARGV[6] usage field
  * prefix "tenant|model|", ARGV[7] m = number of usage metrics, then m pairs
@@ -80,6 +81,7 @@ const char scripts_finish[] =
     "if KEYS[6] ~= '' then redis.call('LPUSH', KEYS[6], ARGV[4]) end\n"
     "if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[7], ARGV[5]) end\n"
     "if KEYS[8] ~= '' then redis.call('DEL', KEYS[8]) end\n"
+    "if redis.call('EXISTS', KEYS[9]) == 1 then redis.call('HDEL', KEYS[9], redis.sha1hex(ARGV[1])) end\n"
     "return 1\n";
 
 /* REQUEUE: put jobs a worker holds back at the consuming end of their queues.
@@ -108,18 +110,74 @@ const char scripts_requeue[] =
     "end\n"
     "return n\n";
 
-/* RECOVER: the supervisor puts back the jobs of a worker that is gone and
- * forgets the worker. KEYS[1] workers hash, KEYS[2] heartbeat key, then pairs
- * (processing, queue). ARGV[1] the worker id. Only the caller that removes the
- * worker from the hash moves its jobs, so two supervisors noticing the same
- * death at once recover it once. Returns the number of jobs moved, or -1 when
- * the worker was not registered (already recovered). */
+/* RECOVER: put back the jobs of a worker that is gone, and forget it.
+ * KEYS[1] workers hash, KEYS[2] its heartbeat key, KEYS[3] crashes hash,
+ * KEYS[4] dead list, then pairs (processing list, queue).
+ * ARGV[1] worker id, ARGV[2] "1" = only if its heartbeat has expired (a
+ * sweep of other hosts' workers) else "0", ARGV[3] prefix, ARGV[4] now (unix
+ * ms), ARGV[5] poison limit, ARGV[6] default result ttl (s), ARGV[7] UTC day.
+ * Atomic, so when two supervisors notice the same death at once, the second
+ * finds nothing left to move. Each job put back is counted in the crashes
+ * hash (by the SHA1 of its text; FINISH clears it). A job that was in flight
+ * at the death of ARGV[5] workers is a poison pill: it is not requeued but
+ * ends failed with code worker_crashed (dead list, job hash, final event,
+ * reply_to, usage), so it cannot kill another worker. Job keys of a poison
+ * pill are built here from the prefix: its id is known only by decoding it.
+ * Returns the number of jobs requeued, -1 when the worker was unknown and
+ * held nothing, -2 when its heartbeat is alive (nothing done). */
 const char scripts_recover[] =
+    "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return -2 end\n"
     "local known = redis.call('HDEL', KEYS[1], ARGV[1])\n"
     "redis.call('DEL', KEYS[2])\n"
+    "local P, now, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local function str(v) if type(v) == 'string' then return v end return nil end\n"
+    "local function poison(raw, count)\n"
+    "  local ok, j = pcall(cjson.decode, raw)\n"
+    "  if not ok or type(j) ~= 'table' then j = {} end\n"
+    "  local body = type(j.body) == 'table' and j.body or {}\n"
+    "  local id = str(j.id) or str(j.custom_id)\n"
+    "  if id and not string.match(id, '^[A-Za-z0-9._:-]+$') then id = nil end\n"
+    "  local msg = 'the job was in flight each time its worker died (' .. count ..\n"
+    "    ' times): it is not run again'\n"
+    "  local err = {code = 'worker_crashed', message = msg, status = 0, upstream = cjson.null}\n"
+    "  local errtext = cjson.encode(err)\n"
+    "  redis.call('LPUSH', KEYS[4], cjson.encode({job = raw, error = err, failed_at = now}))\n"
+    "  if id then\n"
+    "    local h, ev = P .. ':job:' .. id, P .. ':events:' .. id\n"
+    "    local ttl = tonumber(j.result_ttl_s) or tonumber(ARGV[6])\n"
+    "    redis.call('HSET', h, 'status', 'failed', 'error', errtext, 'finished_at', now)\n"
+    "    redis.call('EXPIRE', h, ttl)\n"
+    "    local e = '{\"seq\":' .. redis.call('LLEN', ev) ..\n"
+    "      ',\"type\":\"error\",\"status\":\"failed\",\"error\":' .. errtext .. '}'\n"
+    "    redis.call('RPUSH', ev, e)\n"
+    "    redis.call('EXPIRE', ev, ttl)\n"
+    "    redis.call('PUBLISH', P .. ':stream:' .. id, e)\n"
+    "  end\n"
+    "  local rt = str(j.reply_to)\n"
+    "  if rt then\n"
+    "    redis.call('LPUSH', rt, cjson.encode({id = id or cjson.null,\n"
+    "      custom_id = str(j.custom_id) or id or cjson.null, response = cjson.null,\n"
+    "      error = {code = 'worker_crashed', message = msg}}))\n"
+    "  end\n"
+    "  local f = (str(j.tenant) or '') .. '|' .. (str(body.model) or '') .. '|'\n"
+    "  redis.call('HINCRBY', P .. ':usage:' .. ARGV[7], f .. 'requests', 1)\n"
+    "  redis.call('HINCRBY', P .. ':usage:' .. ARGV[7], f .. 'failed', 1)\n"
+    "end\n"
     "local n = 0\n"
-    "for i = 3, #KEYS, 2 do\n"
-    "  while redis.call('LMOVE', KEYS[i], KEYS[i+1], 'LEFT', 'RIGHT') do n = n + 1 end\n"
+    "for i = 5, #KEYS, 2 do\n"
+    "  while true do\n"
+    "    local raw = redis.call('LPOP', KEYS[i])\n"
+    "    if not raw then break end\n"
+    "    local sha = redis.sha1hex(raw)\n"
+    "    local count = redis.call('HINCRBY', KEYS[3], sha, 1)\n"
+    "    if count >= limit then\n"
+    "      redis.call('HDEL', KEYS[3], sha)\n"
+    "      poison(raw, count)\n"
+    "    else\n"
+    "      redis.call('RPUSH', KEYS[i+1], raw)\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
     "end\n"
     "if known == 0 and n == 0 then return -1 end\n"
     "return n\n";

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "daemon/supervisor.h"
@@ -55,35 +56,39 @@ int main(int argc, char **argv) {
         fprintf(stderr, "chatqd: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    config cfg;
+    config *cfg = xcalloc(1, sizeof *cfg);
     char err[512];
-    if (config_load(&cfg, &args, err, sizeof err) != 0) {
+    if (config_load(cfg, &args, err, sizeof err) != 0) {
         fprintf(stderr, "chatqd: %s\n", err);
+        free(cfg);
         return 1;
     }
     if (check) {
-        char *dump = config_dump(&cfg);
+        char *dump = config_dump(cfg);
         puts(dump);
         free(dump);
-        config_free(&cfg);
+        config_free(cfg);
+        free(cfg);
         return 0;
     }
-    log_set_level_name(cfg.log_level);
-    setenv("CHATQ_REDIS_URL", cfg.redis_url, 1);
-    setenv("CHATQ_PREFIX", cfg.prefix, 1);
+    log_set_level_name(cfg->log_level);
+    setenv("CHATQ_REDIS_URL", cfg->redis_url, 1);
+    setenv("CHATQ_PREFIX", cfg->prefix, 1);
 
     uv_loop_t *loop = uv_default_loop();
     supervisor sup;
     int rc = 1;
-    if (supervisor_init(&sup, loop, &cfg) == 0) {
+    if (supervisor_init(&sup, loop, cfg, &args) == 0) { /* takes cfg */
         supervisor_start(&sup);
         uv_run(loop, UV_RUN_DEFAULT);
+        rc = sup.exit_code;
         supervisor_close(&sup);
         uv_run(loop, UV_RUN_DEFAULT);
         supervisor_free(&sup);
-        rc = 0;
+    } else {
+        config_free(cfg);
+        free(cfg);
     }
     uv_loop_close(loop);
-    config_free(&cfg);
     return rc;
 }

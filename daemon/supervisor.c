@@ -1,13 +1,20 @@
-/* supervisor.c — start, watch, restart and stop worker processes; recover
- * the jobs of a worker that died. See supervisor.h.
+/* supervisor.c — start, watch, restart, reload and stop worker processes;
+ * recover the jobs of workers that died. See supervisor.h for the behaviour.
  *
- * Restart backoff: 100 ms after the first exit, doubling to 10 s for a worker
- * that keeps dying, back to 100 ms once a worker has stayed up 30 s. */
+ * Processes and slots: a slot is a place for one worker (there are
+ * cfg->workers of them); a sup_proc is one running process. A slot points to
+ * its current process; a reload or a shrink "retires" a process (slot = -1),
+ * which then drains in the background while its replacement already runs.
+ * Whatever happens, a process's exit runs RECOVER for its id, so a process
+ * that left jobs in its processing lists (crash, or a drain cut short) never
+ * strands them. */
 #include "daemon/supervisor.h"
 
+#include <json-c/json.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,14 +26,25 @@
 #define RESTART_MIN_MS 100
 #define RESTART_MAX_MS 10000
 #define STABLE_MS 30000
+#define CRASH_LOOP_LIMIT 10
+#define SWEEP_MS 2000
+#define POISON_LIMIT 3
+#define ROLL_MS 250
 
-static void sup_spawn(sup_slot *sl);
+static void sup_spawn(supervisor *s, int slot);
 static void sup_check_stopped(supervisor *s);
+static void sup_stop(supervisor *s, int exit_code);
 
 static long long sup_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static unsigned sup_random(void) {
+    unsigned r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned)rand();
+    return r;
 }
 
 /* ---- recovery ------------------------------------------------------------ */
@@ -39,8 +57,9 @@ typedef struct sup_recovery {
 static void sup_on_recovered(rconn *rc, redisReply *reply, void *priv) {
     sup_recovery *r = priv;
     (void)rc;
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
-        log_info("jobs_recovered", "worker=%s jobs=%lld", log_quote(r->id), reply->integer);
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0)
+        log_info("worker_recovered", "worker=%s jobs_requeued=%lld", log_quote(r->id),
+                 reply->integer);
     else if (reply->type == REDIS_REPLY_ERROR)
         log_error("recover_failed", "worker=%s error=%s", log_quote(r->id), log_quote(reply->str));
     supervisor *s = r->sup;
@@ -49,78 +68,211 @@ static void sup_on_recovered(rconn *rc, redisReply *reply, void *priv) {
     sup_check_stopped(s);
 }
 
-/* Puts the jobs of worker `id` back on their queues (reliably: if Redis is
- * down, as soon as it is back). */
-static void sup_recover(supervisor *s, const char *id) {
+/* Puts the jobs of worker `id` (which served `queues`) back on their queues,
+ * reliably: if Redis is down, as soon as it is back. only_if_expired: leave
+ * it alone if its heartbeat still lives (for workers we did not start). */
+static void sup_recover(supervisor *s, const char *id, char **queues, int nqueues,
+                        int only_if_expired) {
     const config *cfg = s->cfg;
     rargs a = {0};
-    char *workers = keys_workers(cfg->prefix);
-    char *hb = keys_heartbeat(cfg->prefix, id);
-    char **keys = xcalloc((size_t)cfg->nqueues * 2, sizeof *keys);
+    char day[11];
+    long long now = sup_now_ms();
+    keys_day(now, day);
+    char *fixed[4] = {keys_workers(cfg->prefix), keys_heartbeat(cfg->prefix, id),
+                      keys_crashes(cfg->prefix), keys_dead(cfg->prefix)};
+    char **keys = xcalloc((size_t)nqueues * 2 + 1, sizeof *keys);
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(s->redis, s->recover_script));
-    rargs_addf(&a, "%d", 2 + 2 * cfg->nqueues);
-    rargs_adds(&a, workers);
-    rargs_adds(&a, hb);
-    for (int i = 0; i < cfg->nqueues; i++) {
-        keys[2 * i] = keys_processing(cfg->prefix, id, cfg->queues[i]);
-        keys[2 * i + 1] = keys_queue(cfg->prefix, cfg->queues[i]);
+    rargs_addf(&a, "%d", 4 + 2 * nqueues);
+    for (int i = 0; i < 4; i++) rargs_adds(&a, fixed[i]);
+    for (int i = 0; i < nqueues; i++) {
+        keys[2 * i] = keys_processing(cfg->prefix, id, queues[i]);
+        keys[2 * i + 1] = keys_queue(cfg->prefix, queues[i]);
         rargs_adds(&a, keys[2 * i]);
         rargs_adds(&a, keys[2 * i + 1]);
     }
     rargs_adds(&a, id);
+    rargs_adds(&a, only_if_expired ? "1" : "0");
+    rargs_adds(&a, cfg->prefix);
+    rargs_addf(&a, "%lld", now);
+    rargs_addf(&a, "%d", POISON_LIMIT);
+    rargs_addf(&a, "%lld", cfg->result_ttl_s);
+    rargs_adds(&a, day);
     sup_recovery *r = xmalloc(sizeof *r);
     r->sup = s;
     r->id = xstrdup(id);
     rconn_send_reliable(s->redis, sup_on_recovered, r, a.argc, a.argv, a.lens);
-    for (int i = 0; i < 2 * cfg->nqueues; i++) free(keys[i]);
+    for (int i = 0; i < 2 * nqueues; i++) free(keys[i]);
+    for (int i = 0; i < 4; i++) free(fixed[i]);
     free(keys);
-    free(workers);
-    free(hb);
     rargs_free(&a);
+}
+
+/* ---- the sweep: workers of other processes whose heartbeat expired -------- */
+
+static int sup_is_ours(supervisor *s, const char *id) {
+    for (sup_proc *p = s->procs; p; p = p->next)
+        if (strcmp(p->id, id) == 0) return 1;
+    return 0;
+}
+
+static void sup_on_workers(rconn *rc, redisReply *reply, void *priv) {
+    supervisor *s = rconn_data(rc);
+    (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || s->stopping) return;
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        const char *id = reply->element[i]->str;
+        const char *info = reply->element[i + 1]->str;
+        if (!id || !info || sup_is_ours(s, id)) continue;
+        json_object *o = json_tokener_parse(info), *qs = NULL;
+        if (!o || !json_object_object_get_ex(o, "queues", &qs) ||
+            !json_object_is_type(qs, json_type_array)) {
+            json_object_put(o);
+            continue;
+        }
+        int n = (int)json_object_array_length(qs);
+        char **queues = xcalloc((size_t)n + 1, sizeof *queues);
+        int k = 0;
+        for (int j = 0; j < n; j++) {
+            json_object *q = json_object_array_get_idx(qs, j);
+            if (json_object_is_type(q, json_type_string))
+                queues[k++] = (char *)json_object_get_string(q);
+        }
+        sup_recover(s, id, queues, k, 1);
+        free(queues);
+        json_object_put(o);
+    }
+}
+
+static void sup_status(supervisor *s);
+
+static void sup_on_sweep(uv_timer_t *t) {
+    supervisor *s = t->data;
+    char *k = keys_workers(s->cfg->prefix);
+    const char *a[] = {"HGETALL", k};
+    size_t l[] = {7, strlen(k)};
+    rconn_send(s->redis, sup_on_workers, NULL, 2, a, l);
+    free(k);
+    sup_status(s);
+}
+
+/* ---- STATUS= from our workers' heartbeats ----------------------------------- */
+
+static void sup_on_heartbeats(rconn *rc, redisReply *reply, void *priv) {
+    supervisor *s = rconn_data(rc);
+    (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) return;
+    long long in_flight = 0, done = 0, failed = 0;
+    int alive = 0;
+    for (size_t i = 0; i < reply->elements; i++) {
+        redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_STRING) continue;
+        json_object *o = json_tokener_parse(e->str), *v;
+        if (!o) continue;
+        alive++;
+        if (json_object_object_get_ex(o, "in_flight", &v)) in_flight += json_object_get_int64(v);
+        if (json_object_object_get_ex(o, "done", &v)) done += json_object_get_int64(v);
+        if (json_object_object_get_ex(o, "failed", &v)) failed += json_object_get_int64(v);
+        json_object_put(o);
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg, "STATUS=%s: workers %d/%d, %lld jobs in flight, %lld done, %lld failed",
+             s->stopping ? "stopping" : "running", alive, s->nslots, in_flight, done, failed);
+    notify_send(&s->notify, msg);
+}
+
+static void sup_status(supervisor *s) {
+    if (s->notify.fd < 0) return;
+    rargs a = {0};
+    rargs_adds(&a, "MGET");
+    for (sup_proc *p = s->procs; p; p = p->next)
+        if (p->slot >= 0) rargs_addf(&a, "%s:heartbeat:%s", s->cfg->prefix, p->id);
+    if (a.argc > 1) rconn_send(s->redis, sup_on_heartbeats, NULL, a.argc, a.argv, a.lens);
+    rargs_free(&a);
+}
+
+static void sup_on_watchdog(uv_timer_t *t) {
+    supervisor *s = t->data;
+    notify_send(&s->notify, "WATCHDOG=1");
 }
 
 /* ---- processes --------------------------------------------------------------- */
 
-static void sup_on_restart(uv_timer_t *t) {
-    sup_slot *sl = t->data;
-    if (!sl->sup->stopping) sup_spawn(sl);
+static void sup_proc_free(sup_proc *p) {
+    for (int i = 0; i < p->nqueues; i++) free(p->queues[i]);
+    free(p->queues);
+    free(p->id);
+    free(p);
 }
 
 static void sup_on_proc_closed(uv_handle_t *h) {
-    sup_slot *sl = h->data;
-    sl->running = 0;
-    sup_check_stopped(sl->sup);
+    sup_proc *p = h->data;
+    supervisor *s = p->sup;
+    for (sup_proc **pp = &s->procs; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    sup_proc_free(p);
+    sup_check_stopped(s);
 }
 
-static void sup_on_exit(uv_process_t *p, int64_t status, int term_signal) {
-    sup_slot *sl = p->data;
-    supervisor *s = sl->sup;
-    uint64_t lived = uv_now(s->loop) - sl->started_at;
-    if (s->stopping && status == 0 && term_signal == 0)
-        log_info("worker_stopped", "worker=%s pid=%d", log_quote(sl->id), p->pid);
+static void sup_on_restart(uv_timer_t *t) {
+    sup_slot *sl = t->data;
+    if (!sl->sup->stopping && !sl->proc) sup_spawn(sl->sup, sl->index);
+}
+
+static void sup_on_exit(uv_process_t *proc, int64_t status, int term_signal) {
+    sup_proc *p = proc->data;
+    supervisor *s = p->sup;
+    uint64_t lived = uv_now(s->loop) - p->started_at;
+    int clean = status == 0 && term_signal == 0;
+    p->exited = 1;
+    if (clean && (s->stopping || p->slot < 0))
+        log_info("worker_stopped", "worker=%s pid=%d", log_quote(p->id), proc->pid);
     else
         log_warn("worker_exited", "worker=%s pid=%d status=%lld signal=%d lived_ms=%llu",
-                 log_quote(sl->id), p->pid, (long long)status, term_signal,
+                 log_quote(p->id), proc->pid, (long long)status, term_signal,
                  (unsigned long long)lived);
-    sup_recover(s, sl->id);
-    uv_close((uv_handle_t *)p, sup_on_proc_closed);
+    sup_recover(s, p->id, p->queues, p->nqueues, 0);
+    int slot = p->slot;
+    uv_close((uv_handle_t *)proc, sup_on_proc_closed);
+    if (slot < 0) return;
+    sup_slot *sl = &s->slots[slot];
+    sl->proc = NULL;
     if (s->stopping) return;
-    if (lived >= STABLE_MS) sl->backoff_ms = RESTART_MIN_MS;
-    uv_timer_start(&sl->restart, sup_on_restart, (uint64_t)sl->backoff_ms, 0);
+    if (lived >= STABLE_MS) {
+        sl->backoff_ms = RESTART_MIN_MS;
+        sl->quick_deaths = 0;
+    }
+    if (++sl->quick_deaths >= CRASH_LOOP_LIMIT) {
+        log_error("crash_loop", "slot=%d deaths=%d: stopping so that the service manager can "
+                  "restart chatqd", slot, sl->quick_deaths);
+        sup_stop(s, 1);
+        return;
+    }
+    /* jitter: between half and all of the backoff, so slots do not restart
+     * in lock step */
+    uint64_t delay = (uint64_t)(sl->backoff_ms / 2 + (long)(sup_random() % (unsigned)(sl->backoff_ms / 2 + 1)));
+    uv_timer_start(&sl->restart, sup_on_restart, delay, 0);
     sl->backoff_ms = sl->backoff_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : sl->backoff_ms * 2;
 }
 
-static void sup_spawn(sup_slot *sl) {
-    supervisor *s = sl->sup;
+static void sup_spawn(supervisor *s, int slot) {
     const config *cfg = s->cfg;
+    sup_slot *sl = &s->slots[slot];
     char host[128] = "host";
     gethostname(host, sizeof host - 1);
-    free(sl->id);
-    sl->id = xasprintf("%s.%d.%lld.%d", host, (int)getpid(), sup_now_ms(), sl->index);
-
+    sup_proc *p = xcalloc(1, sizeof *p);
+    p->sup = s;
+    p->slot = slot;
+    p->id = xasprintf("%s.%d.%lld.%d", host, (int)getpid(), sup_now_ms(), slot);
+    p->nqueues = cfg->nqueues;
+    p->queues = xcalloc((size_t)cfg->nqueues, sizeof *p->queues);
     buf queues = {0};
     for (int i = 0; i < cfg->nqueues; i++) {
+        p->queues[i] = xstrdup(cfg->queues[i]);
         if (i) buf_putc(&queues, ',');
         buf_puts(&queues, cfg->queues[i]);
     }
@@ -130,7 +282,7 @@ static void sup_spawn(sup_slot *sl) {
     int n = 0;
     args[n++] = s->worker_path;
     args[n++] = "--id";
-    args[n++] = sl->id;
+    args[n++] = p->id;
     args[n++] = "--concurrency";
     args[n++] = conc;
     args[n++] = "--queues";
@@ -152,33 +304,40 @@ static void sup_spawn(sup_slot *sl) {
     opt.exit_cb = sup_on_exit;
     opt.stdio = stdio;
     opt.stdio_count = 3;
-    sl->proc.data = sl;
-    int rc = uv_spawn(s->loop, &sl->proc, &opt);
+    p->proc.data = p;
+    int rc = uv_spawn(s->loop, &p->proc, &opt);
     buf_free(&queues);
+    p->started_at = uv_now(s->loop);
+    p->next = s->procs;
+    s->procs = p;
     if (rc != 0) {
         log_error("spawn_failed", "path=%s error=%s", log_quote(s->worker_path), uv_strerror(rc));
-        /* uv_spawn initialised the handle even on failure: close it. */
-        sl->running = 1;
-        uv_close((uv_handle_t *)&sl->proc, sup_on_proc_closed);
+        /* uv_spawn initialised the handle even on failure: it must be closed */
+        p->exited = 1;
+        p->slot = -1;
+        uv_close((uv_handle_t *)&p->proc, sup_on_proc_closed);
         uv_timer_start(&sl->restart, sup_on_restart, (uint64_t)sl->backoff_ms, 0);
         sl->backoff_ms = sl->backoff_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : sl->backoff_ms * 2;
         return;
     }
-    sl->running = 1;
-    sl->started_at = uv_now(s->loop);
-    log_info("worker_started", "worker=%s pid=%d", log_quote(sl->id), sl->proc.pid);
+    sl->proc = p;
+    log_info("worker_started", "worker=%s pid=%d", log_quote(p->id), p->proc.pid);
+}
+
+/* Tells a process to drain and forgets it as its slot's worker. */
+static void sup_retire(sup_proc *p) {
+    p->slot = -1;
+    if (!p->exited) uv_process_kill(&p->proc, SIGTERM);
 }
 
 /* ---- stopping ------------------------------------------------------------------ */
 
 static void sup_check_stopped(supervisor *s) {
-    if (!s->stopping) return;
-    for (int i = 0; i < s->nslots; i++)
-        if (s->slots[i].running) return;
+    if (!s->stopping || s->procs) return;
     /* Recoveries not yet stored (Redis down) are waited for until the stop
      * timer gives up; what is left then stays in Redis for a later chatqd. */
     if (rconn_pending(s->redis) > 0) return;
-    log_info("chatqd_stopped", "workers=%d", s->nslots);
+    log_info("chatqd_stopped", "exit_code=%d", s->exit_code);
     uv_stop(s->loop);
 }
 
@@ -188,23 +347,116 @@ static void sup_on_stop_timeout(uv_timer_t *t) {
     uv_stop(s->loop);
 }
 
-static void sup_on_signal(uv_signal_t *h, int signum) {
-    supervisor *s = h->data;
+static void sup_stop(supervisor *s, int exit_code) {
     int again = s->stopping;
     s->stopping = 1;
-    log_info(again ? "stop_now" : "stopping", "signal=%d", signum);
-    for (int i = 0; i < s->nslots; i++) {
-        sup_slot *sl = &s->slots[i];
-        uv_timer_stop(&sl->restart);
-        if (sl->running && !uv_is_closing((uv_handle_t *)&sl->proc))
-            uv_process_kill(&sl->proc, SIGTERM);
-    }
+    if (exit_code) s->exit_code = exit_code;
+    notify_send(&s->notify, "STOPPING=1");
+    for (int i = 0; i < s->nslots; i++) uv_timer_stop(&s->slots[i].restart);
+    uv_timer_stop(&s->roll);
+    for (sup_proc *p = s->procs; p; p = p->next)
+        if (!p->exited) uv_process_kill(&p->proc, SIGTERM);
     if (!again) {
         /* the workers' grace period, plus time to store their last results */
         uint64_t limit = (uint64_t)s->cfg->shutdown_grace_ms + 10000;
         uv_timer_start(&s->stop_timer, sup_on_stop_timeout, limit, 0);
     }
     sup_check_stopped(s);
+}
+
+static void sup_on_signal(uv_signal_t *h, int signum) {
+    supervisor *s = h->data;
+    log_info(s->stopping ? "stop_now" : "stopping", "signal=%d", signum);
+    sup_stop(s, 0);
+}
+
+/* ---- reload ------------------------------------------------------------------------ */
+
+static void sup_send_ready(supervisor *s) {
+    notify_send(&s->notify, "READY=1");
+    s->ready_sent = 1;
+    sup_status(s);
+}
+
+/* One step of a rolling replacement: start the new worker of slot
+ * s->reload_next, then tell its old one to drain. */
+static void sup_on_roll(uv_timer_t *t) {
+    supervisor *s = t->data;
+    if (s->stopping) return;
+    int i = s->reload_next;
+    if (i >= s->nslots) {
+        s->reload_next = -1;
+        log_info("reload_done", "workers=%d", s->nslots);
+        sup_send_ready(s);
+        if (s->reload_pending) {
+            s->reload_pending = 0;
+            raise(SIGHUP);
+        }
+        return;
+    }
+    sup_proc *old = s->slots[i].proc;
+    uv_timer_stop(&s->slots[i].restart);
+    s->slots[i].backoff_ms = RESTART_MIN_MS;
+    s->slots[i].quick_deaths = 0;
+    sup_spawn(s, i);
+    if (old) sup_retire(old);
+    s->reload_next = i + 1;
+    uv_timer_start(&s->roll, sup_on_roll, ROLL_MS, 0);
+}
+
+static void sup_resize(supervisor *s, int n) {
+    if (n < s->nslots) {
+        for (int i = n; i < s->nslots; i++) {
+            uv_timer_stop(&s->slots[i].restart);
+            if (s->slots[i].proc) sup_retire(s->slots[i].proc);
+            s->slots[i].proc = NULL;
+        }
+        /* the restart timers of dropped slots stay allocated (see below) */
+        s->nslots = n;
+        return;
+    }
+    /* Slots live in one array whose timers libuv references: never move it.
+     * It is allocated with room for the maximum worker count at start. */
+    for (int i = s->nslots; i < n; i++) s->slots[i].proc = NULL;
+    s->nslots = n;
+}
+
+static void sup_on_hup(uv_signal_t *h, int signum) {
+    supervisor *s = h->data;
+    (void)signum;
+    if (s->stopping) return;
+    if (s->reload_next >= 0) {
+        s->reload_pending = 1;
+        return;
+    }
+    notify_reloading(&s->notify);
+    config *fresh = xcalloc(1, sizeof *fresh);
+    char err[512];
+    if (config_load(fresh, &s->args, err, sizeof err) != 0) {
+        log_error("reload_refused", "error=%s", log_quote(err));
+        free(fresh);
+        sup_send_ready(s);
+        return;
+    }
+    if (strcmp(fresh->redis_url, s->cfg->redis_url) != 0 || strcmp(fresh->prefix, s->cfg->prefix) != 0)
+        log_warn("reload_partial", "redis_url and prefix changes need a restart of chatqd; "
+                 "the workers get the new settings");
+    /* Keep the supervisor's Redis settings: they came in through the
+     * environment the workers inherit, set once at start. */
+    free(fresh->redis_url);
+    fresh->redis_url = xstrdup(s->cfg->redis_url);
+    free(fresh->prefix);
+    fresh->prefix = xstrdup(s->cfg->prefix);
+    log_set_level_name(fresh->log_level);
+    config_free(s->cfg);
+    free(s->cfg);
+    s->cfg = fresh;
+    int n = fresh->workers;
+    if (n > CHATQ_MAX_WORKERS) n = CHATQ_MAX_WORKERS;
+    log_info("reload", "workers=%d concurrency=%d", n, fresh->concurrency);
+    sup_resize(s, n);
+    s->reload_next = 0;
+    uv_timer_start(&s->roll, sup_on_roll, 0, 0);
 }
 
 /* ---- set-up ----------------------------------------------------------------------- */
@@ -215,13 +467,16 @@ static void sup_on_redis_state(rconn *rc, int ready, void *ud) {
     if (ready) sup_check_stopped(s);
 }
 
-int supervisor_init(supervisor *s, uv_loop_t *loop, config *cfg) {
+int supervisor_init(supervisor *s, uv_loop_t *loop, config *cfg, const config_args *args) {
     char err[256];
     char exe[4096];
     size_t len = sizeof exe;
     memset(s, 0, sizeof *s);
     s->loop = loop;
     s->cfg = cfg;
+    s->args = *args;
+    s->reload_next = -1;
+    notify_init(&s->notify);
     if (uv_exepath(exe, &len) != 0) {
         log_error("no_exe_path", "error=%s", "uv_exepath failed");
         return -1;
@@ -244,9 +499,9 @@ int supervisor_init(supervisor *s, uv_loop_t *loop, config *cfg) {
     s->redis = rconn_new(loop, &t, "supervisor", sup_on_redis_state, s);
     redis_target_free(&t);
     s->recover_script = rconn_add_script(s->redis, scripts_recover);
-    s->nslots = cfg->workers;
-    s->slots = xcalloc((size_t)s->nslots, sizeof *s->slots);
-    for (int i = 0; i < s->nslots; i++) {
+    s->nslots = cfg->workers > CHATQ_MAX_WORKERS ? CHATQ_MAX_WORKERS : cfg->workers;
+    s->slots = xcalloc(CHATQ_MAX_WORKERS, sizeof *s->slots);
+    for (int i = 0; i < CHATQ_MAX_WORKERS; i++) {
         sup_slot *sl = &s->slots[i];
         sl->sup = s;
         sl->index = i;
@@ -258,8 +513,13 @@ int supervisor_init(supervisor *s, uv_loop_t *loop, config *cfg) {
     s->sigterm.data = s;
     uv_signal_init(loop, &s->sigint);
     s->sigint.data = s;
-    uv_timer_init(loop, &s->stop_timer);
-    s->stop_timer.data = s;
+    uv_signal_init(loop, &s->sighup);
+    s->sighup.data = s;
+    uv_timer_t *timers[] = {&s->stop_timer, &s->sweep, &s->watchdog, &s->roll};
+    for (int i = 0; i < 4; i++) {
+        uv_timer_init(loop, timers[i]);
+        timers[i]->data = s;
+    }
     return 0;
 }
 
@@ -269,26 +529,41 @@ void supervisor_start(supervisor *s) {
     rconn_start(s->redis);
     uv_signal_start(&s->sigterm, sup_on_signal, SIGTERM);
     uv_signal_start(&s->sigint, sup_on_signal, SIGINT);
-    for (int i = 0; i < s->nslots; i++) sup_spawn(&s->slots[i]);
+    uv_signal_start(&s->sighup, sup_on_hup, SIGHUP);
+    for (int i = 0; i < s->nslots; i++) sup_spawn(s, i);
+    uv_timer_start(&s->sweep, sup_on_sweep, SWEEP_MS, SWEEP_MS);
+    if (s->notify.watchdog_usec) {
+        uint64_t every = s->notify.watchdog_usec / 2000;
+        uv_timer_start(&s->watchdog, sup_on_watchdog, every ? every : 1, every ? every : 1);
+    }
+    sup_send_ready(s);
 }
 
 void supervisor_close(supervisor *s) {
-    for (int i = 0; i < s->nslots; i++) {
-        sup_slot *sl = &s->slots[i];
-        if (sl->running && !uv_is_closing((uv_handle_t *)&sl->proc)) {
-            uv_process_kill(&sl->proc, SIGKILL);
-            uv_close((uv_handle_t *)&sl->proc, NULL);
+    for (sup_proc *p = s->procs; p; p = p->next) {
+        if (!p->exited && !uv_is_closing((uv_handle_t *)&p->proc)) {
+            uv_process_kill(&p->proc, SIGKILL);
+            uv_close((uv_handle_t *)&p->proc, sup_on_proc_closed);
         }
-        uv_close((uv_handle_t *)&sl->restart, NULL);
     }
+    for (int i = 0; i < CHATQ_MAX_WORKERS; i++) uv_close((uv_handle_t *)&s->slots[i].restart, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
-    uv_close((uv_handle_t *)&s->stop_timer, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
+    uv_timer_t *timers[] = {&s->stop_timer, &s->sweep, &s->watchdog, &s->roll};
+    for (int i = 0; i < 4; i++) uv_close((uv_handle_t *)timers[i], NULL);
     rconn_free(s->redis);
+    notify_close(&s->notify);
 }
 
 void supervisor_free(supervisor *s) {
-    for (int i = 0; i < s->nslots; i++) free(s->slots[i].id);
+    while (s->procs) {
+        sup_proc *p = s->procs;
+        s->procs = p->next;
+        sup_proc_free(p);
+    }
     free(s->slots);
     free(s->worker_path);
+    config_free(s->cfg);
+    free(s->cfg);
 }

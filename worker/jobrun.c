@@ -203,11 +203,12 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     keys_day(end, day);
     char *k_usage = keys_usage(jr_prefix(jr), day);
     char *k_dead = keys_dead(jr_prefix(jr));
+    char *k_crashes = keys_crashes(jr_prefix(jr));
 
     rargs a = {0};
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FINISH]));
-    rargs_adds(&a, "8");
+    rargs_adds(&a, "9");
     rargs_adds(&a, w->proc_keys[jr->queue]);
     rargs_adds(&a, has_id ? p->k_job : "");
     rargs_adds(&a, has_id ? p->k_events : "");
@@ -216,6 +217,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     rargs_adds(&a, p->job.reply_to ? p->job.reply_to : "");
     rargs_adds(&a, k_dead);
     rargs_adds(&a, has_id && p->cancelled ? p->k_cancel : "");
+    rargs_adds(&a, k_crashes);
     rargs_add(&a, jr->raw, jr->raw_len);
     rargs_addf(&a, "%lld", ttl);
     rargs_add(&a, ev.data, ev.len);
@@ -272,6 +274,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     rargs_free(&a);
     free(k_usage);
     free(k_dead);
+    free(k_crashes);
     free(line);
     buf_free(&dead);
     buf_free(&ev);

@@ -26,8 +26,8 @@
 #include "worker/jobrun.h"
 
 #define FETCH_BATCH 128
-#define HEARTBEAT_MS 5000
-#define HEARTBEAT_TTL_MS 15000
+#define HEARTBEAT_MS 3000
+#define HEARTBEAT_TTL_MS 10000
 
 static void w_on_done(CURL *easy, CURLcode res, void *priv) {
     jobrun_http_done(easy, (int)res, priv);
@@ -166,10 +166,16 @@ static void w_register(worker *w) {
     buf_free(&info);
 }
 
+/* The heartbeat key says the worker lives (it expires HEARTBEAT_TTL_MS after
+ * the last beat) and carries its counters, which chatqd shows in STATUS=. */
 static void w_heartbeat(worker *w) {
     char *k = keys_heartbeat(w->cfg->prefix, w->id);
-    const char *a[] = {"SET", k, "1", "PX", "15000"};
-    size_t l[] = {3, strlen(k), 1, 2, 5};
+    char v[128], ttl[24];
+    snprintf(v, sizeof v, "{\"in_flight\":%d,\"done\":%lld,\"failed\":%lld}", w->nruns,
+             w->done, w->failed);
+    snprintf(ttl, sizeof ttl, "%d", HEARTBEAT_TTL_MS);
+    const char *a[] = {"SET", k, v, "PX", ttl};
+    size_t l[] = {3, strlen(k), strlen(v), 2, strlen(ttl)};
     rconn_send(w->cmd, NULL, NULL, 5, a, l);
     free(k);
 }
@@ -180,8 +186,10 @@ static void w_on_cmd_state(rconn *rc, int ready, void *ud) {
     worker *w = ud;
     (void)rc;
     if (!ready) return;
-    w_register(w);
+    /* Heartbeat first: a supervisor that sees us registered must also see
+     * us alive, or it would recover the jobs of a live worker. */
     w_heartbeat(w);
+    w_register(w);
     if (w->cmd_was_ready) {
         for (int q = 0; q < w->cfg->nqueues; q++) {
             const char *a[] = {"LRANGE", w->proc_keys[q], "0", "-1"};
