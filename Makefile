@@ -44,6 +44,14 @@ $(BUILD)/chatq-worker: $(call obj,$(WORKER_SRC)) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/chatq: $(call obj,$(CLI_SRC)) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# A worker with test-only hooks (see CHATQ_TEST_HOOKS in worker/jobrun.c) for
+# the end-to-end tests; `make all` and `make install` never build it.
+$(BUILD)/testhooks/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DCHATQ_TEST_HOOKS -MMD -MP -c $< -o $@
+$(BUILD)/chatq-worker-testhooks: $(patsubst %.c,$(BUILD)/testhooks/%.o,$(WORKER_SRC)) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
@@ -60,7 +68,7 @@ test: deps
 unit: $(UNITS)
 	@sh scripts/run-unit.sh $(UNITS)
 
-e2e: $(PROGS)
+e2e: $(PROGS) $(BUILD)/chatq-worker-testhooks
 	CHATQ_BIN=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build in its own directory.

@@ -6,15 +6,22 @@
  * after a failed connect callback), so `ac` is cleared there and never used
  * again.
  *
+ * The libuv glue is our own copy of hiredis' adapters/libuv.h with two
+ * fixes the Debian 0.14.1 version lacks: it calls uv_poll_start() only when
+ * the set of watched events changes (0.14.1 calls it for every command, and
+ * libuv turns each call into epoll_ctl system calls), and it hands poll
+ * errors to hiredis instead of dropping them (a refused connect would never
+ * call back). A connect timer stays as a safety net.
+ *
  * The outbox of reliable commands is a FIFO list. Each entry is sent at most
  * once per connection; when the connection drops, hiredis calls the pending
  * reply callbacks with NULL, which marks the entry unsent, and the next READY
  * sends every unsent entry again in order. */
 #include "common/rconn.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,9 +38,8 @@ typedef struct rc_cmd {
     rconn *rc;
     rconn_reply_cb cb;
     void *priv;
-    int argc;
-    char **argv;
-    size_t *lens;
+    char *cmd;      /* the command in RESP, formatted once */
+    size_t len;
     unsigned gen;  /* connection generation it was last sent on; 0 = unsent */
 } rc_cmd;
 
@@ -59,6 +65,63 @@ struct rconn {
 
 static void rc_connect(rconn *rc);
 static void rc_flush_outbox(rconn *rc);
+
+/* ---- libuv adapter (see the file comment) ------------------------------ */
+
+typedef struct rc_events {
+    redisAsyncContext *ac;
+    uv_poll_t poll;
+    int events;
+} rc_events;
+
+static void rc_ev_on_poll(uv_poll_t *h, int status, int events) {
+    rc_events *e = h->data;
+    if (status < 0) {
+        /* libuv stopped the handle; let hiredis find the socket error */
+        e->events = 0;
+        events = UV_READABLE | UV_WRITABLE;
+    }
+    if (e->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(e->ac);
+    if (e->ac && (events & UV_READABLE)) redisAsyncHandleRead(e->ac);
+}
+
+static void rc_ev_update(rc_events *e, int events) {
+    if (events == e->events) return;
+    e->events = events;
+    if (events)
+        uv_poll_start(&e->poll, events, rc_ev_on_poll);
+    else
+        uv_poll_stop(&e->poll);
+}
+
+static void rc_ev_add_read(void *p) { rc_ev_update(p, ((rc_events *)p)->events | UV_READABLE); }
+static void rc_ev_del_read(void *p) { rc_ev_update(p, ((rc_events *)p)->events & ~UV_READABLE); }
+static void rc_ev_add_write(void *p) { rc_ev_update(p, ((rc_events *)p)->events | UV_WRITABLE); }
+static void rc_ev_del_write(void *p) { rc_ev_update(p, ((rc_events *)p)->events & ~UV_WRITABLE); }
+static void rc_ev_on_closed(uv_handle_t *h) { free(h->data); }
+
+static void rc_ev_cleanup(void *p) {
+    rc_events *e = p;
+    e->ac = NULL; /* hiredis frees the context: never touch it again */
+    uv_close((uv_handle_t *)&e->poll, rc_ev_on_closed);
+}
+
+static int rc_ev_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+    rc_events *e = xcalloc(1, sizeof *e);
+    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+        free(e);
+        return -1;
+    }
+    e->ac = ac;
+    e->poll.data = e;
+    ac->ev.data = e;
+    ac->ev.addRead = rc_ev_add_read;
+    ac->ev.delRead = rc_ev_del_read;
+    ac->ev.addWrite = rc_ev_add_write;
+    ac->ev.delWrite = rc_ev_del_write;
+    ac->ev.cleanup = rc_ev_cleanup;
+    return 0;
+}
 
 /* ---- argument vectors --------------------------------------------------- */
 
@@ -130,9 +193,7 @@ size_t rconn_pending(const rconn *rc) { return rc->npending; }
 void rconn_start(rconn *rc) { rc_connect(rc); }
 
 static void rc_free_cmd(rc_cmd *c) {
-    for (int i = 0; i < c->argc; i++) free(c->argv[i]);
-    free(c->argv);
-    free(c->lens);
+    redisFreeCommand(c->cmd);
     free(c);
 }
 
@@ -294,10 +355,14 @@ static void rc_connect(rconn *rc) {
         rc_lost(rc, why);
         return;
     }
+    if (rc_ev_attach(ac, rc->loop) != 0) {
+        redisAsyncFree(ac);
+        rc_lost(rc, "cannot watch the socket");
+        return;
+    }
     ac->data = rc;
     rc->ac = ac;
     rc->state = RC_CONNECTING;
-    redisLibuvAttach(ac, rc->loop);
     redisAsyncSetConnectCallback(ac, rc_on_connect);
     redisAsyncSetDisconnectCallback(ac, rc_on_disconnect);
     uv_timer_start(&rc->timer, rc_on_connect_timeout, RCONN_CONNECT_TIMEOUT_MS, 0);
@@ -338,8 +403,7 @@ static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv);
 
 static void rc_send_cmd(rconn *rc, rc_cmd *c) {
     c->gen = rc->gen;
-    redisAsyncCommandArgv(rc->ac, rc_on_reliable_reply, c, c->argc, (const char **)c->argv,
-                          c->lens);
+    redisAsyncFormattedCommand(rc->ac, rc_on_reliable_reply, c, c->cmd, c->len);
 }
 
 static void rc_flush_outbox(rconn *rc) {
@@ -395,13 +459,12 @@ void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
     c->rc = rc;
     c->cb = cb;
     c->priv = priv;
-    c->argc = argc;
-    c->argv = xmalloc(sizeof *c->argv * (size_t)argc);
-    c->lens = xmalloc(sizeof *c->lens * (size_t)argc);
-    for (int i = 0; i < argc; i++) {
-        c->argv[i] = xstrndup(argv[i], lens[i]);
-        c->lens[i] = lens[i];
+    long long n = redisFormatCommandArgv(&c->cmd, argc, argv, lens);
+    if (n < 0) {
+        fputs("chatq: out of memory\n", stderr);
+        abort();
     }
+    c->len = (size_t)n;
     if (rc->out_tail)
         rc->out_tail->next = c;
     else

@@ -31,8 +31,9 @@ const char scripts_fetch[] =
  * A job whose hash says "running" was cut short (its worker died or was
  * stopped): keep its attempts, started_at and events, so seq numbers go on.
  * Otherwise this is a fresh run: what an earlier job with the same id left is
- * dropped. Returns {cancel requested 0/1, next seq, attempts made so far,
- * resumed 0/1}. */
+ * dropped. The hash's attempts counter is advanced for the attempt about to
+ * start (unless the job is cancelled). Returns {cancel requested 0/1, next
+ * seq, attempts made before, resumed 0/1}. */
 const char scripts_start[] =
     "local st = redis.call('HGET', KEYS[1], 'status')\n"
     "local resumed = 0\n"
@@ -46,7 +47,9 @@ const char scripts_start[] =
     "end\n"
     "redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'queue', ARGV[2],\n"
     "  'model', ARGV[3], 'tenant', ARGV[4], 'provider', ARGV[5])\n"
-    "return {redis.call('EXISTS', KEYS[3]), redis.call('LLEN', KEYS[2]), attempts, resumed}\n";
+    "local cancel = redis.call('EXISTS', KEYS[3])\n"
+    "if cancel == 0 then redis.call('HSET', KEYS[1], 'attempts', attempts + 1) end\n"
+    "return {cancel, redis.call('LLEN', KEYS[2]), attempts, resumed}\n";
 
 /* FINISH: store a job's final result, exactly once.
  * KEYS[1] processing list ('' for none), KEYS[2] job hash, KEYS[3] events
@@ -57,12 +60,14 @@ const char scripts_start[] =
  * ARGV[4] output line, ARGV[5] dead entry ('' = none), ARGV[6] usage field
  * prefix "tenant|model|", ARGV[7] m = number of usage metrics, then m pairs
  * (metric, increment), then (field, value) pairs for the job hash.
+ * LREM scans from the tail (count -1), where the oldest jobs, the ones
+ * most likely to end first, are.
  * The guard: the job must still be in this worker's processing list. If it is
  * not, another worker owns it now (it was recovered after this one was
  * presumed dead) or this result was stored already (a resend after a lost
  * reply): nothing is written and 0 is returned. */
 const char scripts_finish[] =
-    "if KEYS[1] ~= '' and redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end\n"
+    "if KEYS[1] ~= '' and redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end\n"
     "local ttl = tonumber(ARGV[2])\n"
     "local m = tonumber(ARGV[7])\n"
     "local i = 8\n"

@@ -39,6 +39,7 @@ typedef struct jobrun_priv {
     size_t body_len;
     char *k_job, *k_events, *k_stream, *k_cancel;
     int attempt;            /* current attempt, 1-based */
+    int first_attempt;      /* the attempt START counted */
     int max_attempts;
     long long seq;          /* next event seq */
     int chunks;             /* chunks published in this attempt */
@@ -123,6 +124,7 @@ typedef struct jr_outcome {
 } jr_outcome;
 
 static void jr_free(jobrun *jr);
+static void jr_reset_attempt(jobrun *jr);
 
 static void jr_on_finished(rconn *rc, redisReply *reply, void *priv) {
     jobrun *jr = priv;
@@ -280,6 +282,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     buf_free(&ev);
     json_object_put(o->response);
     json_object_put(o->error);
+    jr_reset_attempt(jr); /* the HTTP handle goes back to the pool now */
     worker_run_over(w, jr);
 }
 
@@ -314,7 +317,7 @@ static void jr_reset_attempt(jobrun *jr) {
     jobrun_priv *p = jr->p;
     if (p->easy) {
         http_remove(jr->w->http, p->easy);
-        curl_easy_cleanup(p->easy);
+        worker_put_easy(jr->w, p->easy);
         p->easy = NULL;
     }
     curl_slist_free_all(p->headers);
@@ -406,11 +409,11 @@ static int jr_on_event(void *ud, const char *event, const char *data, size_t len
         return 0;
     }
     if (len == 0) return 0;
-    json_tokener *tok = json_tokener_new();
+    json_tokener *tok = jr->w->tok;
+    json_tokener_reset(tok);
     json_object *chunk = json_tokener_parse_ex(tok, data, (int)len);
     int ok = chunk && json_tokener_get_error(tok) == json_tokener_success &&
              json_object_is_type(chunk, json_type_object);
-    json_tokener_free(tok);
     if (!ok) {
         json_object_put(chunk);
         jr_set_fail(jr, "bad_upstream_response", 1, "unparseable stream chunk: %.120s", data);
@@ -551,15 +554,18 @@ static void jr_attempt(jobrun *jr) {
     if (p->asmb) assembler_free(p->asmb);
     p->asmb = assembler_new();
 
-    /* the attempt counter, for observers and for a resumed run */
-    const char *a[] = {"HSET", p->k_job, "attempts", NULL};
-    char n[16];
-    snprintf(n, sizeof n, "%d", p->attempt);
-    a[3] = n;
-    size_t al[] = {4, strlen(p->k_job), 8, strlen(n)};
-    rconn_send(jr->w->cmd, NULL, NULL, 4, a, al);
+    /* the attempt counter, for observers and for a resumed run (START
+     * counted the first attempt already) */
+    if (p->attempt > p->first_attempt) {
+        const char *a[] = {"HSET", p->k_job, "attempts", NULL};
+        char n[16];
+        snprintf(n, sizeof n, "%d", p->attempt);
+        a[3] = n;
+        size_t al[] = {4, strlen(p->k_job), 8, strlen(n)};
+        rconn_send(jr->w->cmd, NULL, NULL, 4, a, al);
+    }
 
-    CURL *e = curl_easy_init();
+    CURL *e = worker_get_easy(jr->w);
     if (!e) {
         jr_fail(jr, "failed", "connection_error", "cannot create an HTTP handle", 0, NULL);
         return;
@@ -651,13 +657,13 @@ static void jr_attempt_failed(jobrun *jr, const char *code, const char *msg, int
 static json_object *jr_parse_body(jobrun *jr) {
     buf *in = &jr->p->in;
     if (!in->len) return NULL;
-    json_tokener *tok = json_tokener_new();
+    json_tokener *tok = jr->w->tok;
+    json_tokener_reset(tok);
     json_object *o = json_tokener_parse_ex(tok, in->data, (int)in->len);
     if (json_tokener_get_error(tok) != json_tokener_success) {
         json_object_put(o);
         o = NULL;
     }
-    json_tokener_free(tok);
     return o;
 }
 
@@ -782,6 +788,7 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
     long long prior = reply->element[2]->integer;
     long long resumed = reply->element[3]->integer;
     p->attempt = (int)prior;
+    p->first_attempt = (int)prior + 1;
     if (p->max_attempts <= p->attempt) p->max_attempts = p->attempt + 1;
     if (cancel || p->cancelled) {
         p->cancelled = 1;
@@ -835,6 +842,15 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
         jr_invalid(jr, err);
         return;
     }
+#ifdef CHATQ_TEST_HOOKS
+    /* Test builds only (build/chatq-worker-testhooks, never installed): a job
+     * whose body has "chatq_test_crash": true kills its worker, so the tests
+     * can make a poison pill. */
+    json_object *crash = NULL;
+    if (json_object_object_get_ex(p->job.body, "chatq_test_crash", &crash) &&
+        json_object_get_boolean(crash))
+        abort();
+#endif
     if (p->job.provider) {
         p->prov = config_provider(cfg, p->job.provider);
         if (!p->prov) {

@@ -85,6 +85,7 @@ int main(int argc, char **argv) {
         uv_run(loop, UV_RUN_DEFAULT);
         worker_close(&w);
         uv_run(loop, UV_RUN_DEFAULT); /* close callbacks */
+        worker_free(&w);
         rc = 0;
     }
     uv_loop_close(loop);

@@ -338,6 +338,28 @@ static void w_on_signal(uv_signal_t *s, int signum) {
 /* Runs after each loop iteration: a stored result may complete the drain. */
 static void w_on_check(uv_check_t *c) { w_check_exit(c->data); }
 
+/* ---- curl handle pool ------------------------------------------------------------- */
+
+/* curl_easy_init() allocates and initialises a large struct: reusing handles
+ * saves that on every request. The pool never holds more than concurrency
+ * handles, the most that can be in use at once. */
+CURL *worker_get_easy(worker *w) {
+    if (w->neasy > 0) {
+        CURL *e = w->easy_pool[--w->neasy];
+        curl_easy_reset(e);
+        return e;
+    }
+    return curl_easy_init();
+}
+
+void worker_put_easy(worker *w, CURL *easy) {
+    if (w->closing || w->neasy >= w->cfg->concurrency) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    w->easy_pool[w->neasy++] = easy;
+}
+
 /* ---- set-up ------------------------------------------------------------------------- */
 
 int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
@@ -351,9 +373,13 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
         free(w->id);
         return -1;
     }
+    w->tok = json_tokener_new();
+    w->easy_pool = xcalloc((size_t)cfg->concurrency, sizeof *w->easy_pool);
     w->http = http_new(loop, cfg->concurrency + 16, 0, w_on_done);
     if (!w->http) {
         log_error("curl_init_failed", "reason=curl_multi_init");
+        json_tokener_free(w->tok);
+        free(w->easy_pool);
         redis_target_free(&w->redis);
         free(w->id);
         return -1;
@@ -400,6 +426,9 @@ void worker_start(worker *w) {
 
 void worker_close(worker *w) {
     while (w->runs) jobrun_abort(w->runs);
+    w->closing = 1;
+    for (int i = 0; i < w->neasy; i++) curl_easy_cleanup(w->easy_pool[i]);
+    w->neasy = 0;
     rconn_free(w->cmd);
     rconn_free(w->control);
     for (int i = 0; i < w->cfg->nqueues; i++) {
@@ -417,6 +446,11 @@ void worker_close(worker *w) {
     uv_close((uv_handle_t *)&w->sigterm, NULL);
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->check, NULL);
+}
+
+void worker_free(worker *w) {
+    free(w->easy_pool);
+    json_tokener_free(w->tok);
     redis_target_free(&w->redis);
     free(w->id);
 }

@@ -21,6 +21,8 @@
 #ifndef CHATQ_WORKER_H
 #define CHATQ_WORKER_H
 
+#include <curl/curl.h>
+#include <json-c/json.h>
 #include <uv.h>
 
 #include "common/config.h"
@@ -58,6 +60,10 @@ typedef struct worker {
     uv_timer_t grace;
     uv_signal_t sigterm, sigint;
     long long done, failed;
+    json_tokener *tok;     /* one JSON parser, reset for each use */
+    CURL **easy_pool;      /* idle curl handles, reused (curl_easy_reset) */
+    int neasy;
+    int closing;
 } worker;
 
 /* Sets up the worker on `loop` (config and id are borrowed). Returns 0 or -1. */
@@ -70,7 +76,13 @@ void worker_run_over(worker *w, jobrun *jr);
 void worker_maybe_fetch(worker *w);
 /* Begins a drain: no new job; in-flight jobs get the grace period. */
 void worker_drain(worker *w);
-/* Releases everything; run the loop afterwards so close callbacks run. */
+/* A curl handle from the pool (reset) or a new one; NULL on failure. */
+CURL *worker_get_easy(worker *w);
+/* Gives a handle (no longer in the multi) back to the pool. */
+void worker_put_easy(worker *w, CURL *easy);
+/* Closes connections and handles; run the loop afterwards so the close
+ * callbacks run, then call worker_free(). */
 void worker_close(worker *w);
+void worker_free(worker *w);
 
 #endif
