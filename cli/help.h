@@ -1,0 +1,11 @@
+/* help.h — the usage texts of `chatq` and of each command. */
+#ifndef CHATQ_CLI_HELP_H
+#define CHATQ_CLI_HELP_H
+
+#define CHATQ_VERSION "0.1.0"
+
+/* Prints the help of `cmd` (NULL: the overview) on stdout; returns CLI_OK,
+ * or CLI_USAGE (with a message) when there is no such command. */
+int help_print(const char *cmd);
+
+#endif
