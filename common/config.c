@@ -440,8 +440,8 @@ static int config_provider_member(provider_cfg *p, const char *key, json_object 
 }
 
 /* Parses providers[i]; `at` is "FILE: providers[i]". */
-static int config_provider_parse(provider_cfg *p, json_object *o, const char *at, char *err,
-                                  size_t errlen) {
+static int config_provider_parse(const config *c, provider_cfg *p, json_object *o,
+                                  const char *at, char *err, size_t errlen) {
     if (!json_object_is_type(o, json_type_object))
         return config_err(err, errlen, "%s must be an object", at);
     json_object_object_foreach(o, key, v) {
@@ -461,7 +461,7 @@ static int config_provider_parse(provider_cfg *p, json_object *o, const char *at
     if (p->api_key_env && p->api_key_file)
         return config_err(err, errlen, "%s: set api_key_env or api_key_file, not both", at);
     int rc = 0;
-    if (p->api_key_env || p->api_key_file) {
+    if (!c->no_secrets && (p->api_key_env || p->api_key_file)) {
         char *what = xasprintf("%s.%s", at, p->api_key_env ? "api_key_env" : "api_key_file");
         rc = p->api_key_env ? config_provider_key_env(p, what, err, errlen)
                             : config_provider_key_file(p, what, err, errlen);
@@ -481,7 +481,7 @@ static int config_providers_json(config *c, json_object *v, const char *file, ch
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         char *at = xasprintf("%s: providers[%zu]", file, i);
-        rc = config_provider_parse(&c->providers[i], json_object_array_get_idx(v, i), at, err,
+        rc = config_provider_parse(c, &c->providers[i], json_object_array_get_idx(v, i), at, err,
                                    errlen);
         for (size_t k = 0; rc == 0 && k < i; k++)
             if (!strcmp(c->providers[k].name, c->providers[i].name))
@@ -696,6 +696,7 @@ static int config_apply_flags(config *c, const config_args *a, char *err, size_t
 int config_load(config *c, const config_args *args, char *err, size_t errlen) {
     const char *file;
     config_defaults(c);
+    c->no_secrets = args ? args->no_secrets : 0;
     if (config_pick_file(args, &file, err, errlen) < 0 ||
         (file && config_apply_file(c, file, err, errlen) < 0) ||
         config_apply_env(c, err, errlen) < 0 || config_apply_flags(c, args, err, errlen) < 0 ||

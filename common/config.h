@@ -66,6 +66,7 @@ typedef struct config {
     long long shutdown_grace_ms;  /* 30000 */
     provider_cfg *providers;
     int nproviders;
+    int no_secrets;               /* from config_args: API keys were not read */
 } config;
 
 /* Command-line values, each NULL when the flag was not given. */
@@ -76,6 +77,7 @@ typedef struct config_args {
     const char *concurrency;
     const char *queues;
     const char *log_level;
+    int no_secrets;   /* do not read API keys (the CLI needs none) */
 } config_args;
 
 /* Returns 0, or -1 with a one-line message in err (naming the file, key or

@@ -7,6 +7,8 @@
  * again when the new object goes. */
 #include "common/output.h"
 
+#include <string.h>
+
 #include "common/buf.h"
 
 #define OUTPUT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -24,28 +26,37 @@ json_object *output_error(const char *code, const char *message, int status,
     return e;
 }
 
+/* Appends s as a JSON string, or null. */
+static void output_put_str(buf *b, const char *s) {
+    if (s)
+        buf_json_str(b, s, strlen(s));
+    else
+        buf_puts(b, "null");
+}
+
+/* Built as text, not through json-c: the body is usually the upstream's
+ * answer, already JSON, and re-parsing it for every job would be waste. */
 char *output_line(const char *id, const char *custom_id, int status_code,
-                  const char *request_id, json_object *body, const char *err_code,
+                  const char *request_id, const char *body_json, const char *err_code,
                   const char *err_message) {
-    json_object *line = json_object_new_object();
-    json_object_object_add(line, "id", output_str(id));
-    json_object_object_add(line, "custom_id", output_str(custom_id ? custom_id : id));
+    buf b = {0};
+    buf_puts(&b, "{\"id\":");
+    output_put_str(&b, id);
+    buf_puts(&b, ",\"custom_id\":");
+    output_put_str(&b, custom_id ? custom_id : id);
     if (status_code > 0) {
         /* A final HTTP answer, success or not: OpenAI puts it in response. */
-        json_object *resp = json_object_new_object();
-        json_object_object_add(resp, "status_code", json_object_new_int(status_code));
-        json_object_object_add(resp, "request_id", output_str(request_id));
-        json_object_object_add(resp, "body", json_object_get(body));
-        json_object_object_add(line, "response", resp);
-        json_object_object_add(line, "error", NULL);
+        buf_printf(&b, ",\"response\":{\"status_code\":%d,\"request_id\":", status_code);
+        output_put_str(&b, request_id);
+        buf_puts(&b, ",\"body\":");
+        buf_puts(&b, body_json ? body_json : "null");
+        buf_puts(&b, "},\"error\":null}");
     } else {
-        json_object *err = json_object_new_object();
-        json_object_object_add(err, "code", output_str(err_code));
-        json_object_object_add(err, "message", output_str(err_message));
-        json_object_object_add(line, "response", NULL);
-        json_object_object_add(line, "error", err);
+        buf_puts(&b, ",\"response\":null,\"error\":{\"code\":");
+        output_put_str(&b, err_code);
+        buf_puts(&b, ",\"message\":");
+        output_put_str(&b, err_message);
+        buf_puts(&b, "}}");
     }
-    char *text = xstrdup(json_object_to_json_string_ext(line, OUTPUT_FLAGS));
-    json_object_put(line);
-    return text;
+    return buf_steal(&b);
 }

@@ -113,12 +113,12 @@ static void jr_publish_retry(jobrun *jr, json_object *error) {
 
 typedef struct jr_outcome {
     const char *status;       /* succeeded, failed, cancelled */
-    json_object *response;    /* success: the chat.completion (owned) */
+    char *response;           /* success: the chat.completion as JSON text (owned) */
     json_object *error;       /* failure: the error object (owned) */
     const char *err_code;
     const char *err_msg;
     int http_status;          /* > 0: a final HTTP answer for the output line */
-    json_object *http_body;   /* its body (borrowed) */
+    const char *http_body;    /* its body as JSON text (borrowed) */
     json_object *usage;       /* borrowed */
     const char *finish_reason;
 } jr_outcome;
@@ -248,7 +248,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     jr_field(&a, "status", o->status);
     rargs_adds(&a, "attempts");
     rargs_addf(&a, "%d", p->attempt);
-    jr_field_json(&a, "response", o->response);
+    jr_field(&a, "response", o->response);
     jr_field_json(&a, "error", o->error);
     jr_field_json(&a, "usage", o->usage);
     jr_field(&a, "model", p->job.model);
@@ -280,7 +280,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     free(line);
     buf_free(&dead);
     buf_free(&ev);
-    json_object_put(o->response);
+    free(o->response);
     json_object_put(o->error);
     jr_reset_attempt(jr); /* the HTTP handle goes back to the pool now */
     worker_run_over(w, jr);
@@ -305,7 +305,7 @@ static void jr_fail(jobrun *jr, const char *status, const char *code, const char
     /* Only an upstream 4xx/5xx is a "final HTTP answer" for the output line. */
     if (strcmp(code, "upstream_error") == 0 && http_status > 0) {
         o.http_status = http_status;
-        o.http_body = upstream_body;
+        o.http_body = upstream_body ? json_object_to_json_string_ext(upstream_body, JSON_FLAGS) : NULL;
     }
     o.usage = jr->p->asmb ? assembler_usage(jr->p->asmb) : NULL;
     jr_finish(jr, &o);
@@ -660,19 +660,25 @@ static json_object *jr_parse_body(jobrun *jr) {
     json_tokener *tok = jr->w->tok;
     json_tokener_reset(tok);
     json_object *o = json_tokener_parse_ex(tok, in->data, (int)in->len);
-    if (json_tokener_get_error(tok) != json_tokener_success) {
+    int ok = json_tokener_get_error(tok) == json_tokener_success;
+    /* The raw text is stored as it is: nothing but white space may follow. */
+    for (size_t i = ok ? json_tokener_get_parse_end(tok) : in->len; i < in->len; i++)
+        if (!strchr(" \t\r\n", in->data[i])) ok = 0;
+    if (!ok) {
         json_object_put(o);
         o = NULL;
     }
     return o;
 }
 
-static void jr_succeed(jobrun *jr, json_object *response) {
+/* Ends the job as succeeded. `response` (owned) is the parsed answer, `text`
+ * (owned) the same as JSON text, stored and sent as it is. */
+static void jr_succeed(jobrun *jr, json_object *response, char *text) {
     jr_outcome o = {0};
     o.status = "succeeded";
-    o.response = response;
+    o.response = text;
     o.http_status = 200;
-    o.http_body = response;
+    o.http_body = text;
     json_object *usage = NULL;
     if (json_object_object_get_ex(response, "usage", &usage) &&
         json_object_is_type(usage, json_type_object))
@@ -684,6 +690,7 @@ static void jr_succeed(jobrun *jr, json_object *response) {
         json_object_object_get_ex(c0, "finish_reason", &fr) && json_object_is_type(fr, json_type_string))
         o.finish_reason = json_object_get_string(fr);
     jr_finish(jr, &o);
+    json_object_put(response);
 }
 
 static const char *jr_curl_code(CURLcode res) {
@@ -742,7 +749,8 @@ void jobrun_http_done(void *easy, int curl_result, void *priv) {
             return;
         }
         if (p->done_seen || assembler_complete(p->asmb)) {
-            jr_succeed(jr, assembler_result(p->asmb));
+            json_object *r = assembler_result(p->asmb);
+            jr_succeed(jr, r, xstrdup(json_object_to_json_string_ext(r, JSON_FLAGS)));
             return;
         }
         jr_attempt_failed(jr, "bad_upstream_response",
@@ -752,7 +760,7 @@ void jobrun_http_done(void *easy, int curl_result, void *priv) {
     json_object *body = jr_parse_body(jr);
     json_object *choices = NULL, *err = NULL;
     if (body && json_object_object_get_ex(body, "choices", &choices)) {
-        jr_succeed(jr, body);
+        jr_succeed(jr, body, buf_steal(&p->in));
         return;
     }
     if (body && json_object_object_get_ex(body, "error", &err)) {

@@ -10,12 +10,17 @@
 
 #include "common/output.h"
 
+/* output_line() takes the body as JSON text, as the worker has it. */
+static const char *plain(json_object *o) {
+    return json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+}
+
 static void test_line_success(void **state) {
     (void)state;
     json_object *body = json_tokener_parse(
         "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[],"
         "\"usage\":{\"total_tokens\":3}}");
-    char *line = output_line("j1", "c1", 200, "req_abc", body, NULL, NULL);
+    char *line = output_line("j1", "c1", 200, "req_abc", plain(body), NULL, NULL);
     assert_string_equal(line, "{\"id\":\"j1\",\"custom_id\":\"c1\",\"response\":{\"status_code\":200,"
                               "\"request_id\":\"req_abc\",\"body\":{\"id\":\"chatcmpl-1\","
                               "\"object\":\"chat.completion\",\"choices\":[],"
@@ -28,7 +33,7 @@ static void test_line_success(void **state) {
 static void test_line_custom_id_and_request_id_fallbacks(void **state) {
     (void)state;
     json_object *body = json_object_new_object();
-    char *line = output_line("j2", NULL, 200, NULL, body, NULL, NULL);
+    char *line = output_line("j2", NULL, 200, NULL, plain(body), NULL, NULL);
     assert_string_equal(line, "{\"id\":\"j2\",\"custom_id\":\"j2\",\"response\":{\"status_code\":200,"
                               "\"request_id\":null,\"body\":{}},\"error\":null}");
     free(line);
@@ -41,7 +46,7 @@ static void test_line_upstream_4xx(void **state) {
     json_object *body = json_tokener_parse(
         "{\"error\":{\"message\":\"bad model\",\"type\":\"invalid_request_error\","
         "\"code\":\"model_not_found\"}}");
-    char *line = output_line("j3", "c3", 404, "req_9", body, "upstream_error", "HTTP 404");
+    char *line = output_line("j3", "c3", 404, "req_9", plain(body), "upstream_error", "HTTP 404");
     json_object *o = json_tokener_parse(line);
     assert_non_null(o);
     json_object *resp = json_object_object_get(o, "response");
