@@ -6,18 +6,41 @@
 #include "common/scripts.h"
 
 /* FETCH: take up to ARGV[1] jobs, higher-priority queues first.
- * KEYS: queue1, processing1, queue2, processing2, ... (priority order)
+ * KEYS: queue1, processing1, queue2, processing2, ... (priority order), and
+ * last the crashes hash (see RECOVER). ARGV[2]: jobs in flight in the worker.
  * Each job moves atomically from the right (consuming) end of its queue to the
  * left of this worker's processing list for that queue, so a job is always in
- * exactly one list. Returns a flat array: queue number (1-based), job, ... */
+ * exactly one list.
+ * Suspects: a job that was in flight at two worker deaths already (crashes
+ * count >= 2) runs alone, so that if it kills its worker again it takes no
+ * innocent job with it (a job that only shared a worker with a poison pill
+ * would otherwise die with it three times too). It is taken only by a worker
+ * with nothing in flight, as the only job of its fetch; anyone else stops at
+ * it and leaves it at the head of its queue.
+ * Returns {mode, queue number (1-based), job, ...}: mode 0 normal, 1 solo
+ * (the one job is a suspect: take no other until it ends), 2 blocked (a
+ * suspect is next: fetch again once nothing is in flight). */
 const char scripts_fetch[] =
-    "local want = tonumber(ARGV[1])\n"
-    "local out = {}\n"
+    "local want, busy = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local crashes = KEYS[#KEYS]\n"
+    "local check = redis.call('EXISTS', crashes) == 1\n"
+    "local out = {0}\n"
     "local got = 0\n"
-    "for i = 1, #KEYS, 2 do\n"
+    "for i = 1, #KEYS - 1, 2 do\n"
     "  while got < want do\n"
     "    local j = redis.call('LMOVE', KEYS[i], KEYS[i+1], 'RIGHT', 'LEFT')\n"
     "    if not j then break end\n"
+    "    if check and tonumber(redis.call('HGET', crashes, redis.sha1hex(j)) or '0') >= 2 then\n"
+    "      if busy > 0 or got > 0 then\n"
+    "        redis.call('LMOVE', KEYS[i+1], KEYS[i], 'LEFT', 'RIGHT')\n"
+    "        out[1] = 2\n"
+    "      else\n"
+    "        out[1] = 1\n"
+    "        out[2] = (i + 1) / 2\n"
+    "        out[3] = j\n"
+    "      end\n"
+    "      return out\n"
+    "    end\n"
     "    out[#out+1] = (i + 1) / 2\n"
     "    out[#out+1] = j\n"
     "    got = got + 1\n"

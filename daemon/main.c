@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/config.h"
@@ -74,6 +75,9 @@ int main(int argc, char **argv) {
     log_set_level_name(cfg->log_level);
     setenv("CHATQ_REDIS_URL", cfg->redis_url, 1);
     setenv("CHATQ_PREFIX", cfg->prefix, 1);
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    setenv("CHATQ_SUPERVISED", pid, 1); /* see worker/main.c */
 
     uv_loop_t *loop = uv_default_loop();
     supervisor sup;

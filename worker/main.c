@@ -6,6 +6,8 @@
  * exits 0 (1 when it could not start). */
 #include <curl/curl.h>
 #include <getopt.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,11 +78,27 @@ int main(int argc, char **argv) {
         config_free(&cfg);
         return 1;
     }
+    /* Started by chatqd (which sets CHATQ_SUPERVISED to its pid): die with
+     * it, whatever kills it, rather than go on without a supervisor; and let
+     * only chatqd's SIGTERM start a drain (Ctrl-C in a terminal reaches the
+     * whole process group, and chatqd forwards it as SIGTERM anyway). */
+    const char *sup = getenv("CHATQ_SUPERVISED");
+    int supervised = sup && *sup;
+    if (supervised) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if ((long)getppid() != atol(sup)) {
+            fprintf(stderr, "chatq-worker: chatqd (pid %s) is gone\n", sup);
+            config_free(&cfg);
+            return 1;
+        }
+        signal(SIGINT, SIG_IGN);
+    }
     char *id = id_arg ? xstrdup(id_arg) : make_id();
     uv_loop_t *loop = uv_default_loop();
     worker w;
     int rc = 1;
     if (worker_init(&w, loop, &cfg, id) == 0) {
+        w.supervised = supervised;
         worker_start(&w);
         uv_run(loop, UV_RUN_DEFAULT);
         worker_close(&w);

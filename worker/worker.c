@@ -44,19 +44,28 @@ static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
     long asked = (long)(intptr_t)priv;
     w->fetching = 0;
     if (!reply) return; /* connection lost: the resync after reconnect handles it */
-    if (reply->type != REDIS_REPLY_ARRAY) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
         log_error("fetch_failed", "error=%s",
                   log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
         return;
     }
-    long got = (long)reply->elements / 2;
-    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+    long long mode = reply->element[0]->integer;
+    long got = (long)(reply->elements - 1) / 2;
+    if (mode != 0) {
+        /* solo: one suspect job runs alone; blocked: a suspect waits for us
+         * to be idle. Either way, the next fetch waits for nruns == 0. */
+        w->solo = 1;
+        if (mode == 1) log_warn("suspect_job_solo", "jobs=%ld", got);
+    }
+    for (size_t i = 1; i + 1 < reply->elements; i += 2) {
         int q = (int)reply->element[i]->integer - 1;
         redisReply *j = reply->element[i + 1];
         if (q < 0 || q >= w->cfg->nqueues || j->type != REDIS_REPLY_STRING) continue;
         jobrun_start(w, j->str, j->len, q);
     }
-    if (got < asked)
+    if (w->solo)
+        worker_maybe_fetch(w); /* does nothing until the worker is idle */
+    else if (got < asked)
         w_arm_waiters(w);
     else
         worker_maybe_fetch(w);
@@ -64,18 +73,24 @@ static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
 
 void worker_maybe_fetch(worker *w) {
     if (w->draining || w->fetching || !rconn_ready(w->cmd)) return;
+    if (w->solo) {
+        if (w->nruns > 0) return;
+        w->solo = 0;
+    }
     int free_slots = w->cfg->concurrency - w->nruns;
     if (free_slots <= 0) return;
     long n = free_slots < FETCH_BATCH ? free_slots : FETCH_BATCH;
     rargs a = {0};
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FETCH]));
-    rargs_addf(&a, "%d", 2 * w->cfg->nqueues);
+    rargs_addf(&a, "%d", 2 * w->cfg->nqueues + 1);
     for (int i = 0; i < w->cfg->nqueues; i++) {
         rargs_adds(&a, w->queue_keys[i]);
         rargs_adds(&a, w->proc_keys[i]);
     }
+    rargs_adds(&a, w->crashes_key);
     rargs_addf(&a, "%ld", n);
+    rargs_addf(&a, "%d", w->nruns);
     if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0)
         w->fetching = 1;
     rargs_free(&a);
@@ -375,7 +390,12 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     }
     w->tok = json_tokener_new();
     w->easy_pool = xcalloc((size_t)cfg->concurrency, sizeof *w->easy_pool);
-    w->http = http_new(loop, cfg->concurrency + 16, 0, w_on_done);
+    /* libcurl limits connections per host for the whole multi handle, so
+     * the largest max_connections of the providers applies to every host. */
+    long max_host = 0;
+    for (int i = 0; i < cfg->nproviders; i++)
+        if (cfg->providers[i].max_connections > max_host) max_host = cfg->providers[i].max_connections;
+    w->http = http_new(loop, cfg->concurrency + 16, max_host, w_on_done);
     if (!w->http) {
         log_error("curl_init_failed", "reason=curl_multi_init");
         json_tokener_free(w->tok);
@@ -392,6 +412,7 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->control = rconn_new(loop, &w->redis, "control", w_on_control_state, w);
     w->waiters = xcalloc((size_t)cfg->nqueues, sizeof *w->waiters);
     w->waiting = xcalloc((size_t)cfg->nqueues, sizeof *w->waiting);
+    w->crashes_key = keys_crashes(cfg->prefix);
     w->queue_keys = xcalloc((size_t)cfg->nqueues, sizeof *w->queue_keys);
     w->proc_keys = xcalloc((size_t)cfg->nqueues, sizeof *w->proc_keys);
     for (int i = 0; i < cfg->nqueues; i++) {
@@ -420,7 +441,7 @@ void worker_start(worker *w) {
     for (int i = 0; i < w->cfg->nqueues; i++) rconn_start(w->waiters[i]);
     uv_timer_start(&w->heartbeat, w_on_heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
     uv_signal_start(&w->sigterm, w_on_signal, SIGTERM);
-    uv_signal_start(&w->sigint, w_on_signal, SIGINT);
+    if (!w->supervised) uv_signal_start(&w->sigint, w_on_signal, SIGINT);
     uv_check_start(&w->check, w_on_check);
 }
 
@@ -440,6 +461,7 @@ void worker_close(worker *w) {
     free(w->waiting);
     free(w->queue_keys);
     free(w->proc_keys);
+    free(w->crashes_key);
     http_free(w->http);
     uv_close((uv_handle_t *)&w->heartbeat, NULL);
     uv_close((uv_handle_t *)&w->grace, NULL);

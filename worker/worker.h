@@ -46,6 +46,8 @@ typedef struct worker {
     http_client *http;
     char **queue_keys;     /* P:queue:<name>, priority order */
     char **proc_keys;      /* P:processing:<id>:<name> */
+    char *crashes_key;     /* P:crashes */
+    int solo;              /* a suspect job runs or waits: fetch only when idle */
     char *stream_prefix;   /* "P:stream:" etc., for building keys fast */
     jobrun *runs;          /* jobs in flight */
     int nruns;
@@ -64,6 +66,7 @@ typedef struct worker {
     CURL **easy_pool;      /* idle curl handles, reused (curl_easy_reset) */
     int neasy;
     int closing;
+    int supervised;        /* started by chatqd: SIGINT is not ours to handle */
 } worker;
 
 /* Sets up the worker on `loop` (config and id are borrowed). Returns 0 or -1. */
