@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=$(pwd)/build
 PY=/usr/bin/python3
 DIR=$(mktemp -d /tmp/chatq-demo.XXXXXX)
+STANDIN=""
 PIDS=""
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
@@ -48,6 +49,7 @@ else
     export OPENAI_BASE_URL="http://127.0.0.1:$(cat "$DIR/upstream.port")/v1"
     export OPENAI_API_KEY=sk-demo-not-a-real-key
     MODEL=demo-model
+    STANDIN=1
     echo "== stand-in upstream on $OPENAI_BASE_URL, Redis on 127.0.0.1:$RPORT"
 fi
 
@@ -57,7 +59,16 @@ PIDS="$PIDS $!"
 
 echo
 echo "== chatq submit --stream (content printed as the chunks arrive)"
-"$BIN/chatq" submit -m "$MODEL" --stream --tenant demo "Say hello to chatq in one sentence."
+if [ -n "$STANDIN" ]; then
+    # The stand-in streams whatever the job's "mock" field says, slowly
+    # enough to watch; a real upstream gets a plain prompt.
+    printf '%s' '{"tenant":"demo","stream":true,"body":{"model":"demo-model",
+      "messages":[{"role":"user","content":"Say hello to chatq."}],
+      "mock":{"chunk_delay_ms":120,"content":["Hello","!"," I am"," chatq:"," your"," jobs"," go"," in"," a"," Redis"," list,"," and"," the"," answer"," streams"," back"," chunk"," by"," chunk."]}}}' |
+        "$BIN/chatq" submit --stream --json -
+else
+    "$BIN/chatq" submit -m "$MODEL" --stream --tenant demo "Say hello to chatq in one sentence."
+fi
 echo
 echo "== chatq submit --wait (non-streamed)"
 "$BIN/chatq" submit -m "$MODEL" --wait --tenant demo "What is a Redis list?"
