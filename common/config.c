@@ -64,7 +64,8 @@ typedef enum {
     CK_INT,      /* int field in [min, max] */
     CK_LL,       /* long long field in [min, max] */
     CK_QUEUES,   /* array of names, or "a,b,c" */
-    CK_PROVIDERS /* array of provider objects */
+    CK_PROVIDERS, /* array of provider objects */
+    CK_FALLBACKS  /* object: model glob -> array of steps */
 } config_kind;
 
 typedef struct config_key {
@@ -93,6 +94,8 @@ static const config_key config_keys[] = {
     CK_NUM(retry_base_ms, CK_LL, 1, HOUR_MS),
     CK_NUM(retry_max_ms, CK_LL, 1, DAY_MS),
     CK_NUM(shutdown_grace_ms, CK_LL, 0, DAY_MS),
+    CK_NUM(rate_limit_wait_ms, CK_LL, 0, DAY_MS),
+    {"fallbacks", CK_FALLBACKS, 0, 0, 0},
     {"providers", CK_PROVIDERS, 0, 0, 0},
 };
 
@@ -387,6 +390,129 @@ static int config_headers(provider_cfg *p, json_object *v, const char *what, cha
     return 0;
 }
 
+static int config_provider_num(json_object *v, long long max, long long *dst, const char *what,
+                               char *err, size_t errlen);
+
+/* A non-negative number member of a price; absent = -1. */
+static int config_price_num(json_object *o, const char *key, double *dst, const char *what,
+                            char *err, size_t errlen) {
+    json_object *v;
+    *dst = -1;
+    if (!json_object_object_get_ex(o, key, &v)) return 0;
+    if ((!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int)) ||
+        json_object_get_double(v) < 0 || json_object_get_double(v) > 1e6)
+        return config_err(err, errlen, "%s.%s must be a number 0..1000000 (USD per million tokens)",
+                          what, key);
+    *dst = json_object_get_double(v);
+    return 0;
+}
+
+/* "prices": {"gpt-4o*": {"input": 2.5, "cached_input": 1.25, "output": 10}} */
+static int config_prices(provider_cfg *p, json_object *v, const char *what, char *err,
+                         size_t errlen) {
+    if (!json_object_is_type(v, json_type_object))
+        return config_err(err, errlen, "%s must be an object of model patterns to prices", what);
+    p->prices = xcalloc((size_t)json_object_object_length(v) + 1, sizeof *p->prices);
+    json_object_object_foreach(v, pattern, o) {
+        char *at = xasprintf("%s.%s", what, pattern);
+        price_cfg *pr = &p->prices[p->nprices++];
+        pr->pattern = xstrdup(pattern);
+        int rc = 0;
+        if (!json_object_is_type(o, json_type_object))
+            rc = config_err(err, errlen, "%s must be an object {input, cached_input, output}", at);
+        else {
+            json_object_object_foreach(o, k, unused) {
+                (void)unused;
+                if (strcmp(k, "input") && strcmp(k, "cached_input") && strcmp(k, "output")) {
+                    rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
+                    break;
+                }
+            }
+        }
+        if (!rc) rc = config_price_num(o, "input", &pr->input, at, err, errlen);
+        if (!rc) rc = config_price_num(o, "cached_input", &pr->cached_input, at, err, errlen);
+        if (!rc) rc = config_price_num(o, "output", &pr->output, at, err, errlen);
+        if (!rc && (pr->input < 0 || pr->output < 0))
+            rc = config_err(err, errlen, "%s needs both input and output", at);
+        if (!rc && pr->cached_input < 0) pr->cached_input = pr->input;
+        free(at);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* "limits": {"*": {"rpm": 600, "tpm": 100000}} */
+static int config_limits(provider_cfg *p, json_object *v, const char *what, char *err,
+                         size_t errlen) {
+    if (!json_object_is_type(v, json_type_object))
+        return config_err(err, errlen, "%s must be an object of model patterns to limits", what);
+    p->limits = xcalloc((size_t)json_object_object_length(v) + 1, sizeof *p->limits);
+    json_object_object_foreach(v, pattern, o) {
+        char *at = xasprintf("%s.%s", what, pattern);
+        limit_cfg *l = &p->limits[p->nlimits++];
+        l->pattern = xstrdup(pattern);
+        int rc = 0;
+        if (!json_object_is_type(o, json_type_object))
+            rc = config_err(err, errlen, "%s must be an object {rpm, tpm}", at);
+        else {
+            json_object_object_foreach(o, k, n) {
+                char *kat = xasprintf("%s.%s", at, k);
+                if (!strcmp(k, "rpm"))
+                    rc = config_provider_num(n, 100000000, &l->rpm, kat, err, errlen);
+                else if (!strcmp(k, "tpm"))
+                    rc = config_provider_num(n, 100000000000LL, &l->tpm, kat, err, errlen);
+                else
+                    rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
+                free(kat);
+                if (rc) break;
+            }
+        }
+        free(at);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* "fallbacks": {"gpt-4o": [{"provider": "backup"}, {"model": "gpt-4o-mini"}]} */
+static int config_fallbacks_json(config *c, json_object *v, const char *what, char *err,
+                                 size_t errlen) {
+    if (!json_object_is_type(v, json_type_object))
+        return config_err(err, errlen, "%s must be an object of model patterns to lists", what);
+    c->fallbacks = xcalloc((size_t)json_object_object_length(v) + 1, sizeof *c->fallbacks);
+    json_object_object_foreach(v, pattern, list) {
+        fallback_cfg *f = &c->fallbacks[c->nfallbacks++];
+        f->pattern = xstrdup(pattern);
+        if (!json_object_is_type(list, json_type_array))
+            return config_err(err, errlen, "%s.%s must be an array of {provider, model}", what,
+                              pattern);
+        size_t n = json_object_array_length(list);
+        f->steps = xcalloc(n + 1, sizeof *f->steps);
+        for (size_t i = 0; i < n; i++) {
+            json_object *st = json_object_array_get_idx(list, i);
+            fallback_step *s = &f->steps[f->nsteps++];
+            if (!json_object_is_type(st, json_type_object))
+                return config_err(err, errlen, "%s.%s[%zu] must be an object {provider, model}",
+                                  what, pattern, i);
+            json_object_object_foreach(st, k, sv) {
+                char **dst = !strcmp(k, "provider") ? &s->provider
+                             : !strcmp(k, "model")  ? &s->model
+                                                    : NULL;
+                if (!dst)
+                    return config_err(err, errlen, "%s.%s[%zu]: unknown key \"%.64s\"", what,
+                                      pattern, i, k);
+                if (!json_object_is_type(sv, json_type_string) || !json_object_get_string_len(sv))
+                    return config_err(err, errlen, "%s.%s[%zu].%s must be a non-empty string",
+                                      what, pattern, i, k);
+                *dst = xstrdup(json_object_get_string(sv));
+            }
+            if (!s->provider && !s->model)
+                return config_err(err, errlen, "%s.%s[%zu] needs a provider or a model", what,
+                                  pattern, i);
+        }
+    }
+    return 0;
+}
+
 /* Reads a string member into *dst (which must be NULL). */
 static int config_provider_str(json_object *v, char **dst, const char *what, char *err,
                                size_t errlen) {
@@ -433,6 +559,10 @@ static int config_provider_member(provider_cfg *p, const char *key, json_object 
         rc = config_provider_num(v, DAY_MS, &p->timeout_ms, what, err, errlen);
     else if (!strcmp(key, "idle_timeout_ms"))
         rc = config_provider_num(v, DAY_MS, &p->idle_timeout_ms, what, err, errlen);
+    else if (!strcmp(key, "prices"))
+        rc = config_prices(p, v, what, err, errlen);
+    else if (!strcmp(key, "limits"))
+        rc = config_limits(p, v, what, err, errlen);
     else
         rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, key);
     free(what);
@@ -535,6 +665,7 @@ static void config_defaults(config *c) {
     c->retry_base_ms = 500;
     c->retry_max_ms = 30000;
     c->shutdown_grace_ms = 30000;
+    c->rate_limit_wait_ms = 300000;
 }
 
 /* One top-level member of the file. */
@@ -567,6 +698,9 @@ static int config_file_member(config *c, const char *file, const char *key, json
         break;
     case CK_PROVIDERS:
         rc = config_providers_json(c, v, file, err, errlen);
+        break;
+    case CK_FALLBACKS:
+        rc = config_fallbacks_json(c, v, what, err, errlen);
         break;
     }
     free(what);
@@ -702,6 +836,17 @@ int config_load(config *c, const config_args *args, char *err, size_t errlen) {
         config_apply_env(c, err, errlen) < 0 || config_apply_flags(c, args, err, errlen) < 0 ||
         (c->nproviders == 0 && config_default_provider(c, err, errlen) < 0))
         goto fail;
+    for (int i = 0; i < c->nfallbacks; i++) {
+        for (int j = 0; j < c->fallbacks[i].nsteps; j++) {
+            const char *pn = c->fallbacks[i].steps[j].provider;
+            if (pn && !config_provider(c, pn)) {
+                config_err(err, errlen, "%s%sfallbacks.%s[%d]: no provider named \"%s\"",
+                           c->file ? c->file : "", c->file ? ": " : "", c->fallbacks[i].pattern,
+                           j, pn);
+                goto fail;
+            }
+        }
+    }
     if (c->retry_base_ms > c->retry_max_ms) {
         config_err(err, errlen, "%s%sretry_base_ms (%lld) must not exceed retry_max_ms (%lld)",
                    c->file ? c->file : "", c->file ? ": " : "", c->retry_base_ms,
@@ -816,7 +961,36 @@ static json_object *config_provider_json(const provider_cfg *p) {
     json_object_object_add(o, "connect_timeout_ms", json_object_new_int64(p->connect_timeout_ms));
     json_object_object_add(o, "timeout_ms", json_object_new_int64(p->timeout_ms));
     json_object_object_add(o, "idle_timeout_ms", json_object_new_int64(p->idle_timeout_ms));
+    json_object *prices = json_object_new_object();
+    for (int i = 0; i < p->nprices; i++) {
+        json_object *pr = json_object_new_object();
+        json_object_object_add(pr, "input", json_object_new_double(p->prices[i].input));
+        json_object_object_add(pr, "cached_input", json_object_new_double(p->prices[i].cached_input));
+        json_object_object_add(pr, "output", json_object_new_double(p->prices[i].output));
+        json_object_object_add(prices, p->prices[i].pattern, pr);
+    }
+    json_object_object_add(o, "prices", prices);
+    json_object *limits = json_object_new_object();
+    for (int i = 0; i < p->nlimits; i++) {
+        json_object *l = json_object_new_object();
+        json_object_object_add(l, "rpm", json_object_new_int64(p->limits[i].rpm));
+        json_object_object_add(l, "tpm", json_object_new_int64(p->limits[i].tpm));
+        json_object_object_add(limits, p->limits[i].pattern, l);
+    }
+    json_object_object_add(o, "limits", limits);
     return o;
+}
+
+const price_cfg *config_price(const provider_cfg *p, const char *model) {
+    for (int i = 0; p && model && i < p->nprices; i++)
+        if (fnmatch(p->prices[i].pattern, model, 0) == 0) return &p->prices[i];
+    return NULL;
+}
+
+const fallback_cfg *config_fallbacks(const config *c, const char *model) {
+    for (int i = 0; model && i < c->nfallbacks; i++)
+        if (fnmatch(c->fallbacks[i].pattern, model, 0) == 0) return &c->fallbacks[i];
+    return NULL;
 }
 
 char *config_dump(const config *c) {
@@ -838,6 +1012,18 @@ char *config_dump(const config *c) {
         else if (k->kind == CK_LEVEL)
             json_object_object_add(o, k->name, json_object_new_string(c->log_level));
     }
+    json_object *fb = json_object_new_object();
+    for (int i = 0; i < c->nfallbacks; i++) {
+        json_object *steps = json_object_new_array();
+        for (int j = 0; j < c->fallbacks[i].nsteps; j++) {
+            json_object *st = json_object_new_object();
+            json_object_object_add(st, "provider", config_str_or_null(c->fallbacks[i].steps[j].provider));
+            json_object_object_add(st, "model", config_str_or_null(c->fallbacks[i].steps[j].model));
+            json_object_array_add(steps, st);
+        }
+        json_object_object_add(fb, c->fallbacks[i].pattern, steps);
+    }
+    json_object_object_add(o, "fallbacks", fb);
     json_object *ps = json_object_new_array();
     for (int i = 0; i < c->nproviders; i++)
         json_object_array_add(ps, config_provider_json(&c->providers[i]));
@@ -858,6 +1044,10 @@ static void config_provider_free(provider_cfg *p) {
     config_secret_free(p->api_key);
     config_free_list(p->models, p->nmodels);
     config_free_list(p->headers, p->nheaders);
+    for (int i = 0; i < p->nprices; i++) free(p->prices[i].pattern);
+    free(p->prices);
+    for (int i = 0; i < p->nlimits; i++) free(p->limits[i].pattern);
+    free(p->limits);
 }
 
 void config_free(config *c) {
@@ -869,6 +1059,15 @@ void config_free(config *c) {
     free(c->log_level);
     for (int i = 0; i < c->nproviders; i++) config_provider_free(&c->providers[i]);
     free(c->providers);
+    for (int i = 0; i < c->nfallbacks; i++) {
+        for (int j = 0; j < c->fallbacks[i].nsteps; j++) {
+            free(c->fallbacks[i].steps[j].provider);
+            free(c->fallbacks[i].steps[j].model);
+        }
+        free(c->fallbacks[i].steps);
+        free(c->fallbacks[i].pattern);
+    }
+    free(c->fallbacks);
     memset(c, 0, sizeof *c);
 }
 

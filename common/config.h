@@ -10,10 +10,13 @@
  *   redis_url, prefix, workers, concurrency, queues (array or "a,b,c"),
  *   log_level, timeout_ms, idle_timeout_ms, connect_timeout_ms, max_attempts,
  *   result_ttl_s, max_job_bytes, max_response_bytes, retry_base_ms,
- *   retry_max_ms, shutdown_grace_ms,
+ *   retry_max_ms, shutdown_grace_ms, rate_limit_wait_ms,
+ *   fallbacks: {model glob: [{provider?, model?}, ...]},
  *   providers: [{name, base_url, api_key_env, api_key_file, models: [globs],
  *                headers: {name: value}, max_connections, connect_timeout_ms,
- *                timeout_ms, idle_timeout_ms}]
+ *                timeout_ms, idle_timeout_ms,
+ *                prices: {model glob: {input, cached_input?, output}},
+ *                limits: {model glob: {rpm?, tpm?}}}]
  * Environment: CHATQ_REDIS_URL, CHATQ_PREFIX, OPENAI_BASE_URL, OPENAI_API_KEY.
  * With no providers in the file, there is one provider named "default":
  * base_url $OPENAI_BASE_URL (default https://api.openai.com/v1), key from
@@ -29,6 +32,23 @@
 
 #include <stddef.h>
 
+/* A price, in USD per million tokens, for the models matching `pattern`. */
+typedef struct price_cfg {
+    char *pattern;
+    double input;
+    double cached_input;     /* defaults to input */
+    double output;
+} price_cfg;
+
+/* A rate limit shared by every worker on every host: requests and tokens
+ * per minute (0 = none) for the models matching `pattern`. Every limit whose
+ * pattern matches a job's model applies (one shared bucket each). */
+typedef struct limit_cfg {
+    char *pattern;
+    long long rpm;
+    long long tpm;
+} limit_cfg;
+
 typedef struct provider_cfg {
     char *name;
     char *base_url;          /* no trailing slash */
@@ -43,7 +63,27 @@ typedef struct provider_cfg {
     long long connect_timeout_ms; /* 0 = the global value */
     long long timeout_ms;         /* 0 = the global value */
     long long idle_timeout_ms;    /* 0 = the global value */
+    price_cfg *prices;       /* "prices": {glob: {input, cached_input, output}} */
+    int nprices;
+    limit_cfg *limits;       /* "limits": {glob: {rpm, tpm}} */
+    int nlimits;
 } provider_cfg;
+
+/* One step of a fallback chain: another provider and/or model (NULL = the
+ * same model; provider NULL = routed by model). */
+typedef struct fallback_step {
+    char *provider;
+    char *model;
+} fallback_step;
+
+/* "fallbacks": {glob: [{provider, model}...]}: what to try, in order, when a
+ * job for a model matching `pattern` ends in a retryable failure after its
+ * retries. */
+typedef struct fallback_cfg {
+    char *pattern;
+    fallback_step *steps;
+    int nsteps;
+} fallback_cfg;
 
 typedef struct config {
     char *file;                   /* config file loaded, NULL when none */
@@ -64,6 +104,9 @@ typedef struct config {
     long long retry_base_ms;      /* 500 */
     long long retry_max_ms;       /* 30000 */
     long long shutdown_grace_ms;  /* 30000 */
+    long long rate_limit_wait_ms; /* 300000: give up with rate_limited after */
+    fallback_cfg *fallbacks;
+    int nfallbacks;
     provider_cfg *providers;
     int nproviders;
     int no_secrets;               /* from config_args: API keys were not read */
@@ -88,6 +131,11 @@ int config_load(config *c, const config_args *args, char *err, size_t errlen);
 const provider_cfg *config_provider(const config *c, const char *name);
 /* The first provider with a model pattern matching `model`, or NULL. */
 const provider_cfg *config_route(const config *c, const char *model);
+
+/* The price of `model` at provider p (first matching pattern), or NULL. */
+const price_cfg *config_price(const provider_cfg *p, const char *model);
+/* The fallback chain for `model` (first matching pattern), or NULL. */
+const fallback_cfg *config_fallbacks(const config *c, const char *model);
 
 /* The effective configuration as pretty JSON text (malloc'd), with secrets
  * masked: api keys as "***" (or null when none), a Redis password as "***". */

@@ -209,3 +209,57 @@ const char scripts_recover[] =
     "end\n"
     "if known == 0 and n == 0 then return -1 end\n"
     "return n\n";
+
+/* RATELIMIT: GCRA buckets shared by every worker (see worker/ratelimit.h).
+ * KEYS: bucket hashes (fields r and t: theoretical arrival times, unix ms).
+ * ARGV[1] mode, ARGV[2] now (unix ms), then:
+ *   take:   per key (request interval ms, token interval ms, tokens).
+ *           Granted when no bucket's r (for a request limit) or t (for a
+ *           token limit) lies in the future: each then advances by its cost
+ *           and 0 is returned. Otherwise nothing changes and the reply is the
+ *           number of ms to wait.
+ *   adjust: per key (token interval ms, delta tokens): t moves by their
+ *           product (the estimate corrected with the real usage).
+ *   push:   ARGV[3] until (unix ms), ARGV[4] "r", "t" or "rt": those times
+ *           move to `until` if earlier (the upstream said it is out of
+ *           capacity until then). */
+const char scripts_ratelimit[] =
+    "local mode, now = ARGV[1], tonumber(ARGV[2])\n"
+    "local function get(k, f) return tonumber(redis.call('HGET', k, f) or '0') or 0 end\n"
+    "local function put(k, r, t)\n"
+    "  redis.call('HSET', k, 'r', string.format('%.3f', r), 't', string.format('%.3f', t))\n"
+    "  redis.call('PEXPIRE', k, math.ceil(math.max(r, t, now) - now) + 120000)\n"
+    "end\n"
+    "if mode == 'take' then\n"
+    "  local wait = 0\n"
+    "  for i = 1, #KEYS do\n"
+    "    local b = 3 + (i - 1) * 3\n"
+    "    local riv, tiv = tonumber(ARGV[b]), tonumber(ARGV[b + 1])\n"
+    "    local r, t = get(KEYS[i], 'r'), get(KEYS[i], 't')\n"
+    "    if riv > 0 and r - now > wait then wait = r - now end\n"
+    "    if tiv > 0 and t - now > wait then wait = t - now end\n"
+    "  end\n"
+    "  if wait > 0 then return math.ceil(wait) end\n"
+    "  for i = 1, #KEYS do\n"
+    "    local b = 3 + (i - 1) * 3\n"
+    "    local riv, tiv, tok = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])\n"
+    "    local r, t = math.max(get(KEYS[i], 'r'), now), math.max(get(KEYS[i], 't'), now)\n"
+    "    put(KEYS[i], r + riv, t + tiv * tok)\n"
+    "  end\n"
+    "  return 0\n"
+    "elseif mode == 'adjust' then\n"
+    "  for i = 1, #KEYS do\n"
+    "    local b = 3 + (i - 1) * 2\n"
+    "    local t = get(KEYS[i], 't') + tonumber(ARGV[b]) * tonumber(ARGV[b + 1])\n"
+    "    put(KEYS[i], get(KEYS[i], 'r'), t)\n"
+    "  end\n"
+    "elseif mode == 'push' then\n"
+    "  local u, which = tonumber(ARGV[3]), ARGV[4]\n"
+    "  for i = 1, #KEYS do\n"
+    "    local r, t = get(KEYS[i], 'r'), get(KEYS[i], 't')\n"
+    "    if string.find(which, 'r') and r < u then r = u end\n"
+    "    if string.find(which, 't') and t < u then t = u end\n"
+    "    put(KEYS[i], r, t)\n"
+    "  end\n"
+    "end\n"
+    "return 0\n";

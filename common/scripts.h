@@ -12,5 +12,6 @@ extern const char scripts_start[];
 extern const char scripts_finish[];
 extern const char scripts_requeue[];
 extern const char scripts_recover[];
+extern const char scripts_ratelimit[];
 
 #endif

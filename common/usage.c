@@ -70,3 +70,11 @@ void usage_extract(json_object *usage, usage_counts *out) {
     out->reasoning =
         usage_count(usage_sub(usage, "completion_tokens_details"), "reasoning_tokens");
 }
+
+int64_t usage_cost_micro_usd(const usage_counts *u, double input, double cached_input,
+                             double output) {
+    int64_t cached = u->cached < u->prompt ? u->cached : u->prompt;
+    double cost = (double)(u->prompt - cached) * input + (double)cached * cached_input +
+                  (double)u->completion * output;
+    return (int64_t)llround(cost);
+}

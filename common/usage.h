@@ -22,4 +22,11 @@ typedef struct usage_counts {
 /* Fills *out from `usage` (which may be NULL: all zero). */
 void usage_extract(json_object *usage, usage_counts *out);
 
+/* The cost in micro-USD of counts u at prices in USD per million tokens
+ * (which is micro-USD per token): uncached prompt tokens at `input`, cached
+ * ones at `cached_input`, completion tokens (reasoning included, as the
+ * upstream counts them) at `output`; rounded to the nearest micro-dollar. */
+int64_t usage_cost_micro_usd(const usage_counts *u, double input, double cached_input,
+                             double output);
+
 #endif

@@ -25,16 +25,26 @@
 #include "common/output.h"
 #include "common/sse.h"
 #include "common/usage.h"
+#include "worker/ratelimit.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
-enum jr_state { JR_STARTING, JR_REQUEST, JR_BACKOFF, JR_FINISHING, JR_OVER };
+enum jr_state { JR_STARTING, JR_LIMITED, JR_REQUEST, JR_BACKOFF, JR_FINISHING, JR_OVER };
 
 typedef struct jobrun_priv {
     enum jr_state state;
     job job;
     int valid;
-    const provider_cfg *prov;
+    const provider_cfg *prov; /* the provider of the current target */
+    char *model;            /* the model of the current target (job.model, or a fallback's) */
+    int step;               /* -1: the job's own target; else the fallback step */
+    int step_first_attempt; /* the first attempt number of the current target */
+    rl_target rl;           /* rate-limit buckets of the current target */
+    long long rl_tokens;    /* tokens taken from them for this job (estimate) */
+    long long rl_wait_since;/* unix ms the wait for capacity began, 0 = not waiting */
+    int rl_pending;         /* a take is in flight (its reply has a pointer to us) */
+    long long rl_rem_req, rl_rem_tok;       /* x-ratelimit-remaining-*; -1 = none */
+    long long rl_reset_req, rl_reset_tok;   /* x-ratelimit-reset-* in ms; -1 = none */
     char *body;             /* request body sent upstream */
     size_t body_len;
     char *k_job, *k_events, *k_stream, *k_cancel;
@@ -240,6 +250,13 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     jr_add_usage(&a, &m, "total_tokens", u.total);
     jr_add_usage(&a, &m, "cached_tokens", u.cached);
     jr_add_usage(&a, &m, "reasoning_tokens", u.reasoning);
+    const price_cfg *price = config_price(p->prov, p->model);
+    if (price && o->usage)
+        jr_add_usage(&a, &m, "cost_micro_usd",
+                     usage_cost_micro_usd(&u, price->input, price->cached_input, price->output));
+    if (o->usage && p->rl.n > 0)
+        rl_adjust(w->cmd, rconn_script_sha(w->cmd, w->scripts[WS_RATELIMIT]), &p->rl,
+                  u.total - p->rl_tokens);
     char mbuf[16];
     snprintf(mbuf, sizeof mbuf, "%d", m);
     a.argv[mpos] = mbuf;
@@ -251,7 +268,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     jr_field(&a, "response", o->response);
     jr_field_json(&a, "error", o->error);
     jr_field_json(&a, "usage", o->usage);
-    jr_field(&a, "model", p->job.model);
+    jr_field(&a, "model", p->model ? p->model : p->job.model); /* what served it */
     jr_field(&a, "provider", p->prov ? p->prov->name : NULL);
     jr_field(&a, "tenant", p->job.tenant);
     jr_field(&a, "queue", cfg->queues[jr->queue]);
@@ -338,6 +355,7 @@ static void jr_reset_attempt(jobrun *jr) {
     p->chunks = 0;
     p->received = 0;
     p->retry_after_ms = -1;
+    p->rl_rem_req = p->rl_rem_tok = p->rl_reset_req = p->rl_reset_tok = -1;
 }
 
 static void jr_on_timer_closed(uv_handle_t *h) {
@@ -347,6 +365,8 @@ static void jr_on_timer_closed(uv_handle_t *h) {
     sse_free(&p->sse);
     if (p->asmb) assembler_free(p->asmb);
     job_free(&p->job);
+    rl_target_free(&p->rl);
+    free(p->model);
     free(p->body);
     free(p->k_job);
     free(p->k_events);
@@ -367,7 +387,7 @@ void jobrun_abort(jobrun *jr) {
     jr_reset_attempt(jr);
     worker_run_over(jr->w, jr);
     /* A START still in the outbox holds a pointer to us: its reply frees. */
-    if (jr->p->state == JR_STARTING && jr->p->start_sent) {
+    if ((jr->p->state == JR_STARTING && jr->p->start_sent) || jr->p->rl_pending) {
         jr->p->aborted = 1;
         return;
     }
@@ -465,7 +485,18 @@ static size_t jr_on_header(char *h, size_t size, size_t n, void *ud) {
     if (vlen >= sizeof val) vlen = sizeof val - 1;
     memcpy(val, v, vlen);
     val[vlen] = '\0';
-    if (klen == 12 && strncasecmp(h, "x-request-id", 12) == 0) {
+    if (klen > 12 && strncasecmp(h, "x-ratelimit-", 12) == 0) {
+        const char *k = h + 12;
+        size_t kl = klen - 12;
+        if (kl == 18 && strncasecmp(k, "remaining-requests", 18) == 0)
+            p->rl_rem_req = strtoll(val, NULL, 10);
+        else if (kl == 16 && strncasecmp(k, "remaining-tokens", 16) == 0)
+            p->rl_rem_tok = strtoll(val, NULL, 10);
+        else if (kl == 14 && strncasecmp(k, "reset-requests", 14) == 0)
+            p->rl_reset_req = rl_parse_duration(val);
+        else if (kl == 12 && strncasecmp(k, "reset-tokens", 12) == 0)
+            p->rl_reset_tok = rl_parse_duration(val);
+    } else if (klen == 12 && strncasecmp(h, "x-request-id", 12) == 0) {
         free(p->request_id);
         p->request_id = xstrdup(val);
     } else if (klen == 14 && strncasecmp(h, "retry-after-ms", 14) == 0) {
@@ -544,11 +575,27 @@ static void jr_on_idle(uv_timer_t *t) {
     jobrun_http_done(p->easy, CURLE_OPERATION_TIMEDOUT, jr);
 }
 
+static void jr_send(jobrun *jr);
+static void jr_rate_take(jobrun *jr);
+
+/* Starts an attempt: first capacity from the shared rate limits, if any. */
 static void jr_attempt(jobrun *jr) {
     jobrun_priv *p = jr->p;
-    const config *cfg = jr_cfg(jr);
     jr_reset_attempt(jr);
     p->attempt++;
+    if (p->rl.n > 0) {
+        p->state = JR_LIMITED;
+        p->rl_wait_since = now_ms();
+        jr_rate_take(jr);
+        return;
+    }
+    jr_send(jr);
+}
+
+/* Sends the HTTP request of the current attempt. */
+static void jr_send(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    const config *cfg = jr_cfg(jr);
     p->state = JR_REQUEST;
     sse_init(&p->sse, jr_on_event, jr);
     if (p->asmb) assembler_free(p->asmb);
@@ -617,13 +664,136 @@ static void jr_attempt(jobrun *jr) {
     }
 }
 
+
+/* ---- targets, fallbacks and rate limits -------------------------------------------- */
+
+/* Points the job at provider `prov` and model `model` (the job's own, or a
+ * fallback's): the request body, the rate-limit buckets and the token
+ * estimate follow. */
+static void jr_set_target(jobrun *jr, const provider_cfg *prov, const char *model) {
+    jobrun_priv *p = jr->p;
+    p->prov = prov;
+    if (!p->model || strcmp(p->model, model) != 0) {
+        free(p->model);
+        p->model = xstrdup(model);
+        json_object_object_add(p->job.body, "model", json_object_new_string(model));
+    }
+    free(p->body);
+    p->body = job_request_body(&p->job);
+    p->body_len = strlen(p->body);
+    rl_target_free(&p->rl);
+    rl_target_init(&p->rl, jr_prefix(jr), prov, model);
+    /* ~4 bytes a token for the prompt, plus what the answer may use */
+    p->rl_tokens = (long long)p->body_len / 4;
+    json_object *mt = NULL;
+    if ((json_object_object_get_ex(p->job.body, "max_completion_tokens", &mt) ||
+         json_object_object_get_ex(p->job.body, "max_tokens", &mt)) &&
+        json_object_is_type(mt, json_type_int))
+        p->rl_tokens += json_object_get_int64(mt);
+}
+
+/* Moves to the next fallback of the job's model; 0 when there is none. */
+static int jr_next_target(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    const config *cfg = jr_cfg(jr);
+    const fallback_cfg *f = config_fallbacks(cfg, p->job.model);
+    while (f && p->step + 1 < f->nsteps) {
+        const fallback_step *st = &f->steps[++p->step];
+        const char *model = st->model ? st->model : p->job.model;
+        const provider_cfg *prov =
+            st->provider ? config_provider(cfg, st->provider) : config_route(cfg, model);
+        if (!prov) continue;
+        jr_set_target(jr, prov, model);
+        p->step_first_attempt = p->attempt + 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* What the upstream said about its limits slows everyone's buckets down. */
+static void jr_rate_feedback(jobrun *jr, int status) {
+    jobrun_priv *p = jr->p;
+    if (p->rl.n == 0) return;
+    const char *sha = rconn_script_sha(jr->w->cmd, jr->w->scripts[WS_RATELIMIT]);
+    long long now = now_ms();
+    if (status == 429)
+        rl_push(jr->w->cmd, sha, &p->rl, now + (p->retry_after_ms >= 0 ? p->retry_after_ms : 1000),
+                "rt");
+    if (p->rl_rem_req == 0 && p->rl_reset_req > 0)
+        rl_push(jr->w->cmd, sha, &p->rl, now + p->rl_reset_req, "r");
+    if (p->rl_rem_tok == 0 && p->rl_reset_tok > 0)
+        rl_push(jr->w->cmd, sha, &p->rl, now + p->rl_reset_tok, "t");
+}
+
+static void jr_on_rate_timer(uv_timer_t *t) { jr_rate_take(t->data); }
+
+static void jr_on_rate(rconn *rc, redisReply *reply, void *priv) {
+    jobrun *jr = priv;
+    jobrun_priv *p = jr->p;
+    const config *cfg = jr_cfg(jr);
+    (void)rc;
+    p->rl_pending = 0;
+    if (p->aborted) {
+        jr_free(jr);
+        return;
+    }
+    if (p->cancelled) {
+        jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+        return;
+    }
+    long long wait = 200; /* Redis is away: ask again soon */
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        wait = reply->integer;
+    else if (reply)
+        log_error("ratelimit_failed", "error=%s",
+                  log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+    if (wait <= 0) {
+        p->rl_wait_since = 0;
+        jr_send(jr);
+        return;
+    }
+    if (now_ms() + wait - p->rl_wait_since > cfg->rate_limit_wait_ms) {
+        p->rl_wait_since = 0;
+        char msg[200];
+        snprintf(msg, sizeof msg, "no capacity under the rate limits of provider %s within %lld ms",
+                 p->prov->name, cfg->rate_limit_wait_ms);
+        if (!jr->w->aborting && jr_next_target(jr)) {
+            log_info("fallback", "id=%s code=rate_limited to_provider=%s to_model=%s",
+                     log_quote(p->job.id), p->prov->name, log_quote(p->model));
+            jr_attempt(jr);
+            return;
+        }
+        jr_fail(jr, "failed", "rate_limited", msg, 0, NULL);
+        return;
+    }
+    /* a little jitter, so the jobs waiting on one bucket do not all ask at
+     * the same millisecond */
+    unsigned int r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned int)rand();
+    wait += (long long)(r % (unsigned int)(wait / 10 + 2));
+    uv_timer_start(&p->timer, jr_on_rate_timer, (uint64_t)wait, 0);
+}
+
+/* Asks the shared buckets for capacity for one request of this job. */
+static void jr_rate_take(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    rargs a = {0};
+    rl_take_args(&p->rl, rconn_script_sha(jr->w->cmd, jr->w->scripts[WS_RATELIMIT]), p->rl_tokens, &a);
+    if (rconn_send(jr->w->cmd, jr_on_rate, jr, a.argc, a.argv, a.lens) == 0)
+        p->rl_pending = 1;
+    else
+        uv_timer_start(&p->timer, jr_on_rate_timer, 200, 0); /* Redis is away */
+    rargs_free(&a);
+}
+
 static void jr_on_backoff(uv_timer_t *t) { jr_attempt(t->data); }
 
 /* Full jitter: a random delay in [0, min(max, base * 2^(attempt-1))]. */
 static long long jr_backoff_ms(jobrun *jr) {
     const config *cfg = jr_cfg(jr);
     long long cap = cfg->retry_base_ms;
-    for (int i = 1; i < jr->p->attempt && cap < cfg->retry_max_ms; i++) cap *= 2;
+    int tries = jr->p->attempt - jr->p->step_first_attempt + 1;
+    for (int i = 1; i < tries && cap < cfg->retry_max_ms; i++) cap *= 2;
     if (cap > cfg->retry_max_ms) cap = cfg->retry_max_ms;
     unsigned int r = 0;
     if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned int)rand();
@@ -631,10 +801,19 @@ static long long jr_backoff_ms(jobrun *jr) {
 }
 
 /* A failed attempt: retry it, or end the job. Takes ownership of upstream. */
+static int jr_next_target(jobrun *jr);
+
 static void jr_attempt_failed(jobrun *jr, const char *code, const char *msg, int status,
                               json_object *upstream, int retryable) {
     jobrun_priv *p = jr->p;
-    if (retryable && p->attempt < p->max_attempts && !jr->w->aborting) {
+    int tries = p->attempt - p->step_first_attempt + 1; /* attempts at this target */
+    if (retryable && !jr->w->aborting && tries >= p->max_attempts && jr_next_target(jr)) {
+        log_info("fallback", "id=%s code=%s to_provider=%s to_model=%s", log_quote(p->job.id),
+                 code, p->prov->name, log_quote(p->model));
+        tries = 0; /* a fresh set of attempts at the new target */
+        p->retry_after_ms = -1;
+    }
+    if (retryable && tries < p->max_attempts && !jr->w->aborting) {
         log_info("attempt_failed", "id=%s attempt=%d code=%s status=%d error=%s",
                  log_quote(p->job.id), p->attempt, code, status, log_quote(msg));
         if (p->chunks > 0) {
@@ -643,7 +822,9 @@ static void jr_attempt_failed(jobrun *jr, const char *code, const char *msg, int
             json_object_put(err);
         }
         json_object_put(upstream);
-        long long delay = p->retry_after_ms >= 0 ? p->retry_after_ms : jr_backoff_ms(jr);
+        long long delay = p->retry_after_ms >= 0 ? p->retry_after_ms
+                          : tries == 0            ? 0
+                                                  : jr_backoff_ms(jr);
         if (delay > 600000) delay = 600000;
         jr_reset_attempt(jr);
         p->state = JR_BACKOFF;
@@ -715,6 +896,7 @@ void jobrun_http_done(void *easy, int curl_result, void *priv) {
         jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
         return;
     }
+    jr_rate_feedback(jr, p->status);
     if (p->fail_code) {
         json_object *up = p->fail_upstream;
         p->fail_upstream = NULL;
@@ -797,6 +979,7 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
     long long resumed = reply->element[3]->integer;
     p->attempt = (int)prior;
     p->first_attempt = (int)prior + 1;
+    p->step_first_attempt = p->first_attempt;
     if (p->max_attempts <= p->attempt) p->max_attempts = p->attempt + 1;
     if (cancel || p->cancelled) {
         p->cancelled = 1;
@@ -871,8 +1054,8 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
         p->prov = config_route(cfg, p->job.model);
     }
     p->max_attempts = p->job.max_attempts > 0 ? (int)p->job.max_attempts : cfg->max_attempts;
-    p->body = job_request_body(&p->job);
-    p->body_len = strlen(p->body);
+    p->step = -1;
+    if (p->prov) jr_set_target(jr, p->prov, p->job.model);
 
     rargs a = {0};
     rargs_adds(&a, "EVALSHA");
@@ -913,6 +1096,9 @@ void jobrun_cancel_id(worker *w, const char *id) {
                 uv_timer_stop(&p->timer);
                 http_remove(w->http, p->easy); /* closes the upstream connection */
                 jobrun_http_done(p->easy, CURLE_ABORTED_BY_CALLBACK, jr);
+            } else if (p->state == JR_LIMITED && !p->rl_pending) {
+                uv_timer_stop(&p->timer);
+                jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
             } else if (p->state == JR_BACKOFF) {
                 uv_timer_stop(&p->timer);
                 jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);

@@ -409,6 +409,7 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->scripts[WS_START] = rconn_add_script(w->cmd, scripts_start);
     w->scripts[WS_FINISH] = rconn_add_script(w->cmd, scripts_finish);
     w->scripts[WS_REQUEUE] = rconn_add_script(w->cmd, scripts_requeue);
+    w->scripts[WS_RATELIMIT] = rconn_add_script(w->cmd, scripts_ratelimit);
     w->control = rconn_new(loop, &w->redis, "control", w_on_control_state, w);
     w->waiters = xcalloc((size_t)cfg->nqueues, sizeof *w->waiters);
     w->waiting = xcalloc((size_t)cfg->nqueues, sizeof *w->waiting);

@@ -1,0 +1,109 @@
+/* ratelimit.c — shared GCRA rate limits; see ratelimit.h. */
+#include "worker/ratelimit.h"
+
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+
+void rl_target_init(rl_target *t, const char *prefix, const provider_cfg *p, const char *model) {
+    memset(t, 0, sizeof *t);
+    if (!p || !model || p->nlimits == 0) return;
+    t->keys = xcalloc((size_t)p->nlimits, sizeof *t->keys);
+    t->req_iv = xcalloc((size_t)p->nlimits, sizeof *t->req_iv);
+    t->tok_iv = xcalloc((size_t)p->nlimits, sizeof *t->tok_iv);
+    for (int i = 0; i < p->nlimits; i++) {
+        const limit_cfg *l = &p->limits[i];
+        if (fnmatch(l->pattern, model, 0) != 0 || (l->rpm <= 0 && l->tpm <= 0)) continue;
+        t->keys[t->n] = xasprintf("%s:ratelimit:%s:%s", prefix, p->name, l->pattern);
+        t->req_iv[t->n] = l->rpm > 0 ? 60000.0 / (double)l->rpm : 0;
+        t->tok_iv[t->n] = l->tpm > 0 ? 60000.0 / (double)l->tpm : 0;
+        t->n++;
+    }
+}
+
+void rl_target_free(rl_target *t) {
+    for (int i = 0; i < t->n; i++) free(t->keys[i]);
+    free(t->keys);
+    free(t->req_iv);
+    free(t->tok_iv);
+    memset(t, 0, sizeof *t);
+}
+
+static long long rl_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void rl_head(rargs *a, const char *sha, const rl_target *t, const char *mode) {
+    rargs_adds(a, "EVALSHA");
+    rargs_adds(a, sha);
+    rargs_addf(a, "%d", t->n);
+    for (int i = 0; i < t->n; i++) rargs_adds(a, t->keys[i]);
+    rargs_adds(a, mode);
+    rargs_addf(a, "%lld", rl_now_ms());
+}
+
+void rl_take_args(const rl_target *t, const char *sha, long long tokens, rargs *a) {
+    rl_head(a, sha, t, "take");
+    for (int i = 0; i < t->n; i++) {
+        rargs_addf(a, "%.6f", t->req_iv[i]);
+        rargs_addf(a, "%.9f", t->tok_iv[i]);
+        rargs_addf(a, "%lld", tokens);
+    }
+}
+
+void rl_adjust(rconn *rc, const char *sha, const rl_target *t, long long delta) {
+    if (t->n == 0 || delta == 0) return;
+    rargs a = {0};
+    rl_head(&a, sha, t, "adjust");
+    for (int i = 0; i < t->n; i++) {
+        rargs_addf(&a, "%.9f", t->tok_iv[i]);
+        rargs_addf(&a, "%lld", delta);
+    }
+    rconn_send(rc, NULL, NULL, a.argc, a.argv, a.lens);
+    rargs_free(&a);
+}
+
+void rl_push(rconn *rc, const char *sha, const rl_target *t, long long until_ms, const char *which) {
+    if (t->n == 0) return;
+    rargs a = {0};
+    rl_head(&a, sha, t, "push");
+    rargs_addf(&a, "%lld", until_ms);
+    rargs_adds(&a, which);
+    rconn_send(rc, NULL, NULL, a.argc, a.argv, a.lens);
+    rargs_free(&a);
+}
+
+long long rl_parse_duration(const char *s) {
+    double total = 0;
+    int any = 0;
+    while (*s == ' ') s++;
+    while (*s) {
+        char *end;
+        double v = strtod(s, &end);
+        if (end == s) return -1;
+        s = end;
+        if (strncmp(s, "ms", 2) == 0) {
+            total += v;
+            s += 2;
+        } else if (*s == 'h') {
+            total += v * 3600000;
+            s++;
+        } else if (*s == 'm') {
+            total += v * 60000;
+            s++;
+        } else if (*s == 's' || *s == '\0') {
+            total += v * 1000; /* a bare number is seconds */
+            if (*s) s++;
+        } else {
+            return -1;
+        }
+        any = 1;
+        while (*s == ' ') s++;
+    }
+    return any && total >= 0 ? (long long)total : -1;
+}
