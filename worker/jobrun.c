@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -402,7 +403,6 @@ static void jr_attempt(jobrun *jr);
  * callback returns a value that makes curl abort it. */
 static void jr_set_fail(jobrun *jr, const char *code, int retryable, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-#include <stdarg.h>
 static void jr_set_fail(jobrun *jr, const char *code, int retryable, const char *fmt, ...) {
     jobrun_priv *p = jr->p;
     if (p->fail_code) return;
