@@ -59,6 +59,7 @@ struct rconn {
     char shas[RCONN_MAX_SCRIPTS][41];
     int nscripts;
     rc_cmd *out_head, *out_tail;
+    buf fmt;                  /* reused to format best-effort commands */
     size_t npending;
     int freeing;
 };
@@ -123,6 +124,49 @@ static int rc_ev_attach(redisAsyncContext *ac, uv_loop_t *loop) {
     return 0;
 }
 
+/* ---- RESP formatting ------------------------------------------------------ */
+
+/* Writes the decimal digits of n at p; returns the end. */
+static char *rc_put_num(char *p, size_t n) {
+    char tmp[24];
+    int i = (int)sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    memcpy(p, tmp + i, sizeof tmp - (size_t)i);
+    return p + (sizeof tmp - (size_t)i);
+}
+
+/* The command as RESP text. hiredis 0.14's redisFormatCommandArgv() calls
+ * sprintf for every argument, which the profile showed as the worker's
+ * largest single cost; this sizes the buffer once and copies. */
+static void rc_format(buf *b, int argc, const char **argv, const size_t *lens) {
+    size_t total = 16;
+    for (int i = 0; i < argc; i++) total += lens[i] + 26;
+    if (b->cap < total + 1) {
+        b->data = xrealloc(b->data, total + 1);
+        b->cap = total + 1;
+    }
+    char *p = b->data;
+    *p++ = '*';
+    p = rc_put_num(p, (size_t)argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p = rc_put_num(p, lens[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p = '\0';
+    b->len = (size_t)(p - b->data);
+}
+
 /* ---- argument vectors --------------------------------------------------- */
 
 void rargs_add(rargs *a, const char *s, size_t len) {
@@ -147,6 +191,24 @@ void rargs_addf(rargs *a, const char *fmt, ...) {
     a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
     a->owned[a->nowned++] = s;
     rargs_adds(a, s);
+}
+
+void rargs_addll(rargs *a, long long v) {
+    char tmp[24];
+    int n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    char *s = xmalloc(24);
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    int k = 0;
+    if (v < 0) s[k++] = '-';
+    while (n) s[k++] = tmp[--n];
+    s[k] = '\0';
+    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
+    a->owned[a->nowned++] = s;
+    rargs_add(a, s, (size_t)k);
 }
 
 void rargs_free(rargs *a) {
@@ -193,7 +255,7 @@ size_t rconn_pending(const rconn *rc) { return rc->npending; }
 void rconn_start(rconn *rc) { rc_connect(rc); }
 
 static void rc_free_cmd(rc_cmd *c) {
-    redisFreeCommand(c->cmd);
+    free(c->cmd);
     free(c);
 }
 
@@ -206,6 +268,7 @@ static void rc_on_timer_closed(uv_handle_t *h) {
         c = next;
     }
     redis_target_free(&rc->target);
+    buf_free(&rc->fmt);
     free(rc->name);
     free(rc);
 }
@@ -392,7 +455,9 @@ int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **
     p->rc = rc;
     p->cb = cb;
     p->priv = priv;
-    if (redisAsyncCommandArgv(rc->ac, rc_on_plain_reply, p, argc, argv, lens) != REDIS_OK) {
+    rc_format(&rc->fmt, argc, argv, lens);
+    if (redisAsyncFormattedCommand(rc->ac, rc_on_plain_reply, p, rc->fmt.data, rc->fmt.len) !=
+        REDIS_OK) {
         free(p);
         return -1;
     }
@@ -459,12 +524,10 @@ void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
     c->rc = rc;
     c->cb = cb;
     c->priv = priv;
-    long long n = redisFormatCommandArgv(&c->cmd, argc, argv, lens);
-    if (n < 0) {
-        fputs("chatq: out of memory\n", stderr);
-        abort();
-    }
-    c->len = (size_t)n;
+    buf b = {0};
+    rc_format(&b, argc, argv, lens);
+    c->len = b.len;
+    c->cmd = buf_steal(&b);
     if (rc->out_tail)
         rc->out_tail->next = c;
     else

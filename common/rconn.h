@@ -73,6 +73,7 @@ typedef struct rargs {
 void rargs_add(rargs *a, const char *s, size_t len);
 void rargs_adds(rargs *a, const char *s);
 void rargs_addf(rargs *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rargs_addll(rargs *a, long long v); /* a number, without printf's cost */
 void rargs_free(rargs *a);
 
 #endif

@@ -83,7 +83,7 @@ static void sup_recover(supervisor *s, const char *id, char **queues, int nqueue
     char **keys = xcalloc((size_t)nqueues * 2 + 1, sizeof *keys);
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(s->redis, s->recover_script));
-    rargs_addf(&a, "%d", 4 + 2 * nqueues);
+    rargs_addll(&a, 4 + 2 * nqueues);
     for (int i = 0; i < 4; i++) rargs_adds(&a, fixed[i]);
     for (int i = 0; i < nqueues; i++) {
         keys[2 * i] = keys_processing(cfg->prefix, id, queues[i]);
@@ -94,9 +94,9 @@ static void sup_recover(supervisor *s, const char *id, char **queues, int nqueue
     rargs_adds(&a, id);
     rargs_adds(&a, only_if_expired ? "1" : "0");
     rargs_adds(&a, cfg->prefix);
-    rargs_addf(&a, "%lld", now);
-    rargs_addf(&a, "%d", POISON_LIMIT);
-    rargs_addf(&a, "%lld", cfg->result_ttl_s);
+    rargs_addll(&a, now);
+    rargs_addll(&a, POISON_LIMIT);
+    rargs_addll(&a, cfg->result_ttl_s);
     rargs_adds(&a, day);
     sup_recovery *r = xmalloc(sizeof *r);
     r->sup = s;

@@ -151,7 +151,7 @@ static void jr_on_finished(rconn *rc, redisReply *reply, void *priv) {
 static void jr_add_usage(rargs *a, int *m, const char *metric, long long v) {
     if (!v) return;
     rargs_adds(a, metric);
-    rargs_addf(a, "%lld", v);
+    rargs_addll(a, v);
     (*m)++;
 }
 
@@ -164,7 +164,8 @@ static void jr_field(rargs *a, const char *k, const char *v) {
 static void jr_field_json(rargs *a, const char *k, json_object *o) {
     if (!o) return;
     rargs_adds(a, k);
-    rargs_addf(a, "%s", json_object_to_json_string_ext(o, JSON_FLAGS));
+    /* the text lives in o until o is freed or serialised again: after the send */
+    rargs_adds(a, json_object_to_json_string_ext(o, JSON_FLAGS));
 }
 
 /* Builds and sends the FINISH script for outcome `o`; the jobrun leaves the
@@ -232,7 +233,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     rargs_adds(&a, has_id && p->cancelled ? p->k_cancel : "");
     rargs_adds(&a, k_crashes);
     rargs_add(&a, jr->raw, jr->raw_len);
-    rargs_addf(&a, "%lld", ttl);
+    rargs_addll(&a, ttl);
     rargs_add(&a, ev.data, ev.len);
     rargs_adds(&a, line ? line : "");
     rargs_add(&a, buf_cstr(&dead), dead.len);
@@ -265,7 +266,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
 
     jr_field(&a, "status", o->status);
     rargs_adds(&a, "attempts");
-    rargs_addf(&a, "%d", p->attempt);
+    rargs_addll(&a, p->attempt);
     jr_field(&a, "response", o->response);
     jr_field_json(&a, "error", o->error);
     jr_field_json(&a, "usage", o->usage);
@@ -276,14 +277,14 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     jr_field(&a, "worker", w->id);
     if (p->started_at) {
         rargs_adds(&a, "started_at");
-        rargs_addf(&a, "%lld", p->started_at);
+        rargs_addll(&a, p->started_at);
     }
     if (p->first_token_at) {
         rargs_adds(&a, "first_token_at");
-        rargs_addf(&a, "%lld", p->first_token_at);
+        rargs_addll(&a, p->first_token_at);
     }
     rargs_adds(&a, "finished_at");
-    rargs_addf(&a, "%lld", end);
+    rargs_addll(&a, end);
     jr_field_json(&a, "metadata", p->job.metadata);
     jr_field(&a, "custom_id", p->job.custom_id);
 
@@ -1069,7 +1070,7 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
     rargs_adds(&a, p->job.model);
     rargs_adds(&a, p->job.tenant ? p->job.tenant : "");
     rargs_adds(&a, p->prov ? p->prov->name : "");
-    rargs_addf(&a, "%lld", p->started_at);
+    rargs_addll(&a, p->started_at);
     if (!p->prov) {
         /* Not an invalid job (the model may be served once configured), but
          * nothing can run it: fail now, without an attempt. */

@@ -41,10 +41,10 @@ static long long rl_now_ms(void) {
 static void rl_head(rargs *a, const char *sha, const rl_target *t, const char *mode) {
     rargs_adds(a, "EVALSHA");
     rargs_adds(a, sha);
-    rargs_addf(a, "%d", t->n);
+    rargs_addll(a, t->n);
     for (int i = 0; i < t->n; i++) rargs_adds(a, t->keys[i]);
     rargs_adds(a, mode);
-    rargs_addf(a, "%lld", rl_now_ms());
+    rargs_addll(a, rl_now_ms());
 }
 
 void rl_take_args(const rl_target *t, const char *sha, long long tokens, rargs *a) {
@@ -52,7 +52,7 @@ void rl_take_args(const rl_target *t, const char *sha, long long tokens, rargs *
     for (int i = 0; i < t->n; i++) {
         rargs_addf(a, "%.6f", t->req_iv[i]);
         rargs_addf(a, "%.9f", t->tok_iv[i]);
-        rargs_addf(a, "%lld", tokens);
+        rargs_addll(a, tokens);
     }
 }
 
@@ -62,7 +62,7 @@ void rl_adjust(rconn *rc, const char *sha, const rl_target *t, long long delta) 
     rl_head(&a, sha, t, "adjust");
     for (int i = 0; i < t->n; i++) {
         rargs_addf(&a, "%.9f", t->tok_iv[i]);
-        rargs_addf(&a, "%lld", delta);
+        rargs_addll(&a, delta);
     }
     rconn_send(rc, NULL, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
@@ -72,7 +72,7 @@ void rl_push(rconn *rc, const char *sha, const rl_target *t, long long until_ms,
     if (t->n == 0) return;
     rargs a = {0};
     rl_head(&a, sha, t, "push");
-    rargs_addf(&a, "%lld", until_ms);
+    rargs_addll(&a, until_ms);
     rargs_adds(&a, which);
     rconn_send(rc, NULL, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
@@ -105,5 +105,6 @@ long long rl_parse_duration(const char *s) {
         any = 1;
         while (*s == ' ') s++;
     }
-    return any && total >= 0 ? (long long)total : -1;
+    /* nonsense (or more than a week) is ignored rather than trusted */
+    return any && total >= 0 && total <= 7 * 86400000.0 ? (long long)total : -1;
 }

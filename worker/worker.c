@@ -83,14 +83,14 @@ void worker_maybe_fetch(worker *w) {
     rargs a = {0};
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FETCH]));
-    rargs_addf(&a, "%d", 2 * w->cfg->nqueues + 1);
+    rargs_addll(&a, 2 * w->cfg->nqueues + 1);
     for (int i = 0; i < w->cfg->nqueues; i++) {
         rargs_adds(&a, w->queue_keys[i]);
         rargs_adds(&a, w->proc_keys[i]);
     }
     rargs_adds(&a, w->crashes_key);
-    rargs_addf(&a, "%ld", n);
-    rargs_addf(&a, "%d", w->nruns);
+    rargs_addll(&a, n);
+    rargs_addll(&a, w->nruns);
     if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0)
         w->fetching = 1;
     rargs_free(&a);
@@ -317,7 +317,7 @@ static void w_on_grace(uv_timer_t *t) {
     rargs a = {0};
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_REQUEUE]));
-    rargs_addf(&a, "%d", 2 * w->cfg->nqueues);
+    rargs_addll(&a, 2 * w->cfg->nqueues);
     for (int i = 0; i < w->cfg->nqueues; i++) {
         rargs_adds(&a, w->proc_keys[i]);
         rargs_adds(&a, w->queue_keys[i]);
