@@ -58,21 +58,21 @@ const char scripts_fetch[] =
  * start (unless the job is cancelled). Returns {cancel requested 0/1, next
  * seq, attempts made before, resumed 0/1}. */
 const char scripts_start[] =
-    "local st = redis.call('HGET', KEYS[1], 'status')\n"
-    "local resumed = 0\n"
-    "local attempts = 0\n"
-    "if st == 'running' then\n"
+    "local st = redis.call('HMGET', KEYS[1], 'status', 'attempts')\n"
+    "local resumed, attempts, seq = 0, 0, 0\n"
+    "if st[1] == 'running' then\n"
     "  resumed = 1\n"
-    "  attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') or 0\n"
+    "  attempts = tonumber(st[2] or '0') or 0\n"
+    "  seq = redis.call('LLEN', KEYS[2])\n"
     "else\n"
     "  redis.call('DEL', KEYS[1], KEYS[2])\n"
-    "  redis.call('HSET', KEYS[1], 'started_at', ARGV[6], 'attempts', 0)\n"
+    "  redis.call('HSET', KEYS[1], 'started_at', ARGV[6])\n"
     "end\n"
-    "redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'queue', ARGV[2],\n"
-    "  'model', ARGV[3], 'tenant', ARGV[4], 'provider', ARGV[5])\n"
     "local cancel = redis.call('EXISTS', KEYS[3])\n"
-    "if cancel == 0 then redis.call('HSET', KEYS[1], 'attempts', attempts + 1) end\n"
-    "return {cancel, redis.call('LLEN', KEYS[2]), attempts, resumed}\n";
+    "redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'queue', ARGV[2],\n"
+    "  'model', ARGV[3], 'tenant', ARGV[4], 'provider', ARGV[5],\n"
+    "  'attempts', attempts + 1 - cancel)\n"
+    "return {cancel, seq, attempts, resumed}\n";
 
 /* FINISH: store a job's final result, exactly once.
  * KEYS[1] processing list ('' for none), KEYS[2] job hash, KEYS[3] events
