@@ -38,8 +38,11 @@ typedef struct rc_cmd {
     rconn *rc;
     rconn_reply_cb cb;
     void *priv;
-    char *cmd;      /* the command in RESP, formatted once */
+    char *cmd;      /* the command in RESP, formatted once; for a script, the
+                     * arguments after EVALSHA and the SHA (see rc_send_cmd) */
     size_t len;
+    int script;     /* index of the script to EVALSHA, or -1 */
+    int argc;
     unsigned gen;  /* connection generation it was last sent on; 0 = unsent */
 } rc_cmd;
 
@@ -466,9 +469,19 @@ int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **
 
 static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv);
 
+/* A script's SHA is known only once the connection has loaded it, which may
+ * be after the command was queued: so it is put in front here, at send time. */
 static void rc_send_cmd(rconn *rc, rc_cmd *c) {
     c->gen = rc->gen;
-    redisAsyncFormattedCommand(rc->ac, rc_on_reliable_reply, c, c->cmd, c->len);
+    if (c->script < 0) {
+        redisAsyncFormattedCommand(rc->ac, rc_on_reliable_reply, c, c->cmd, c->len);
+        return;
+    }
+    buf b = {0};
+    buf_printf(&b, "*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n", c->argc + 2, rc->shas[c->script]);
+    buf_append(&b, c->cmd, c->len);
+    redisAsyncFormattedCommand(rc->ac, rc_on_reliable_reply, c, b.data, b.len);
+    buf_free(&b);
 }
 
 static void rc_flush_outbox(rconn *rc) {
@@ -518,16 +531,7 @@ static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv) {
     rc_free_cmd(c);
 }
 
-void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
-                         const char **argv, const size_t *lens) {
-    rc_cmd *c = xcalloc(1, sizeof *c);
-    c->rc = rc;
-    c->cb = cb;
-    c->priv = priv;
-    buf b = {0};
-    rc_format(&b, argc, argv, lens);
-    c->len = b.len;
-    c->cmd = buf_steal(&b);
+static void rc_enqueue(rconn *rc, rc_cmd *c) {
     if (rc->out_tail)
         rc->out_tail->next = c;
     else
@@ -535,4 +539,38 @@ void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
     rc->out_tail = c;
     rc->npending++;
     if (rc->state == RC_READY) rc_send_cmd(rc, c);
+}
+
+void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
+                         const char **argv, const size_t *lens) {
+    rc_cmd *c = xcalloc(1, sizeof *c);
+    c->rc = rc;
+    c->cb = cb;
+    c->priv = priv;
+    c->script = -1;
+    buf b = {0};
+    rc_format(&b, argc, argv, lens);
+    c->len = b.len;
+    c->cmd = buf_steal(&b);
+    rc_enqueue(rc, c);
+}
+
+void rconn_eval_reliable(rconn *rc, int script, rconn_reply_cb cb, void *priv, int argc,
+                         const char **argv, const size_t *lens) {
+    rc_cmd *c = xcalloc(1, sizeof *c);
+    c->rc = rc;
+    c->cb = cb;
+    c->priv = priv;
+    c->script = script;
+    c->argc = argc;
+    buf b = {0};
+    rc_format(&b, argc, argv, lens);
+    /* keep only the arguments: drop the "*<argc>\r\n" header */
+    char *body = memchr(b.data, '\n', b.len) + 1;
+    c->len = b.len - (size_t)(body - b.data);
+    c->cmd = xmalloc(c->len + 1);
+    memcpy(c->cmd, body, c->len);
+    c->cmd[c->len] = '\0';
+    buf_free(&b);
+    rc_enqueue(rc, c);
 }

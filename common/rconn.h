@@ -54,6 +54,11 @@ int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **
                const size_t *lens);
 void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
                          const char **argv, const size_t *lens);
+/* EVALSHA of registered script `script` with argv = numkeys, keys, args,
+ * reliably as above. The SHA is filled in when the command is sent, so this
+ * may be called before the connection has loaded its scripts. */
+void rconn_eval_reliable(rconn *rc, int script, rconn_reply_cb cb, void *priv, int argc,
+                         const char **argv, const size_t *lens);
 /* Number of reliable commands not yet answered. */
 size_t rconn_pending(const rconn *rc);
 void rconn_free(rconn *rc);

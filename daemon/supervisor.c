@@ -81,8 +81,6 @@ static void sup_recover(supervisor *s, const char *id, char **queues, int nqueue
     char *fixed[4] = {keys_workers(cfg->prefix), keys_heartbeat(cfg->prefix, id),
                       keys_crashes(cfg->prefix), keys_dead(cfg->prefix)};
     char **keys = xcalloc((size_t)nqueues * 2 + 1, sizeof *keys);
-    rargs_adds(&a, "EVALSHA");
-    rargs_adds(&a, rconn_script_sha(s->redis, s->recover_script));
     rargs_addll(&a, 4 + 2 * nqueues);
     for (int i = 0; i < 4; i++) rargs_adds(&a, fixed[i]);
     for (int i = 0; i < nqueues; i++) {
@@ -101,7 +99,7 @@ static void sup_recover(supervisor *s, const char *id, char **queues, int nqueue
     sup_recovery *r = xmalloc(sizeof *r);
     r->sup = s;
     r->id = xstrdup(id);
-    rconn_send_reliable(s->redis, sup_on_recovered, r, a.argc, a.argv, a.lens);
+    rconn_eval_reliable(s->redis, s->recover_script, sup_on_recovered, r, a.argc, a.argv, a.lens);
     for (int i = 0; i < 2 * nqueues; i++) free(keys[i]);
     for (int i = 0; i < 4; i++) free(fixed[i]);
     free(keys);
@@ -247,8 +245,8 @@ static void sup_on_exit(uv_process_t *proc, int64_t status, int term_signal) {
         sl->quick_deaths = 0;
     }
     if (++sl->quick_deaths >= CRASH_LOOP_LIMIT) {
-        log_error("crash_loop", "slot=%d deaths=%d: stopping so that the service manager can "
-                  "restart chatqd", slot, sl->quick_deaths);
+        /* stop, so that the service manager restarts chatqd as a whole */
+        log_error("crash_loop", "slot=%d deaths=%d action=exit", slot, sl->quick_deaths);
         sup_stop(s, 1);
         return;
     }
@@ -438,11 +436,9 @@ static void sup_on_hup(uv_signal_t *h, int signum) {
         sup_send_ready(s);
         return;
     }
-    if (strcmp(fresh->redis_url, s->cfg->redis_url) != 0 || strcmp(fresh->prefix, s->cfg->prefix) != 0)
-        log_warn("reload_partial", "redis_url and prefix changes need a restart of chatqd; "
-                 "the workers get the new settings");
-    /* Keep the supervisor's Redis settings: they came in through the
-     * environment the workers inherit, set once at start. */
+    /* redis_url and prefix stay as they were at start: chatqd put them in
+     * the environment its workers inherit, which outranks the file, so a
+     * change of either needs a restart of chatqd (docs/operations.md). */
     free(fresh->redis_url);
     fresh->redis_url = xstrdup(s->cfg->redis_url);
     free(fresh->prefix);

@@ -220,8 +220,6 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     char *k_crashes = keys_crashes(jr_prefix(jr));
 
     rargs a = {0};
-    rargs_adds(&a, "EVALSHA");
-    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FINISH]));
     rargs_adds(&a, "9");
     rargs_adds(&a, w->proc_keys[jr->queue]);
     rargs_adds(&a, has_id ? p->k_job : "");
@@ -288,7 +286,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     jr_field_json(&a, "metadata", p->job.metadata);
     jr_field(&a, "custom_id", p->job.custom_id);
 
-    rconn_send_reliable(w->cmd, jr_on_finished, jr, a.argc, a.argv, a.lens);
+    rconn_eval_reliable(w->cmd, w->scripts[WS_FINISH], jr_on_finished, jr, a.argc, a.argv, a.lens);
     log_debug("job_end", "id=%s status=%s attempts=%d ms=%lld", log_quote(p->job.id), o->status,
               p->attempt, p->started_at ? end - p->started_at : 0);
 
@@ -943,7 +941,12 @@ void jobrun_http_done(void *easy, int curl_result, void *priv) {
     json_object *body = jr_parse_body(jr);
     json_object *choices = NULL, *err = NULL;
     if (body && json_object_object_get_ex(body, "choices", &choices)) {
-        jr_succeed(jr, body, buf_steal(&p->in));
+        /* Stored as it came, unless it spans lines (pretty-printed, as
+         * OpenAI sends it): output lines must be one line each. */
+        int multiline = memchr(p->in.data, '\n', p->in.len) || memchr(p->in.data, '\r', p->in.len);
+        jr_succeed(jr, body,
+                   multiline ? xstrdup(json_object_to_json_string_ext(body, JSON_FLAGS))
+                             : buf_steal(&p->in));
         return;
     }
     if (body && json_object_object_get_ex(body, "error", &err)) {
@@ -1059,8 +1062,6 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
     if (p->prov) jr_set_target(jr, p->prov, p->job.model);
 
     rargs a = {0};
-    rargs_adds(&a, "EVALSHA");
-    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_START]));
     rargs_adds(&a, "3");
     rargs_adds(&a, p->k_job);
     rargs_adds(&a, p->k_events);
@@ -1081,7 +1082,7 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
         return;
     }
     p->start_sent = 1;
-    rconn_send_reliable(w->cmd, jr_on_started, jr, a.argc, a.argv, a.lens);
+    rconn_eval_reliable(w->cmd, w->scripts[WS_START], jr_on_started, jr, a.argc, a.argv, a.lens);
     rargs_free(&a);
 }
 

@@ -142,8 +142,6 @@ static void w_on_resync(rconn *rc, redisReply *reply, void *priv) {
         }
     }
     rargs a = {0};
-    rargs_adds(&a, "EVALSHA");
-    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_REQUEUE]));
     rargs_adds(&a, "2");
     rargs_adds(&a, w->proc_keys[q]);
     rargs_adds(&a, w->queue_keys[q]);
@@ -155,7 +153,7 @@ static void w_on_resync(rconn *rc, redisReply *reply, void *priv) {
     }
     if (orphans) {
         log_warn("requeue_orphans", "queue=%s jobs=%d", w->cfg->queues[q], orphans);
-        rconn_send_reliable(w->cmd, NULL, NULL, a.argc, a.argv, a.lens);
+        rconn_eval_reliable(w->cmd, w->scripts[WS_REQUEUE], NULL, NULL, a.argc, a.argv, a.lens);
     }
     rargs_free(&a);
     free(matched);
@@ -315,14 +313,12 @@ static void w_on_grace(uv_timer_t *t) {
     log_warn("drain_timeout", "jobs_left=%d", w->nruns);
     while (w->runs) jobrun_abort(w->runs);
     rargs a = {0};
-    rargs_adds(&a, "EVALSHA");
-    rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_REQUEUE]));
     rargs_addll(&a, 2 * w->cfg->nqueues);
     for (int i = 0; i < w->cfg->nqueues; i++) {
         rargs_adds(&a, w->proc_keys[i]);
         rargs_adds(&a, w->queue_keys[i]);
     }
-    rconn_send_reliable(w->cmd, w_on_requeued, NULL, a.argc, a.argv, a.lens);
+    rconn_eval_reliable(w->cmd, w->scripts[WS_REQUEUE], w_on_requeued, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
     /* Redis may be unreachable: do not wait for it forever. What stays in the
      * processing lists is recovered by the supervisor. */
