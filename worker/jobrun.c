@@ -765,6 +765,11 @@ static void jr_on_rate(rconn *rc, redisReply *reply, void *priv) {
         jr_fail(jr, "failed", "rate_limited", msg, 0, NULL);
         return;
     }
+    /* A token bucket's wait may be held up by other jobs' estimates, which
+     * their real usage gives back as soon as they end: ask again soon rather
+     * than sleep through capacity that comes back. */
+    for (int i = 0; i < p->rl.n; i++)
+        if (p->rl.tok_iv[i] > 0 && wait > 200) wait = 200;
     /* a little jitter, so the jobs waiting on one bucket do not all ask at
      * the same millisecond */
     unsigned int r = 0;

@@ -565,6 +565,195 @@ static void test_redis_url_errors(void **state) {
     assert_null(strstr(err, "topsecretpw"));
 }
 
+/* ---- prices, limits, fallbacks, rate_limit_wait_ms ---- */
+
+static void test_rate_limit_wait(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "{}"), 0);
+    assert_int_equal(c.rate_limit_wait_ms, 300000);
+    assert_int_equal(c.nfallbacks, 0);
+    assert_null(config_fallbacks(&c, "gpt-4o"));
+    assert_int_equal(c.providers[0].nprices, 0);
+    assert_int_equal(c.providers[0].nlimits, 0);
+    assert_null(config_price(&c.providers[0], "gpt-4o"));
+    config_free(&c);
+    assert_int_equal(load_text(&c, "{\"rate_limit_wait_ms\": 0}"), 0);
+    assert_int_equal(c.rate_limit_wait_ms, 0);
+    config_free(&c);
+    assert_int_equal(load_text(&c, "{\"rate_limit_wait_ms\": 1234}"), 0);
+    assert_int_equal(c.rate_limit_wait_ms, 1234);
+    config_free(&c);
+    expect_file_error("{\"rate_limit_wait_ms\": -1}", "rate_limit_wait_ms must be an integer");
+    expect_file_error("{\"rate_limit_wait_ms\": \"5s\"}", "rate_limit_wait_ms must be an integer");
+    expect_file_error("{\"rate_limit_wait_ms\": 86400001}", "rate_limit_wait_ms");
+}
+
+static void test_prices_parsed(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "{\"providers\": [{\"name\": \"gw\", \"base_url\": \"http://gw\","
+                                   " \"prices\": {\"gpt-4o-mini*\": {\"input\": 0.15, \"output\": 0.6},"
+                                   "  \"gpt-4o*\": {\"input\": 2.5, \"cached_input\": 1.25,"
+                                   "   \"output\": 10}, \"free\": {\"input\": 0, \"output\": 0}}}]}"),
+                     0);
+    const provider_cfg *p = &c.providers[0];
+    assert_int_equal(p->nprices, 3);
+    const price_cfg *pr = config_price(p, "gpt-4o-mini-2024-07-18");
+    assert_non_null(pr);
+    assert_string_equal(pr->pattern, "gpt-4o-mini*");
+    assert_true(pr->input == 0.15);
+    assert_true(pr->cached_input == 0.15); /* defaults to input */
+    assert_true(pr->output == 0.6);
+    pr = config_price(p, "gpt-4o"); /* the first matching pattern, in file order */
+    assert_non_null(pr);
+    assert_string_equal(pr->pattern, "gpt-4o*");
+    assert_true(pr->input == 2.5);
+    assert_true(pr->cached_input == 1.25);
+    assert_true(pr->output == 10.0);
+    pr = config_price(p, "free");
+    assert_non_null(pr);
+    assert_true(pr->input == 0 && pr->cached_input == 0 && pr->output == 0);
+    assert_null(config_price(p, "claude-3"));
+    assert_null(config_price(p, NULL));
+    assert_null(config_price(NULL, "gpt-4o"));
+
+    char *dump = config_dump(&c);
+    json_object *o = json_tokener_parse(dump);
+    assert_non_null(o);
+    json_object *prices = json_object_object_get(
+        json_object_array_get_idx(json_object_object_get(o, "providers"), 0), "prices");
+    json_object *mini = json_object_object_get(prices, "gpt-4o-mini*");
+    assert_non_null(mini);
+    assert_true(json_object_get_double(json_object_object_get(mini, "cached_input")) == 0.15);
+    assert_true(json_object_get_double(json_object_object_get(mini, "output")) == 0.6);
+    json_object_put(o);
+    free(dump);
+    config_free(&c);
+}
+
+static void test_price_errors(void **state) {
+    (void)state;
+#define PRICES(x) "{\"providers\": [{\"name\": \"gw\", \"base_url\": \"http://gw\", \"prices\": " x "}]}"
+    expect_file_error(PRICES("[1]"), "providers[0].prices must be an object");
+    expect_file_error(PRICES("{\"m\": 5}"), "providers[0].prices.m must be an object");
+    expect_file_error(PRICES("{\"m\": {\"input\": 1}}"), "providers[0].prices.m needs both input and output");
+    expect_file_error(PRICES("{\"m\": {\"output\": 1}}"), "needs both input and output");
+    expect_file_error(PRICES("{\"m\": {\"input\": -1, \"output\": 1}}"),
+                      "providers[0].prices.m.input must be a number");
+    expect_file_error(PRICES("{\"m\": {\"input\": \"2.5\", \"output\": 1}}"),
+                      "providers[0].prices.m.input must be a number");
+    expect_file_error(PRICES("{\"m\": {\"input\": 1, \"output\": 1, \"cached_input\": true}}"),
+                      "providers[0].prices.m.cached_input must be a number");
+    expect_file_error(PRICES("{\"m\": {\"input\": 1, \"output\": 1e7}}"), "output must be a number");
+    expect_file_error(PRICES("{\"m\": {\"input\": 1, \"output\": 1, \"cached\": 1}}"),
+                      "unknown key \"cached\"");
+#undef PRICES
+}
+
+static void test_limits_parsed(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "{\"providers\": [{\"name\": \"gw\", \"base_url\": \"http://gw\","
+                                   " \"limits\": {\"*\": {\"rpm\": 600, \"tpm\": 100000},"
+                                   "  \"gpt-*\": {\"tpm\": 5}, \"o1\": {\"rpm\": 3}}}]}"),
+                     0);
+    const provider_cfg *p = &c.providers[0];
+    assert_int_equal(p->nlimits, 3);
+    assert_string_equal(p->limits[0].pattern, "*");
+    assert_int_equal(p->limits[0].rpm, 600);
+    assert_int_equal(p->limits[0].tpm, 100000);
+    assert_string_equal(p->limits[1].pattern, "gpt-*");
+    assert_int_equal(p->limits[1].rpm, 0); /* absent: no limit */
+    assert_int_equal(p->limits[1].tpm, 5);
+    assert_string_equal(p->limits[2].pattern, "o1");
+    assert_int_equal(p->limits[2].rpm, 3);
+    assert_int_equal(p->limits[2].tpm, 0);
+
+    char *dump = config_dump(&c);
+    json_object *o = json_tokener_parse(dump);
+    json_object *l = json_object_object_get(json_object_object_get(
+        json_object_array_get_idx(json_object_object_get(o, "providers"), 0), "limits"), "*");
+    assert_int_equal(json_object_get_int64(json_object_object_get(l, "rpm")), 600);
+    assert_int_equal(json_object_get_int64(json_object_object_get(l, "tpm")), 100000);
+    json_object_put(o);
+    free(dump);
+    config_free(&c);
+}
+
+static void test_limit_errors(void **state) {
+    (void)state;
+#define LIMITS(x) "{\"providers\": [{\"name\": \"gw\", \"base_url\": \"http://gw\", \"limits\": " x "}]}"
+    expect_file_error(LIMITS("[]"), "providers[0].limits must be an object");
+    expect_file_error(LIMITS("{\"*\": 600}"), "providers[0].limits.* must be an object");
+    expect_file_error(LIMITS("{\"*\": {\"rpm\": -1}}"), "providers[0].limits.*.rpm must be an integer");
+    expect_file_error(LIMITS("{\"*\": {\"rpm\": 1.5}}"), "providers[0].limits.*.rpm must be an integer");
+    expect_file_error(LIMITS("{\"*\": {\"tpm\": \"1000\"}}"), "providers[0].limits.*.tpm must be an integer");
+    expect_file_error(LIMITS("{\"*\": {\"rps\": 10}}"), "unknown key \"rps\"");
+#undef LIMITS
+}
+
+static void test_fallbacks_parsed(void **state) {
+    (void)state;
+    config c;
+    assert_int_equal(load_text(&c, "{\"providers\": [{\"name\": \"main\", \"base_url\": \"http://a\"},"
+                                   "  {\"name\": \"backup\", \"base_url\": \"http://b\"}],"
+                                   " \"fallbacks\": {\"gpt-4o\": [{\"provider\": \"backup\"},"
+                                   "   {\"model\": \"gpt-4o-mini\"},"
+                                   "   {\"provider\": \"backup\", \"model\": \"gpt-4.1\"}],"
+                                   "  \"claude-*\": [{\"model\": \"claude-haiku\"}]}}"),
+                     0);
+    assert_int_equal(c.nfallbacks, 2);
+    const fallback_cfg *f = config_fallbacks(&c, "gpt-4o");
+    assert_non_null(f);
+    assert_int_equal(f->nsteps, 3);
+    assert_string_equal(f->steps[0].provider, "backup");
+    assert_null(f->steps[0].model);
+    assert_null(f->steps[1].provider);
+    assert_string_equal(f->steps[1].model, "gpt-4o-mini");
+    assert_string_equal(f->steps[2].provider, "backup");
+    assert_string_equal(f->steps[2].model, "gpt-4.1");
+    f = config_fallbacks(&c, "claude-sonnet");
+    assert_non_null(f);
+    assert_string_equal(f->pattern, "claude-*");
+    assert_int_equal(f->nsteps, 1);
+    assert_null(config_fallbacks(&c, "gpt-4o-mini")); /* patterns are globs, not prefixes */
+    assert_null(config_fallbacks(&c, NULL));
+
+    char *dump = config_dump(&c);
+    json_object *o = json_tokener_parse(dump);
+    json_object *steps = json_object_object_get(json_object_object_get(o, "fallbacks"), "gpt-4o");
+    assert_int_equal(json_object_array_length(steps), 3);
+    json_object *s1 = json_object_array_get_idx(steps, 1);
+    assert_string_equal(json_object_get_string(json_object_object_get(s1, "model")), "gpt-4o-mini");
+    json_object *np;
+    assert_true(json_object_object_get_ex(s1, "provider", &np));
+    assert_null(np);
+    json_object_put(o);
+    free(dump);
+    config_free(&c);
+}
+
+static void test_fallback_errors(void **state) {
+    (void)state;
+    expect_file_error("{\"fallbacks\": [1]}", "fallbacks must be an object");
+    expect_file_error("{\"fallbacks\": {\"m\": {\"model\": \"n\"}}}", "fallbacks.m must be an array");
+    expect_file_error("{\"fallbacks\": {\"m\": [\"n\"]}}", "fallbacks.m[0] must be an object");
+    expect_file_error("{\"fallbacks\": {\"m\": [{}]}}", "fallbacks.m[0] needs a provider or a model");
+    expect_file_error("{\"fallbacks\": {\"m\": [{\"model\": \"n\"}, {\"model\": \"\"}]}}",
+                      "fallbacks.m[1].model must be a non-empty string");
+    expect_file_error("{\"fallbacks\": {\"m\": [{\"model\": 5}]}}",
+                      "fallbacks.m[0].model must be a non-empty string");
+    expect_file_error("{\"fallbacks\": {\"m\": [{\"modle\": \"n\"}]}}", "unknown key \"modle\"");
+    expect_file_error("{\"providers\": [{\"name\": \"a\", \"base_url\": \"http://a\"}],"
+                      " \"fallbacks\": {\"m\": [{\"provider\": \"a\"}, {\"provider\": \"nope\"}]}}",
+                      "fallbacks.m[1]: no provider named \"nope\"");
+    /* without providers in the file, only "default" exists */
+    config c;
+    assert_int_equal(load_text(&c, "{\"fallbacks\": {\"m\": [{\"provider\": \"default\"}]}}"), 0);
+    config_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
@@ -586,6 +775,13 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dump_masks_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_url_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prices_parsed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_price_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_parsed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limit_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fallbacks_parsed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fallback_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -106,6 +106,66 @@ static void test_null_and_non_object(void **state) {
     check("42", 0, 0, 0, 0, 0);
 }
 
+/* ---- usage_cost_micro_usd ---- */
+
+/* Prices are USD per million tokens, which is micro-USD per token. */
+static int64_t cost(int64_t prompt, int64_t cached, int64_t completion, double in,
+                    double cached_in, double out) {
+    usage_counts u = {prompt, completion, prompt + completion, cached, 0};
+    return usage_cost_micro_usd(&u, in, cached_in, out);
+}
+
+static void test_cost_price_table(void **state) {
+    (void)state;
+    /* gpt-4o-like prices: 2.5 input, 1.25 cached input, 10 output:
+     * 600 * 2.5 + 400 * 1.25 + 200 * 10 = 1500 + 500 + 2000 */
+    assert_int_equal(cost(1000, 400, 200, 2.5, 1.25, 10), 4000);
+    assert_int_equal(cost(1000, 0, 200, 2.5, 1.25, 10), 4500);
+    assert_int_equal(cost(1000, 1000, 0, 2.5, 1.25, 10), 1250);
+    assert_int_equal(cost(0, 0, 0, 2.5, 1.25, 10), 0);
+    assert_int_equal(cost(123, 45, 67, 0, 0, 0), 0);
+    /* one million of each at $1/$2/$3: exactly 1, 2 and 3 dollars */
+    assert_int_equal(cost(2000000, 1000000, 1000000, 1, 2, 3), 6000000);
+    /* large counts stay exact */
+    assert_int_equal(cost(5000000000LL, 0, 0, 2.5, 2.5, 0), 12500000000LL);
+}
+
+static void test_cost_rounding(void **state) {
+    (void)state;
+    /* 2 * 2.5 + 1 * 1.25 = 6.25 -> 6 */
+    assert_int_equal(cost(3, 1, 0, 2.5, 1.25, 10), 6);
+    /* 3 * 0.25 = 0.75 -> 1 */
+    assert_int_equal(cost(3, 0, 0, 0.25, 0.25, 0), 1);
+    /* 8 * 2.5 + 5 * 1.25 + 1 * 10 = 36.25 -> 36 */
+    assert_int_equal(cost(13, 5, 1, 2.5, 1.25, 10), 36);
+    /* 7 * 0.15 + 3 * 0.6 = 2.85 -> 3 */
+    assert_int_equal(cost(7, 0, 3, 0.15, 0.15, 0.6), 3);
+}
+
+static void test_cost_cached_clamped(void **state) {
+    (void)state;
+    /* more cached tokens than prompt tokens (a bogus usage): never more
+     * cached than prompt, never a negative uncached count */
+    assert_int_equal(cost(10, 50, 0, 2, 1, 0), 10);
+    assert_int_equal(cost(0, 50, 4, 2, 1, 3), 12);
+}
+
+static void test_cost_from_usage_object(void **state) {
+    (void)state;
+    /* reasoning tokens are part of completion_tokens: not billed twice */
+    json_object *u = json_tokener_parse(
+        "{\"prompt_tokens\":1200,\"completion_tokens\":340,\"total_tokens\":1540,"
+        "\"prompt_tokens_details\":{\"cached_tokens\":1024},"
+        "\"completion_tokens_details\":{\"reasoning_tokens\":192}}");
+    usage_counts c;
+    usage_extract(u, &c);
+    json_object_put(u);
+    /* 176 * 2.5 + 1024 * 1.25 + 340 * 10 = 440 + 1280 + 3400 */
+    assert_int_equal(usage_cost_micro_usd(&c, 2.5, 1.25, 10), 5120);
+    usage_extract(NULL, &c);
+    assert_int_equal(usage_cost_micro_usd(&c, 2.5, 1.25, 10), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_openai_with_details),
@@ -115,6 +175,10 @@ int main(void) {
         cmocka_unit_test(test_doubles),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_null_and_non_object),
+        cmocka_unit_test(test_cost_price_table),
+        cmocka_unit_test(test_cost_rounding),
+        cmocka_unit_test(test_cost_cached_clamped),
+        cmocka_unit_test(test_cost_from_usage_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
