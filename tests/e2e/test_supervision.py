@@ -9,7 +9,8 @@ What each test proves:
     its jobs recovered by the surviving daemons within 15 s, exactly once even
     when two survivors sweep at the same time;
   - a job that kills its worker (test-hook build) ends in P:dead as
-    worker_crashed after three deaths, while chatqd lives on;
+    worker_crashed after three deaths, while chatqd lives on, and a normal
+    job that was fetched together with it still succeeds;
   - SIGTERM with 200 streams in flight exits 0 and loses nothing, whether the
     grace period lets them finish or cuts them short (then they are requeued
     and a new chatqd finishes them, once each);
