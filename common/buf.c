@@ -40,18 +40,21 @@ char *xstrndup(const char *s, size_t n) {
     return p;
 }
 
+/* One formatting pass when the text fits a small stack buffer (nearly
+ * always: keys, URLs, headers), a second one only when it does not. */
 char *xasprintf(const char *fmt, ...) {
-    buf b = {0};
+    char small[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
     if (n < 0) oom();
-    b.data = xmalloc((size_t)n + 1);
+    if ((size_t)n < sizeof small) return xstrndup(small, (size_t)n);
+    char *p = xmalloc((size_t)n + 1);
     va_start(ap, fmt);
-    vsnprintf(b.data, (size_t)n + 1, fmt, ap);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    return b.data;
+    return p;
 }
 
 static void reserve(buf *b, size_t extra) {
@@ -76,14 +79,20 @@ void buf_putc(buf *b, char c) { buf_append(b, &c, 1); }
 
 void buf_printf(buf *b, const char *fmt, ...) {
     va_list ap;
+    reserve(b, 64); /* most texts fit: then one formatting pass is enough */
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if (n < 0) {
+        b->data[b->len] = '\0';
+        return;
+    }
+    if ((size_t)n >= b->cap - b->len) {
+        reserve(b, (size_t)n);
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
 }
 
