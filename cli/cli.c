@@ -22,8 +22,11 @@
 /* Deep enough for large tool schemas; json-c's default is 32. */
 #define CLI_JSON_MAX_DEPTH 128
 
+void (*cli_before_message)(void);
+
 int cli_fail(const char *fmt, ...) {
     va_list ap;
+    if (cli_before_message) cli_before_message();
     fflush(stdout); /* keep what was printed before the message */
     fputs("chatq: ", stderr);
     va_start(ap, fmt);

@@ -47,6 +47,9 @@ void cli_ctx_free(cli_ctx *ctx);
 
 /* "chatq: <message>" on stderr; return CLI_ERR. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Called, when set, before cli_fail() prints: a command that draws on the
+ * terminal (batch's progress bar) clears its line there. */
+extern void (*cli_before_message)(void);
 /* "chatq: <cmd>: <message> (see 'chatq <cmd> --help')"; return CLI_USAGE. */
 int cli_usage_fail(const cli_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

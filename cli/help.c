@@ -15,6 +15,7 @@ static const char help_overview[] =
     "\n"
     "Commands:\n"
     "  submit   push a chat-completion job; optionally stream it or wait for its answer\n"
+    "  batch    run an OpenAI Batch API input file (JSONL) and write the output lines\n"
     "  watch    follow a job's output until it ends\n"
     "  get      print a job's status and result as JSON\n"
     "  cancel   ask for a job to be cancelled\n"
@@ -30,7 +31,8 @@ static const char help_overview[] =
     "  --version       print the version\n"
     "\n"
     "Exit status: 0 success, 1 failure (a job that failed, a Redis error...),\n"
-    "2 bad command line. Every failure prints one line on stderr.\n";
+    "2 bad command line, 130 an interrupted batch. Every failure prints one\n"
+    "line on stderr (a refused batch file: one per bad line, then a total).\n";
 
 static const char help_submit[] =
     "usage: chatq submit -m MODEL [options] \"prompt\"\n"
@@ -53,6 +55,44 @@ static const char help_submit[] =
     "With --stream or --wait the exit status is 0 when the job succeeded and 1\n"
     "when it failed or was cancelled (\"chatq: job ID failed: CODE: MESSAGE\").\n"
     "A retried stream prints \"[retry: attempt N]\" on stderr and goes on.\n";
+
+static const char help_batch[] =
+    "usage: chatq batch IN.jsonl -o OUT.jsonl [--errors ERR.jsonl] [--resume]\n"
+    "                   [--queue Q] [--tenant T] [--window N] [--timeout SECONDS]\n"
+    "\n"
+    "Runs every line of an OpenAI Batch API input file as a job and writes one\n"
+    "output line (the Batch output format) per input line, in the order the\n"
+    "answers come.\n"
+    "\n"
+    "Each line must be a JSON object with custom_id (a non-empty string, unique\n"
+    "in the file), method \"POST\", url \"/v1/chat/completions\" and body, and\n"
+    "may have the other job fields except id and reply_to. Lines run without\n"
+    "streaming. An empty line is an error. All lines are checked first: if any\n"
+    "is bad, each bad line is reported as \"IN.jsonl:N: message\" and nothing is\n"
+    "submitted (exit 1).\n"
+    "\n"
+    "  -o, --output OUT     the output file (emptied first, unless --resume)\n"
+    "  --errors ERR         write the lines of failed requests here instead\n"
+    "                       (an error, or an HTTP status of 400 or more)\n"
+    "  --resume             continue an interrupted batch: nothing is submitted\n"
+    "                       twice and no output line is written twice\n"
+    "  --queue Q            the queue (default: default)\n"
+    "  --tenant T           who the usage is accounted to (replaces the lines' own)\n"
+    "  --window N           at most N requests submitted and not answered (1000)\n"
+    "  --timeout SECONDS    give up when no answer came for this long (exit 1;\n"
+    "                       the batch can be resumed)\n"
+    "\n"
+    "Line N's job id is \"<batch id>-N\"; the batch id is printed at the start.\n"
+    "While the batch runs, OUT.chatq-batch holds its state: it is removed at the\n"
+    "end, and a run without --resume refuses to start while it exists.\n"
+    "On a terminal a progress bar shows lines answered, failed, rate, time left,\n"
+    "tokens and, when the config has a price for the models, cost; otherwise a\n"
+    "progress line is printed every 5 seconds. At the end a summary goes to\n"
+    "stdout.\n"
+    "\n"
+    "Exit status: 0 when every line is answered, even when some failed (their\n"
+    "count is in the summary), 1 on an error, 130 on Ctrl-C (the output written\n"
+    "so far is kept; --resume continues).\n";
 
 static const char help_watch[] =
     "usage: chatq watch [--timeout SECONDS] ID\n"
@@ -105,7 +145,7 @@ static const char help_stats[] =
 static const struct {
     const char *cmd, *text;
 } help_texts[] = {
-    {"submit", help_submit}, {"watch", help_watch}, {"get", help_get},
+    {"submit", help_submit}, {"batch", help_batch}, {"watch", help_watch}, {"get", help_get},
     {"cancel", help_cancel}, {"usage", help_usage}, {"stats", help_stats},
 };
 

@@ -1,10 +1,11 @@
 /* main.c — `chatq`, the command-line client: reads the common flags that
  * come before the command, then hands the rest of the command line to the
- * command (submit.c, show.c). Each command returns its exit status; main
+ * command (submit.c, batch.c, show.c). Each command returns its exit status; main
  * only frees the context. */
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/batch.h"
 #include "cli/cli.h"
 #include "cli/help.h"
 #include "cli/show.h"
@@ -16,8 +17,9 @@ static const struct {
     const char *name;
     main_cmd_fn fn;
 } main_cmds[] = {
-    {"submit", submit_cmd},     {"watch", submit_watch_cmd}, {"cancel", submit_cancel_cmd},
-    {"get", show_get_cmd},      {"usage", show_usage_cmd},   {"stats", show_stats_cmd},
+    {"submit", submit_cmd},     {"batch", batch_cmd},        {"watch", submit_watch_cmd},
+    {"cancel", submit_cancel_cmd}, {"get", show_get_cmd},    {"usage", show_usage_cmd},
+    {"stats", show_stats_cmd},
 };
 
 enum { MAIN_VERSION = 1 };

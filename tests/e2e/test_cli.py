@@ -4,8 +4,6 @@ usage --json, stats, batch, and its exit status / one-line errors."""
 
 import json
 
-import pytest
-
 from conftest import utc_day
 
 USAGE_KEYS = {"day", "tenant", "model", "requests", "succeeded", "failed", "prompt_tokens",
@@ -114,7 +112,6 @@ def test_cancel_command(cq):
     assert cq.wait_job_done(job["id"], timeout=5)["status"] == "cancelled"
 
 
-@pytest.mark.skip(reason="chatq batch is issue 4, not built yet")
 def test_batch(cq, tmp_path):
     src = tmp_path / "in.jsonl"
     out = tmp_path / "out.jsonl"
