@@ -6,6 +6,8 @@
  * flags can be taken by every command without each one listing them. */
 #include "cli/cli.h"
 
+#include "common/jsonparse.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -243,40 +245,14 @@ int cli_parse_seconds(const char *s, double *out) {
 
 int cli_json_parse(const char *s, size_t len, json_object **out, char *err, size_t errlen) {
     *out = NULL;
-    if (err && errlen) err[0] = '\0';
-    if (len > INT32_MAX) {
-        if (err) snprintf(err, errlen, "too large to parse");
-        return -1;
-    }
     json_tokener *tok = json_tokener_new_ex(CLI_JSON_MAX_DEPTH);
     if (!tok) {
         if (err) snprintf(err, errlen, "out of memory");
         return -1;
     }
-    json_object *o = json_tokener_parse_ex(tok, s, (int)len);
-    enum json_tokener_error e = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    if (!o && e == json_tokener_continue && end == len) {
-        /* A bare number at the very end needs a terminator to complete. */
-        o = json_tokener_parse_ex(tok, "", 1);
-        e = json_tokener_get_error(tok);
-    }
+    int rc = jsonparse_whole(tok, s, len, out, err, errlen);
     json_tokener_free(tok);
-    if (e != json_tokener_success) {
-        if (e == json_tokener_continue) e = json_tokener_error_parse_eof;
-        if (err) snprintf(err, errlen, "%s at byte %zu", json_tokener_error_desc(e), end);
-        json_object_put(o);
-        return -1;
-    }
-    for (size_t i = end; i < len; i++) {
-        if (!strchr(" \t\r\n", s[i]) || !s[i]) {
-            if (err) snprintf(err, errlen, "unexpected data after the value at byte %zu", i);
-            json_object_put(o);
-            return -1;
-        }
-    }
-    *out = o;
-    return 0;
+    return rc;
 }
 
 double cli_now(void) {

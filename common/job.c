@@ -19,6 +19,8 @@
  * so one job must not be used from two threads at once. */
 #include "common/job.h"
 
+#include "common/jsonparse.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -141,40 +143,20 @@ static long job_strict_scan(const char *raw, size_t len, const char **why) {
 static int job_parse_json(const char *raw, size_t len, json_object **out, char *msg,
                           size_t msglen) {
     *out = NULL;
-    if (len > INT32_MAX) {
-        snprintf(msg, msglen, "job is not valid JSON: too large to parse");
-        return -1;
-    }
     json_tokener *tok = json_tokener_new_ex(JOB_MAX_DEPTH);
     if (!tok) {
         snprintf(msg, msglen, "job is not valid JSON: out of memory");
         return -1;
     }
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *o = json_tokener_parse_ex(tok, raw, (int)len);
-    enum json_tokener_error e = json_tokener_get_error(tok);
+    char why_json[200];
+    json_object *o;
+    int rc = jsonparse_whole(tok, raw, len, &o, why_json, sizeof why_json);
     size_t end = json_tokener_get_parse_end(tok);
-    if (!o && e == json_tokener_continue && end == len) {
-        /* A bare number at the very end needs a terminator to complete. */
-        o = json_tokener_parse_ex(tok, "", 1);
-        e = json_tokener_get_error(tok);
-    }
     json_tokener_free(tok);
-    if (e != json_tokener_success) {
-        if (e == json_tokener_continue) e = json_tokener_error_parse_eof;
-        snprintf(msg, msglen, "job is not valid JSON: %s at byte %zu",
-                 json_tokener_error_desc(e), end);
-        json_object_put(o);
+    if (rc < 0) {
+        snprintf(msg, msglen, "job is not valid JSON: %.120s", why_json);
         return -1;
-    }
-    for (size_t i = end; i < len; i++) {
-        char c = raw[i];
-        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-            snprintf(msg, msglen, "job is not valid JSON: unexpected data after the value at byte %zu",
-                     i);
-            json_object_put(o);
-            return -1;
-        }
     }
     const char *why;
     long bad = job_strict_scan(raw, end, &why);

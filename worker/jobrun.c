@@ -21,6 +21,7 @@
 #include "common/assembler.h"
 #include "common/buf.h"
 #include "common/job.h"
+#include "common/jsonparse.h"
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/output.h"
@@ -428,10 +429,8 @@ static int jr_on_event(void *ud, const char *event, const char *data, size_t len
         return 0;
     }
     if (len == 0) return 0;
-    json_tokener *tok = jr->w->tok;
-    json_tokener_reset(tok);
-    json_object *chunk = json_tokener_parse_ex(tok, data, (int)len);
-    int ok = chunk && json_tokener_get_error(tok) == json_tokener_success &&
+    json_object *chunk = NULL;
+    int ok = jsonparse_whole(jr->w->tok, data, len, &chunk, NULL, 0) == 0 &&
              json_object_is_type(chunk, json_type_object);
     if (!ok) {
         json_object_put(chunk);
@@ -841,18 +840,8 @@ static void jr_attempt_failed(jobrun *jr, const char *code, const char *msg, int
 
 static json_object *jr_parse_body(jobrun *jr) {
     buf *in = &jr->p->in;
-    if (!in->len) return NULL;
-    json_tokener *tok = jr->w->tok;
-    json_tokener_reset(tok);
-    json_object *o = json_tokener_parse_ex(tok, in->data, (int)in->len);
-    int ok = json_tokener_get_error(tok) == json_tokener_success;
-    /* The raw text is stored as it is: nothing but white space may follow. */
-    for (size_t i = ok ? json_tokener_get_parse_end(tok) : in->len; i < in->len; i++)
-        if (!strchr(" \t\r\n", in->data[i])) ok = 0;
-    if (!ok) {
-        json_object_put(o);
-        o = NULL;
-    }
+    json_object *o = NULL;
+    if (in->len) jsonparse_whole(jr->w->tok, in->data, in->len, &o, NULL, 0);
     return o;
 }
 
