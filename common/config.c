@@ -839,10 +839,17 @@ int config_load(config *c, const config_args *args, char *err, size_t errlen) {
     for (int i = 0; i < c->nfallbacks; i++) {
         for (int j = 0; j < c->fallbacks[i].nsteps; j++) {
             const char *pn = c->fallbacks[i].steps[j].provider;
+            const char *mn = c->fallbacks[i].steps[j].model;
             if (pn && !config_provider(c, pn)) {
                 config_err(err, errlen, "%s%sfallbacks.%s[%d]: no provider named \"%s\"",
                            c->file ? c->file : "", c->file ? ": " : "", c->fallbacks[i].pattern,
                            j, pn);
+                goto fail;
+            }
+            if (!pn && !config_route(c, mn)) {
+                config_err(err, errlen, "%s%sfallbacks.%s[%d]: no provider serves model \"%s\"",
+                           c->file ? c->file : "", c->file ? ": " : "", c->fallbacks[i].pattern,
+                           j, mn);
                 goto fail;
             }
         }
@@ -936,6 +943,13 @@ static json_object *config_list_json(char **v, int n) {
     return a;
 }
 
+/* A price as the operator would write it (0.15, not 0.14999999999999999). */
+static json_object *config_price_json(double v) {
+    char s[32];
+    snprintf(s, sizeof s, "%.10g", v);
+    return json_object_new_double_s(v, s);
+}
+
 static json_object *config_provider_json(const provider_cfg *p) {
     json_object *o = json_object_new_object();
     char *masked = config_mask_url(p->base_url);
@@ -964,9 +978,9 @@ static json_object *config_provider_json(const provider_cfg *p) {
     json_object *prices = json_object_new_object();
     for (int i = 0; i < p->nprices; i++) {
         json_object *pr = json_object_new_object();
-        json_object_object_add(pr, "input", json_object_new_double(p->prices[i].input));
-        json_object_object_add(pr, "cached_input", json_object_new_double(p->prices[i].cached_input));
-        json_object_object_add(pr, "output", json_object_new_double(p->prices[i].output));
+        json_object_object_add(pr, "input", config_price_json(p->prices[i].input));
+        json_object_object_add(pr, "cached_input", config_price_json(p->prices[i].cached_input));
+        json_object_object_add(pr, "output", config_price_json(p->prices[i].output));
         json_object_object_add(prices, p->prices[i].pattern, pr);
     }
     json_object_object_add(o, "prices", prices);

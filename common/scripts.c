@@ -212,7 +212,8 @@ const char scripts_recover[] =
 
 /* RATELIMIT: GCRA buckets shared by every worker (see worker/ratelimit.h).
  * KEYS: bucket hashes (fields r and t: theoretical arrival times, unix ms).
- * ARGV[1] mode, ARGV[2] now (unix ms), then:
+ * ARGV[1] mode, then (times come from Redis' own clock, so the hosts'
+ * clocks need not agree):
  *   take:   per key (request interval ms, token interval ms, tokens).
  *           Granted when no bucket's r (for a request limit) or t (for a
  *           token limit) lies in the future: each then advances by its cost
@@ -220,11 +221,12 @@ const char scripts_recover[] =
  *           number of ms to wait.
  *   adjust: per key (token interval ms, delta tokens): t moves by their
  *           product (the estimate corrected with the real usage).
- *   push:   ARGV[3] until (unix ms), ARGV[4] "r", "t" or "rt": those times
- *           move to `until` if earlier (the upstream said it is out of
+ *   push:   ARGV[2] delay (ms), ARGV[3] "r", "t" or "rt": those times move
+ *           to now + delay if earlier (the upstream said it is out of
  *           capacity until then). */
 const char scripts_ratelimit[] =
-    "local mode, now = ARGV[1], tonumber(ARGV[2])\n"
+    "local clock = redis.call('TIME')\n"
+    "local mode, now = ARGV[1], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)\n"
     "local function get(k, f) return tonumber(redis.call('HGET', k, f) or '0') or 0 end\n"
     "local function put(k, r, t)\n"
     "  redis.call('HSET', k, 'r', string.format('%.3f', r), 't', string.format('%.3f', t))\n"
@@ -233,7 +235,7 @@ const char scripts_ratelimit[] =
     "if mode == 'take' then\n"
     "  local wait = 0\n"
     "  for i = 1, #KEYS do\n"
-    "    local b = 3 + (i - 1) * 3\n"
+    "    local b = 2 + (i - 1) * 3\n"
     "    local riv, tiv = tonumber(ARGV[b]), tonumber(ARGV[b + 1])\n"
     "    local r, t = get(KEYS[i], 'r'), get(KEYS[i], 't')\n"
     "    if riv > 0 and r - now > wait then wait = r - now end\n"
@@ -241,7 +243,7 @@ const char scripts_ratelimit[] =
     "  end\n"
     "  if wait > 0 then return math.ceil(wait) end\n"
     "  for i = 1, #KEYS do\n"
-    "    local b = 3 + (i - 1) * 3\n"
+    "    local b = 2 + (i - 1) * 3\n"
     "    local riv, tiv, tok = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])\n"
     "    local r, t = math.max(get(KEYS[i], 'r'), now), math.max(get(KEYS[i], 't'), now)\n"
     "    put(KEYS[i], r + riv, t + tiv * tok)\n"
@@ -249,12 +251,12 @@ const char scripts_ratelimit[] =
     "  return 0\n"
     "elseif mode == 'adjust' then\n"
     "  for i = 1, #KEYS do\n"
-    "    local b = 3 + (i - 1) * 2\n"
+    "    local b = 2 + (i - 1) * 2\n"
     "    local t = get(KEYS[i], 't') + tonumber(ARGV[b]) * tonumber(ARGV[b + 1])\n"
     "    put(KEYS[i], get(KEYS[i], 'r'), t)\n"
     "  end\n"
     "elseif mode == 'push' then\n"
-    "  local u, which = tonumber(ARGV[3]), ARGV[4]\n"
+    "  local u, which = now + tonumber(ARGV[2]), ARGV[3]\n"
     "  for i = 1, #KEYS do\n"
     "    local r, t = get(KEYS[i], 'r'), get(KEYS[i], 't')\n"
     "    if string.find(which, 'r') and r < u then r = u end\n"

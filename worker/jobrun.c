@@ -581,6 +581,8 @@ static void jr_attempt(jobrun *jr) {
     jobrun_priv *p = jr->p;
     jr_reset_attempt(jr);
     p->attempt++;
+    if (p->asmb) assembler_free(p->asmb);
+    p->asmb = assembler_new(); /* nothing of an earlier attempt counts */
     if (p->rl.n > 0) {
         p->state = JR_LIMITED;
         p->rl_wait_since = now_ms();
@@ -596,8 +598,6 @@ static void jr_send(jobrun *jr) {
     const config *cfg = jr_cfg(jr);
     p->state = JR_REQUEST;
     sse_init(&p->sse, jr_on_event, jr);
-    if (p->asmb) assembler_free(p->asmb);
-    p->asmb = assembler_new();
 
     /* the attempt counter, for observers and for a resumed run (START
      * counted the first attempt already) */
@@ -713,14 +713,12 @@ static void jr_rate_feedback(jobrun *jr, int status) {
     jobrun_priv *p = jr->p;
     if (p->rl.n == 0) return;
     const char *sha = rconn_script_sha(jr->w->cmd, jr->w->scripts[WS_RATELIMIT]);
-    long long now = now_ms();
     if (status == 429)
-        rl_push(jr->w->cmd, sha, &p->rl, now + (p->retry_after_ms >= 0 ? p->retry_after_ms : 1000),
-                "rt");
+        rl_push(jr->w->cmd, sha, &p->rl, p->retry_after_ms >= 0 ? p->retry_after_ms : 1000, "rt");
     if (p->rl_rem_req == 0 && p->rl_reset_req > 0)
-        rl_push(jr->w->cmd, sha, &p->rl, now + p->rl_reset_req, "r");
+        rl_push(jr->w->cmd, sha, &p->rl, p->rl_reset_req, "r");
     if (p->rl_rem_tok == 0 && p->rl_reset_tok > 0)
-        rl_push(jr->w->cmd, sha, &p->rl, now + p->rl_reset_tok, "t");
+        rl_push(jr->w->cmd, sha, &p->rl, p->rl_reset_tok, "t");
 }
 
 static void jr_on_rate_timer(uv_timer_t *t) { jr_rate_take(t->data); }
@@ -750,6 +748,11 @@ static void jr_on_rate(rconn *rc, redisReply *reply, void *priv) {
         jr_send(jr);
         return;
     }
+    /* A token bucket's wait may be held up by other jobs' estimates, which
+     * their real usage gives back as soon as they end: ask again soon rather
+     * than sleep through (or give up on) capacity that comes back. */
+    for (int i = 0; i < p->rl.n; i++)
+        if (p->rl.tok_iv[i] > 0 && wait > 200) wait = 200;
     if (now_ms() + wait - p->rl_wait_since > cfg->rate_limit_wait_ms) {
         p->rl_wait_since = 0;
         char msg[200];
@@ -764,11 +767,6 @@ static void jr_on_rate(rconn *rc, redisReply *reply, void *priv) {
         jr_fail(jr, "failed", "rate_limited", msg, 0, NULL);
         return;
     }
-    /* A token bucket's wait may be held up by other jobs' estimates, which
-     * their real usage gives back as soon as they end: ask again soon rather
-     * than sleep through capacity that comes back. */
-    for (int i = 0; i < p->rl.n; i++)
-        if (p->rl.tok_iv[i] > 0 && wait > 200) wait = 200;
     /* a little jitter, so the jobs waiting on one bucket do not all ask at
      * the same millisecond */
     unsigned int r = 0;
@@ -975,10 +973,11 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
     p->seq = reply->element[1]->integer;
     long long prior = reply->element[2]->integer;
     long long resumed = reply->element[3]->integer;
+    /* A resumed job (its worker died) keeps the attempts it made: it has
+     * what is left of max_attempts, and always at least this one. */
     p->attempt = (int)prior;
     p->first_attempt = (int)prior + 1;
-    p->step_first_attempt = p->first_attempt;
-    if (p->max_attempts <= p->attempt) p->max_attempts = p->attempt + 1;
+    p->step_first_attempt = 1;
     if (cancel || p->cancelled) {
         p->cancelled = 1;
         jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);

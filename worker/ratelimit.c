@@ -4,7 +4,6 @@
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/buf.h"
 
@@ -32,11 +31,6 @@ void rl_target_free(rl_target *t) {
     memset(t, 0, sizeof *t);
 }
 
-static long long rl_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void rl_head(rargs *a, const char *sha, const rl_target *t, const char *mode) {
     rargs_adds(a, "EVALSHA");
@@ -44,7 +38,6 @@ static void rl_head(rargs *a, const char *sha, const rl_target *t, const char *m
     rargs_addll(a, t->n);
     for (int i = 0; i < t->n; i++) rargs_adds(a, t->keys[i]);
     rargs_adds(a, mode);
-    rargs_addll(a, rl_now_ms());
 }
 
 void rl_take_args(const rl_target *t, const char *sha, long long tokens, rargs *a) {
@@ -68,11 +61,11 @@ void rl_adjust(rconn *rc, const char *sha, const rl_target *t, long long delta) 
     rargs_free(&a);
 }
 
-void rl_push(rconn *rc, const char *sha, const rl_target *t, long long until_ms, const char *which) {
+void rl_push(rconn *rc, const char *sha, const rl_target *t, long long delay_ms, const char *which) {
     if (t->n == 0) return;
     rargs a = {0};
     rl_head(&a, sha, t, "push");
-    rargs_addll(&a, until_ms);
+    rargs_addll(&a, delay_ms);
     rargs_adds(&a, which);
     rconn_send(rc, NULL, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);

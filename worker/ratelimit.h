@@ -39,9 +39,9 @@ void rl_target_free(rl_target *t);
 void rl_take_args(const rl_target *t, const char *sha, long long tokens, rargs *a);
 /* Corrects the token buckets by delta tokens (best effort). */
 void rl_adjust(rconn *rc, const char *sha, const rl_target *t, long long delta);
-/* Holds the buckets back until `until_ms` (unix ms): requests ('r'), tokens
- * ('t') or both ("rt") (best effort). */
-void rl_push(rconn *rc, const char *sha, const rl_target *t, long long until_ms, const char *which);
+/* Holds the buckets back for delay_ms from now: requests ('r'), tokens ('t')
+ * or both ("rt") (best effort). */
+void rl_push(rconn *rc, const char *sha, const rl_target *t, long long delay_ms, const char *which);
 
 /* Parses a duration as the x-ratelimit-reset-* headers give it ("6m0s",
  * "1s", "20ms", "0.5s", "1h2m"); returns ms, or -1. */
