@@ -585,8 +585,8 @@ static int batch_finish(batch_run *b, int rc) {
 static void batch_keys(batch_run *b, cli_ctx *ctx) {
     const char *p = cli_ctx_prefix(ctx);
     b->k_queue = keys_queue(p, b->st.queue);
-    b->k_meta = xasprintf("%s:batch:%s", p, b->st.batch_id);
-    b->k_out = xasprintf("%s:batch:%s:out", p, b->st.batch_id);
+    b->k_meta = keys_batch(p, b->st.batch_id);
+    b->k_out = keys_batch_out(p, b->st.batch_id);
 }
 
 /* The price of each distinct (provider, model) of the input, as the

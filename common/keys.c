@@ -15,6 +15,8 @@ char *keys_control(const char *p) { return xasprintf("%s:control", p); }
 char *keys_usage(const char *p, const char *day) { return xasprintf("%s:usage:%s", p, day); }
 char *keys_workers(const char *p) { return xasprintf("%s:workers", p); }
 char *keys_crashes(const char *p) { return xasprintf("%s:crashes", p); }
+char *keys_batch(const char *p, const char *b) { return xasprintf("%s:batch:%s", p, b); }
+char *keys_batch_out(const char *p, const char *b) { return xasprintf("%s:batch:%s:out", p, b); }
 
 char *keys_processing(const char *p, const char *worker, const char *queue) {
     return xasprintf("%s:processing:%s:%s", p, worker, queue);

@@ -8,7 +8,10 @@
  *   P:workers                      hash   worker id -> JSON {host,pid,queues,started_at}
  *   P:heartbeat:<worker>           string set with a TTL while the worker lives
  *   P:crashes                      hash   SHA1 of a job's text -> times it was
- *                                         recovered from a dead worker */
+ *                                         recovered from a dead worker
+ *   P:ratelimit:<provider>:<glob>  hash   a shared rate-limit bucket (worker/ratelimit.h)
+ *   P:batch:<batch>                hash   a `chatq batch` run: lines submitted
+ *   P:batch:<batch>:out            list   its jobs' output lines (their reply_to) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -25,6 +28,8 @@ char *keys_processing(const char *prefix, const char *worker, const char *queue)
 char *keys_workers(const char *prefix);
 char *keys_heartbeat(const char *prefix, const char *worker);
 char *keys_crashes(const char *prefix);
+char *keys_batch(const char *prefix, const char *batch);
+char *keys_batch_out(const char *prefix, const char *batch);
 
 /* Writes the UTC day of unix milliseconds `ms` as "YYYY-MM-DD" into out[11]. */
 void keys_day(long long ms, char out[11]);
