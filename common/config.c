@@ -407,67 +407,66 @@ static int config_price_num(json_object *o, const char *key, double *dst, const 
     return 0;
 }
 
-/* "prices": {"gpt-4o*": {"input": 2.5, "cached_input": 1.25, "output": 10}} */
-static int config_prices(provider_cfg *p, json_object *v, const char *what, char *err,
-                         size_t errlen) {
+/* Each entry of a {model glob: {...}} object ("prices", "limits"); `at`
+ * names the entry in messages. */
+typedef int (*config_entry_fn)(provider_cfg *p, const char *pattern, json_object *o,
+                               const char *at, char *err, size_t errlen);
+
+static int config_pattern_map(provider_cfg *p, json_object *v, const char *what,
+                              const char *shape, config_entry_fn fn, char *err, size_t errlen) {
     if (!json_object_is_type(v, json_type_object))
-        return config_err(err, errlen, "%s must be an object of model patterns to prices", what);
-    p->prices = xcalloc((size_t)json_object_object_length(v) + 1, sizeof *p->prices);
+        return config_err(err, errlen, "%s must be an object of model patterns to %s", what,
+                          shape);
     json_object_object_foreach(v, pattern, o) {
         char *at = xasprintf("%s.%s", what, pattern);
-        price_cfg *pr = &p->prices[p->nprices++];
-        pr->pattern = xstrdup(pattern);
-        int rc = 0;
-        if (!json_object_is_type(o, json_type_object))
-            rc = config_err(err, errlen, "%s must be an object {input, cached_input, output}", at);
-        else {
-            json_object_object_foreach(o, k, unused) {
-                (void)unused;
-                if (strcmp(k, "input") && strcmp(k, "cached_input") && strcmp(k, "output")) {
-                    rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
-                    break;
-                }
-            }
-        }
-        if (!rc) rc = config_price_num(o, "input", &pr->input, at, err, errlen);
-        if (!rc) rc = config_price_num(o, "cached_input", &pr->cached_input, at, err, errlen);
-        if (!rc) rc = config_price_num(o, "output", &pr->output, at, err, errlen);
-        if (!rc && (pr->input < 0 || pr->output < 0))
-            rc = config_err(err, errlen, "%s needs both input and output", at);
-        if (!rc && pr->cached_input < 0) pr->cached_input = pr->input;
+        int rc = json_object_is_type(o, json_type_object)
+                     ? fn(p, pattern, o, at, err, errlen)
+                     : config_err(err, errlen, "%s must be an object %s", at, shape);
         free(at);
         if (rc) return rc;
     }
     return 0;
 }
 
+/* "prices": {"gpt-4o*": {"input": 2.5, "cached_input": 1.25, "output": 10}} */
+static int config_price_entry(provider_cfg *p, const char *pattern, json_object *o,
+                              const char *at, char *err, size_t errlen) {
+    p->prices = xrealloc(p->prices, sizeof *p->prices * (size_t)(p->nprices + 1));
+    price_cfg *pr = &p->prices[p->nprices++];
+    memset(pr, 0, sizeof *pr);
+    pr->pattern = xstrdup(pattern);
+    json_object_object_foreach(o, k, unused) {
+        (void)unused;
+        if (strcmp(k, "input") && strcmp(k, "cached_input") && strcmp(k, "output"))
+            return config_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
+    }
+    if (config_price_num(o, "input", &pr->input, at, err, errlen) < 0 ||
+        config_price_num(o, "cached_input", &pr->cached_input, at, err, errlen) < 0 ||
+        config_price_num(o, "output", &pr->output, at, err, errlen) < 0)
+        return -1;
+    if (pr->input < 0 || pr->output < 0)
+        return config_err(err, errlen, "%s needs both input and output", at);
+    if (pr->cached_input < 0) pr->cached_input = pr->input;
+    return 0;
+}
+
 /* "limits": {"*": {"rpm": 600, "tpm": 100000}} */
-static int config_limits(provider_cfg *p, json_object *v, const char *what, char *err,
-                         size_t errlen) {
-    if (!json_object_is_type(v, json_type_object))
-        return config_err(err, errlen, "%s must be an object of model patterns to limits", what);
-    p->limits = xcalloc((size_t)json_object_object_length(v) + 1, sizeof *p->limits);
-    json_object_object_foreach(v, pattern, o) {
-        char *at = xasprintf("%s.%s", what, pattern);
-        limit_cfg *l = &p->limits[p->nlimits++];
-        l->pattern = xstrdup(pattern);
-        int rc = 0;
-        if (!json_object_is_type(o, json_type_object))
-            rc = config_err(err, errlen, "%s must be an object {rpm, tpm}", at);
-        else {
-            json_object_object_foreach(o, k, n) {
-                char *kat = xasprintf("%s.%s", at, k);
-                if (!strcmp(k, "rpm"))
-                    rc = config_provider_num(n, 100000000, &l->rpm, kat, err, errlen);
-                else if (!strcmp(k, "tpm"))
-                    rc = config_provider_num(n, 100000000000LL, &l->tpm, kat, err, errlen);
-                else
-                    rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
-                free(kat);
-                if (rc) break;
-            }
-        }
-        free(at);
+static int config_limit_entry(provider_cfg *p, const char *pattern, json_object *o,
+                              const char *at, char *err, size_t errlen) {
+    p->limits = xrealloc(p->limits, sizeof *p->limits * (size_t)(p->nlimits + 1));
+    limit_cfg *l = &p->limits[p->nlimits++];
+    memset(l, 0, sizeof *l);
+    l->pattern = xstrdup(pattern);
+    json_object_object_foreach(o, k, n) {
+        char *kat = xasprintf("%s.%s", at, k);
+        int rc;
+        if (!strcmp(k, "rpm"))
+            rc = config_provider_num(n, 100000000, &l->rpm, kat, err, errlen);
+        else if (!strcmp(k, "tpm"))
+            rc = config_provider_num(n, 100000000000LL, &l->tpm, kat, err, errlen);
+        else
+            rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
+        free(kat);
         if (rc) return rc;
     }
     return 0;
@@ -560,9 +559,10 @@ static int config_provider_member(provider_cfg *p, const char *key, json_object 
     else if (!strcmp(key, "idle_timeout_ms"))
         rc = config_provider_num(v, DAY_MS, &p->idle_timeout_ms, what, err, errlen);
     else if (!strcmp(key, "prices"))
-        rc = config_prices(p, v, what, err, errlen);
+        rc = config_pattern_map(p, v, what, "{input, cached_input, output}", config_price_entry,
+                                err, errlen);
     else if (!strcmp(key, "limits"))
-        rc = config_limits(p, v, what, err, errlen);
+        rc = config_pattern_map(p, v, what, "{rpm, tpm}", config_limit_entry, err, errlen);
     else
         rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, key);
     free(what);
