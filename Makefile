@@ -83,6 +83,11 @@ demo: deps all
 bench: deps all
 	@sh bench/run.sh
 
+# `make chaos`: the soak test that kills workers, whole chatqds and Redis
+# while jobs run, then checks that every job has exactly one result.
+chaos: deps all
+	CHATQ_BIN=$(abspath $(BUILD)) /usr/bin/python3 tests/chaos/soak.py
+
 clean:
 	rm -rf build build-asan
 
