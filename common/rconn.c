@@ -371,8 +371,11 @@ static void rc_handshake_step(redisAsyncContext *ac, void *r, void *priv) {
     if (reply->type == REDIS_REPLY_ERROR) {
         /* Wrong password or db: say so, drop the connection, try again later
          * (the operator may fix Redis without restarting chatq). */
-        log_error("redis_handshake_failed", "conn=%s error=%s", rc->name,
-                  log_quote(reply->str));
+        if (strncmp(reply->str, "LOADING", 7) == 0) /* Redis is starting: just wait */
+            log_warn("redis_loading", "conn=%s", rc->name);
+        else
+            log_error("redis_handshake_failed", "conn=%s error=%s", rc->name,
+                      log_quote(reply->str));
         redisAsyncDisconnect(ac);
         return;
     }

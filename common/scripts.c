@@ -54,25 +54,33 @@ const char scripts_fetch[] =
  * A job whose hash says "running" was cut short (its worker died or was
  * stopped): keep its attempts, started_at and events, so seq numbers go on.
  * Otherwise this is a fresh run: what an earlier job with the same id left is
- * dropped. The hash's attempts counter is advanced for the attempt about to
- * start (unless the job is cancelled). Returns {cancel requested 0/1, next
- * seq, attempts made before, resumed 0/1}. */
+ * dropped. The next seq follows the last stored event, not just the list's
+ * length: events published while Redis was away are missing from the list
+ * but may have numbers below stored ones. The hash's attempts counter is
+ * advanced for the attempt about to start (unless the job is cancelled).
+ * Returns {cancel requested 0/1, next seq, attempts made before, resumed 0/1,
+ * started_at of the first run}. */
 const char scripts_start[] =
-    "local st = redis.call('HMGET', KEYS[1], 'status', 'attempts')\n"
-    "local resumed, attempts, seq = 0, 0, 0\n"
+    "local st = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'started_at')\n"
+    "local resumed, attempts, seq, started = 0, 0, 0, ARGV[6]\n"
     "if st[1] == 'running' then\n"
     "  resumed = 1\n"
     "  attempts = tonumber(st[2] or '0') or 0\n"
+    "  started = st[3] or started\n"
     "  seq = redis.call('LLEN', KEYS[2])\n"
+    "  local ok, last = pcall(cjson.decode, redis.call('LINDEX', KEYS[2], -1) or '{}')\n"
+    "  if ok and type(last) == 'table' and tonumber(last.seq) then\n"
+    "    seq = math.max(seq, tonumber(last.seq) + 1)\n"
+    "  end\n"
     "else\n"
     "  redis.call('DEL', KEYS[1], KEYS[2])\n"
-    "  redis.call('HSET', KEYS[1], 'started_at', ARGV[6])\n"
+    "  redis.call('HSET', KEYS[1], 'started_at', started)\n"
     "end\n"
     "local cancel = redis.call('EXISTS', KEYS[3])\n"
     "redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'queue', ARGV[2],\n"
     "  'model', ARGV[3], 'tenant', ARGV[4], 'provider', ARGV[5],\n"
     "  'attempts', attempts + 1 - cancel)\n"
-    "return {cancel, seq, attempts, resumed}\n";
+    "return {cancel, seq, attempts, resumed, started}\n";
 
 /* FINISH: store a job's final result, exactly once.
  * KEYS[1] processing list ('' for none), KEYS[2] job hash, KEYS[3] events
@@ -175,7 +183,12 @@ const char scripts_recover[] =
     "    local ttl = tonumber(j.result_ttl_s) or tonumber(ARGV[6])\n"
     "    redis.call('HSET', h, 'status', 'failed', 'error', errtext, 'finished_at', now)\n"
     "    redis.call('EXPIRE', h, ttl)\n"
-    "    local e = '{\"seq\":' .. redis.call('LLEN', ev) ..\n"
+    "    local seq = redis.call('LLEN', ev)\n"
+    "    local ok, last = pcall(cjson.decode, redis.call('LINDEX', ev, -1) or '{}')\n"
+    "    if ok and type(last) == 'table' and tonumber(last.seq) then\n"
+    "      seq = math.max(seq, tonumber(last.seq) + 1)\n"
+    "    end\n"
+    "    local e = '{\"seq\":' .. seq ..\n"
     "      ',\"type\":\"error\",\"status\":\"failed\",\"error\":' .. errtext .. '}'\n"
     "    redis.call('RPUSH', ev, e)\n"
     "    redis.call('EXPIRE', ev, ttl)\n"

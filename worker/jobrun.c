@@ -145,7 +145,11 @@ static void jr_on_finished(rconn *rc, redisReply *reply, void *priv) {
         log_error("finish_failed", "id=%s error=%s", log_quote(jr->p->job.id),
                   log_quote(reply->str));
     else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
-        log_warn("finish_skipped", "id=%s reason=job_no_longer_ours", log_quote(jr->p->job.id));
+        /* Not in our processing list: either this is a resend whose first
+         * try was stored before the reply got lost, or the job was recovered
+         * and runs elsewhere. Either way its one result is not ours to add. */
+        log_info("finish_skipped", "id=%s reason=not_in_processing_list",
+                 log_quote(jr->p->job.id));
     jr_free(jr);
 }
 
@@ -963,7 +967,7 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
         jr_free(jr);
         return;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 4) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 5) {
         log_error("start_failed", "id=%s error=%s", log_quote(p->job.id),
                   log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
         jr_fail(jr, "failed", "connection_error", "cannot record the job's start in Redis", 0, NULL);
@@ -973,6 +977,8 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
     p->seq = reply->element[1]->integer;
     long long prior = reply->element[2]->integer;
     long long resumed = reply->element[3]->integer;
+    if (reply->element[4]->type == REDIS_REPLY_STRING)
+        p->started_at = strtoll(reply->element[4]->str, NULL, 10); /* the first run's */
     /* A resumed job (its worker died) keeps the attempts it made: it has
      * what is left of max_attempts, and always at least this one. */
     p->attempt = (int)prior;
