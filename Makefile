@@ -80,8 +80,11 @@ asan: deps
 demo: deps all
 	@sh scripts/demo.sh
 
+# the throughput benchmark, then the batch client's memory on 100,000 lines
+# (CHATQ_BENCH_BATCH=0 skips the latter)
 bench: deps all
 	@sh bench/run.sh
+	@if [ "$${CHATQ_BENCH_BATCH:-1}" != 0 ]; then sh bench/batch_memory.sh; fi
 
 # `make chaos`: the soak test that kills workers, whole chatqds and Redis
 # while jobs run, then checks that every job has exactly one result.

@@ -24,7 +24,13 @@ PY=/usr/bin/python3
 for f in "$BIN/chatq" "$BIN/chatqd" "$BIN/chatq-worker"; do
     [ -x "$f" ] || { echo "batch_memory: $f is not built (make)" >&2; exit 1; }
 done
-[ -x /usr/bin/time ] || { echo "batch_memory: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
+if [ ! -x /usr/bin/time ]; then
+    # GNU time reports the peak RSS; only this measurement needs it
+    echo "batch_memory: installing time"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends time ||
+        { echo "batch_memory: cannot install time" >&2; exit 1; }
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chatq-batchmem.XXXXXX") || exit 1
 PIDS=""
