@@ -56,6 +56,8 @@ struct rconn {
     enum rconn_state state;
     unsigned gen;             /* incremented on every new connection */
     uv_timer_t timer;         /* reconnect backoff */
+    uv_timer_t retry;         /* resends reliable commands refused for a while */
+    int open_handles;         /* timers not yet closed (freeing waits for 0) */
     long backoff_ms;
     int handshake_left;       /* replies still expected before READY */
     const char *scripts[RCONN_MAX_SCRIPTS];
@@ -239,6 +241,9 @@ rconn *rconn_new(uv_loop_t *loop, const redis_target *target, const char *name,
     rc->ud = ud;
     rc->backoff_ms = 100;
     uv_timer_init(loop, &rc->timer);
+    uv_timer_init(loop, &rc->retry);
+    rc->retry.data = rc;
+    rc->open_handles = 2;
     rc->timer.data = rc;
     return rc;
 }
@@ -264,6 +269,7 @@ static void rc_free_cmd(rc_cmd *c) {
 
 static void rc_on_timer_closed(uv_handle_t *h) {
     rconn *rc = h->data;
+    if (--rc->open_handles > 0) return;
     rc_cmd *c = rc->out_head;
     while (c) {
         rc_cmd *next = c->next;
@@ -285,7 +291,9 @@ void rconn_free(rconn *rc) {
         redisAsyncFree(ac); /* pending callbacks run with NULL; they see freeing */
     }
     uv_timer_stop(&rc->timer);
+    uv_timer_stop(&rc->retry);
     uv_close((uv_handle_t *)&rc->timer, rc_on_timer_closed);
+    uv_close((uv_handle_t *)&rc->retry, rc_on_timer_closed);
 }
 
 /* ---- connecting ---------------------------------------------------------- */
@@ -445,10 +453,17 @@ typedef struct rc_plain {
     void *priv;
 } rc_plain;
 
+static int rc_is_noscript(const redisReply *reply);
+
 static void rc_on_plain_reply(redisAsyncContext *ac, void *r, void *priv) {
     rc_plain *p = priv;
-    (void)ac;
-    if (p->cb && !p->rc->freeing) p->cb(p->rc, r, p->priv);
+    rconn *rc = p->rc;
+    if (p->cb && !rc->freeing) p->cb(rc, r, p->priv);
+    /* The server forgot our scripts: reconnecting reloads them. */
+    if (r && rc_is_noscript(r) && !rc->freeing && rc->ac == ac) {
+        log_warn("redis_noscript", "conn=%s reloading scripts", rc->name);
+        redisAsyncDisconnect(ac);
+    }
     /* Subscriptions call back once per message: keep p until the end, which
      * hiredis signals with a NULL reply (disconnect). */
     if (!r || !(((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED)) free(p);
@@ -514,6 +529,24 @@ static int rc_is_noscript(const redisReply *reply) {
            strncmp(reply->str, "NOSCRIPT", 8) == 0;
 }
 
+/* Errors that say "not now" rather than "never": Redis out of memory, a
+ * replica after a failover, a failed save, a busy script, a restart. A
+ * reliable command that meets one is sent again a second later (its reply
+ * callback is not called), so a result is not lost to a passing state. */
+static int rc_is_transient(const redisReply *reply) {
+    static const char *const kinds[] = {"OOM", "READONLY", "MISCONF", "BUSY", "LOADING",
+                                        "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"};
+    if (reply->type != REDIS_REPLY_ERROR || !reply->str) return 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        size_t n = strlen(kinds[i]);
+        if (strncmp(reply->str, kinds[i], n) == 0 && (reply->str[n] == ' ' || !reply->str[n]))
+            return 1;
+    }
+    return 0;
+}
+
+static void rc_on_retry(uv_timer_t *t) { rc_flush_outbox(t->data); }
+
 static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv) {
     rc_cmd *c = priv;
     rconn *rc = c->rc;
@@ -527,6 +560,13 @@ static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv) {
         log_warn("redis_noscript", "conn=%s reloading scripts", rc->name);
         c->gen = 0;
         if (rc->ac == ac) redisAsyncDisconnect(ac);
+        return;
+    }
+    if (rc_is_transient(reply)) {
+        log_warn("redis_refused", "conn=%s error=%s retry_ms=1000", rc->name, log_quote(reply->str));
+        c->gen = 0;
+        if (!uv_is_active((uv_handle_t *)&rc->retry))
+            uv_timer_start(&rc->retry, rc_on_retry, 1000, 0);
         return;
     }
     rc_unlink(rc, c);

@@ -313,6 +313,7 @@ static void sup_spawn(supervisor *s, int slot) {
         /* uv_spawn initialised the handle even on failure: it must be closed */
         p->exited = 1;
         p->slot = -1;
+        sl->proc = NULL; /* the slot has no worker until the restart */
         uv_close((uv_handle_t *)&p->proc, sup_on_proc_closed);
         uv_timer_start(&sl->restart, sup_on_restart, (uint64_t)sl->backoff_ms, 0);
         sl->backoff_ms = sl->backoff_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : sl->backoff_ms * 2;
@@ -331,7 +332,7 @@ static void sup_retire(sup_proc *p) {
 /* ---- stopping ------------------------------------------------------------------ */
 
 static void sup_check_stopped(supervisor *s) {
-    if (!s->stopping || s->procs) return;
+    if (!s->stopping || s->procs || s->closing) return;
     /* Recoveries not yet stored (Redis down) are waited for until the stop
      * timer gives up; what is left then stays in Redis for a later chatqd. */
     if (rconn_pending(s->redis) > 0) return;
@@ -352,8 +353,10 @@ static void sup_stop(supervisor *s, int exit_code) {
     notify_send(&s->notify, "STOPPING=1");
     for (int i = 0; i < s->nslots; i++) uv_timer_stop(&s->slots[i].restart);
     uv_timer_stop(&s->roll);
+    /* Retired workers (a reload) got their SIGTERM already: a second one
+     * would cut their grace period short, so only a second stop sends it. */
     for (sup_proc *p = s->procs; p; p = p->next)
-        if (!p->exited) uv_process_kill(&p->proc, SIGTERM);
+        if (!p->exited && (again || p->slot >= 0)) uv_process_kill(&p->proc, SIGTERM);
     if (!again) {
         /* the workers' grace period, plus time to store their last results */
         uint64_t limit = (uint64_t)s->cfg->shutdown_grace_ms + 10000;
@@ -393,6 +396,7 @@ static void sup_on_roll(uv_timer_t *t) {
         return;
     }
     sup_proc *old = s->slots[i].proc;
+    s->slots[i].proc = NULL;
     uv_timer_stop(&s->slots[i].restart);
     s->slots[i].backoff_ms = RESTART_MIN_MS;
     s->slots[i].quick_deaths = 0;
@@ -536,6 +540,7 @@ void supervisor_start(supervisor *s) {
 }
 
 void supervisor_close(supervisor *s) {
+    s->closing = 1; /* close callbacks must not look at s->redis any more */
     for (sup_proc *p = s->procs; p; p = p->next) {
         if (!p->exited && !uv_is_closing((uv_handle_t *)&p->proc)) {
             uv_process_kill(&p->proc, SIGKILL);

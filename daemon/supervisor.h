@@ -72,6 +72,7 @@ struct supervisor {
     int nslots;
     sup_proc *procs;      /* every live process, current and retiring */
     int stopping;
+    int closing;          /* supervisor_close() has run */
     int exit_code;
     int reload_next;      /* next slot to replace in a rolling reload; -1 = none */
     int reload_pending;   /* SIGHUP during a reload: reload again after */

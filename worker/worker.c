@@ -39,14 +39,29 @@ static void w_check_exit(worker *w);
 
 static void w_arm_waiters(worker *w);
 
+static void w_resync(worker *w);
+
+/* A FETCH failed with an error (Redis out of memory, read-only, a script
+ * error half way): what it moved may sit in our processing lists unseen, and
+ * nothing else would ask again. Resync, and fetch again in a second. */
+static void w_on_fetch_retry(uv_timer_t *t) {
+    worker *w = t->data;
+    w_resync(w);
+    worker_maybe_fetch(w);
+}
+
 static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
     worker *w = rconn_data(rc);
     long asked = (long)(intptr_t)priv;
-    w->fetching = 0;
-    if (!reply) return; /* connection lost: the resync after reconnect handles it */
+    if (!reply) { /* connection lost: the resync after reconnect handles it */
+        w->fetching = 0;
+        return;
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
         log_error("fetch_failed", "error=%s",
                   log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+        w->fetching = 0;
+        uv_timer_start(&w->fetch_retry, w_on_fetch_retry, 1000, 0);
         return;
     }
     long long mode = reply->element[0]->integer;
@@ -57,12 +72,15 @@ static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
         w->solo = 1;
         if (mode == 1) log_warn("suspect_job_solo", "jobs=%ld", got);
     }
+    /* `fetching` stays set while the jobs start: one that ends at once
+     * (invalid) must not send another FETCH sized before the rest started */
     for (size_t i = 1; i + 1 < reply->elements; i += 2) {
         int q = (int)reply->element[i]->integer - 1;
         redisReply *j = reply->element[i + 1];
         if (q < 0 || q >= w->cfg->nqueues || j->type != REDIS_REPLY_STRING) continue;
         jobrun_start(w, j->str, j->len, q);
     }
+    w->fetching = 0;
     if (w->solo)
         worker_maybe_fetch(w); /* does nothing until the worker is idle */
     else if (got < asked)
@@ -159,6 +177,15 @@ static void w_on_resync(rconn *rc, redisReply *reply, void *priv) {
     free(matched);
 }
 
+/* Reads the processing lists and requeues what this process does not hold. */
+static void w_resync(worker *w) {
+    for (int q = 0; q < w->cfg->nqueues; q++) {
+        const char *a[] = {"LRANGE", w->proc_keys[q], "0", "-1"};
+        size_t l[] = {6, strlen(w->proc_keys[q]), 1, 2};
+        rconn_send(w->cmd, w_on_resync, (void *)(intptr_t)q, 4, a, l);
+    }
+}
+
 static void w_register(worker *w) {
     buf info = {0};
     char host[256] = "";
@@ -203,13 +230,7 @@ static void w_on_cmd_state(rconn *rc, int ready, void *ud) {
      * us alive, or it would recover the jobs of a live worker. */
     w_heartbeat(w);
     w_register(w);
-    if (w->cmd_was_ready) {
-        for (int q = 0; q < w->cfg->nqueues; q++) {
-            const char *a[] = {"LRANGE", w->proc_keys[q], "0", "-1"};
-            size_t l[] = {6, strlen(w->proc_keys[q]), 1, 2};
-            rconn_send(w->cmd, w_on_resync, (void *)(intptr_t)q, 4, a, l);
-        }
-    }
+    if (w->cmd_was_ready) w_resync(w);
     w->cmd_was_ready = 1;
     worker_maybe_fetch(w);
     w_check_exit(w);
@@ -421,6 +442,8 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->heartbeat.data = w;
     uv_timer_init(loop, &w->grace);
     w->grace.data = w;
+    uv_timer_init(loop, &w->fetch_retry);
+    w->fetch_retry.data = w;
     uv_signal_init(loop, &w->sigterm);
     w->sigterm.data = w;
     uv_signal_init(loop, &w->sigint);
@@ -462,6 +485,7 @@ void worker_close(worker *w) {
     http_free(w->http);
     uv_close((uv_handle_t *)&w->heartbeat, NULL);
     uv_close((uv_handle_t *)&w->grace, NULL);
+    uv_close((uv_handle_t *)&w->fetch_retry, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->check, NULL);

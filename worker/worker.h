@@ -60,6 +60,7 @@ typedef struct worker {
     uv_check_t check;
     uv_timer_t heartbeat;
     uv_timer_t grace;
+    uv_timer_t fetch_retry;
     uv_signal_t sigterm, sigint;
     long long done, failed;
     json_tokener *tok;     /* one JSON parser, reset for each use */
