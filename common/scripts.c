@@ -50,7 +50,8 @@ const char scripts_fetch[] =
 
 /* START: a worker begins (or resumes) a job.
  * KEYS[1] job hash, KEYS[2] events list, KEYS[3] cancel key
- * ARGV: worker, queue, model, tenant, provider, now_ms
+ * ARGV: worker, queue, model, tenant, provider, now_ms, start token (unique
+ * to this start of this job in this worker)
  * A job whose hash says "running" was cut short (its worker died or was
  * stopped): keep its attempts, started_at and events, so seq numbers go on.
  * Otherwise this is a fresh run: what an earlier job with the same id left is
@@ -59,9 +60,16 @@ const char scripts_fetch[] =
  * but may have numbers below stored ones. The hash's attempts counter is
  * advanced for the attempt about to start (unless the job is cancelled).
  * Returns {cancel requested 0/1, next seq, attempts made before, resumed 0/1,
- * started_at of the first run}. */
+ * started_at of the first run}. The answer is kept in the hash with the start
+ * token, so a START resent after its reply was lost in a disconnect gets the
+ * same answer instead of counting an attempt twice. */
 const char scripts_start[] =
-    "local st = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'started_at')\n"
+    "local st = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'started_at', 'start')\n"
+    "local mine = st[4] and string.sub(st[4], 1, #ARGV[7] + 1) == ARGV[7] .. '|'\n"
+    "if st[1] == 'running' and mine then\n"
+    "  local s, a, r = string.match(string.sub(st[4], #ARGV[7] + 2), '^(%d+)|(%d+)|(%d+)$')\n"
+    "  return {redis.call('EXISTS', KEYS[3]), tonumber(s), tonumber(a), tonumber(r), st[3]}\n"
+    "end\n"
     "local resumed, attempts, seq, started = 0, 0, 0, ARGV[6]\n"
     "if st[1] == 'running' then\n"
     "  resumed = 1\n"
@@ -79,7 +87,8 @@ const char scripts_start[] =
     "local cancel = redis.call('EXISTS', KEYS[3])\n"
     "redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'queue', ARGV[2],\n"
     "  'model', ARGV[3], 'tenant', ARGV[4], 'provider', ARGV[5],\n"
-    "  'attempts', attempts + 1 - cancel)\n"
+    "  'attempts', attempts + 1 - cancel,\n"
+    "  'start', ARGV[7] .. '|' .. seq .. '|' .. attempts .. '|' .. resumed)\n"
     "return {cancel, seq, attempts, resumed, started}\n";
 
 /* FINISH: store a job's final result, exactly once.

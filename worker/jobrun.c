@@ -1071,6 +1071,7 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
     rargs_adds(&a, p->job.tenant ? p->job.tenant : "");
     rargs_adds(&a, p->prov ? p->prov->name : "");
     rargs_addll(&a, p->started_at);
+    rargs_addf(&a, "%s/%llu", w->id, ++w->starts); /* the start token */
     if (!p->prov) {
         /* Not an invalid job (the model may be served once configured), but
          * nothing can run it: fail now, without an attempt. */

@@ -63,6 +63,7 @@ typedef struct worker {
     uv_timer_t fetch_retry;
     uv_signal_t sigterm, sigint;
     long long done, failed;
+    unsigned long long starts; /* jobs started: makes START tokens unique */
     json_tokener *tok;     /* one JSON parser, reset for each use */
     CURL **easy_pool;      /* idle curl handles, reused (curl_easy_reset) */
     int neasy;
