@@ -125,16 +125,6 @@ void buf_reset(buf *b) {
     if (b->data) b->data[0] = '\0';
 }
 
-void buf_consume(buf *b, size_t n) {
-    if (n >= b->len) {
-        buf_reset(b);
-        return;
-    }
-    memmove(b->data, b->data + n, b->len - n);
-    b->len -= n;
-    b->data[b->len] = '\0';
-}
-
 char *buf_steal(buf *b) {
     char *p = b->data ? b->data : xstrdup("");
     b->data = NULL;

@@ -23,7 +23,6 @@ void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* Appends s as a JSON string literal, quotes included. */
 void buf_json_str(buf *b, const char *s, size_t n);
 void buf_reset(buf *b);              /* len = 0, keeps the block */
-void buf_consume(buf *b, size_t n);  /* drops the first n bytes */
 char *buf_steal(buf *b);             /* returns the block (never NULL), b becomes empty */
 void buf_free(buf *b);
 const char *buf_cstr(const buf *b);  /* "" for an empty buffer */

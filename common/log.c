@@ -37,8 +37,6 @@ int log_set_level_name(const char *name) {
     return -1;
 }
 
-void log_set_level(enum log_level level) { log_level_cur = level; }
-
 int log_enabled(enum log_level level) { return level <= log_level_cur; }
 
 void log_write(enum log_level level, const char *event, const char *fmt, ...) {

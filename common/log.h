@@ -16,7 +16,6 @@ enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 void log_init(const char *prog);
 /* Returns 0, or -1 when name is not one of error, warn, info, debug. */
 int log_set_level_name(const char *name);
-void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 
 void log_write(enum log_level level, const char *event, const char *fmt, ...)

@@ -85,8 +85,6 @@ static long long now_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-const char *jobrun_id(const jobrun *jr) { return jr->p->job.id; }
-
 static const config *jr_cfg(const jobrun *jr) { return jr->w->cfg; }
 static const char *jr_prefix(const jobrun *jr) { return jr->w->cfg->prefix; }
 
@@ -150,6 +148,9 @@ static void jr_on_finished(rconn *rc, redisReply *reply, void *priv) {
          * and runs elsewhere. Either way its one result is not ours to add. */
         log_info("finish_skipped", "id=%s reason=not_in_processing_list",
                  log_quote(jr->p->job.id));
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 2)
+        log_warn("reply_to_failed", "id=%s key=%s reason=not_a_list", log_quote(jr->p->job.id),
+                 log_quote(jr->p->job.reply_to));
     jr_free(jr);
 }
 

@@ -43,6 +43,5 @@ void jobrun_cancel_id(worker *w, const char *id);
 void jobrun_abort(jobrun *jr);
 /* Called by http.c's done callback. */
 void jobrun_http_done(void *easy, int curl_result, void *priv);
-const char *jobrun_id(const jobrun *jr);
 
 #endif
