@@ -105,7 +105,9 @@ const char scripts_start[] =
  * The guard: the job must still be in this worker's processing list. If it is
  * not, another worker owns it now (it was recovered after this one was
  * presumed dead) or this result was stored already (a resend after a lost
- * reply): nothing is written and 0 is returned. */
+ * reply): nothing is written and 0 is returned. A reply_to key the producer
+ * made something other than a list must not undo the rest (a script is not
+ * rolled back half way): that LPUSH runs under pcall, and 2 is returned. */
 const char scripts_finish[] =
     "if KEYS[1] ~= '' and redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end\n"
     "local ttl = tonumber(ARGV[2])\n"
@@ -123,11 +125,12 @@ const char scripts_finish[] =
     "  redis.call('EXPIRE', KEYS[3], ttl)\n"
     "  redis.call('PUBLISH', KEYS[4], ARGV[3])\n"
     "end\n"
-    "if KEYS[6] ~= '' then redis.call('LPUSH', KEYS[6], ARGV[4]) end\n"
+    "local rt = 1\n"
+    "if KEYS[6] ~= '' and type(redis.pcall('LPUSH', KEYS[6], ARGV[4])) == 'table' then rt = 2 end\n"
     "if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[7], ARGV[5]) end\n"
     "if KEYS[8] ~= '' then redis.call('DEL', KEYS[8]) end\n"
     "if redis.call('EXISTS', KEYS[9]) == 1 then redis.call('HDEL', KEYS[9], redis.sha1hex(ARGV[1])) end\n"
-    "return 1\n";
+    "return rt\n";
 
 /* REQUEUE: put jobs a worker holds back at the consuming end of their queues.
  * KEYS: processing1, queue1, processing2, queue2, ...
@@ -205,7 +208,7 @@ const char scripts_recover[] =
     "  end\n"
     "  local rt = str(j.reply_to)\n"
     "  if rt then\n"
-    "    redis.call('LPUSH', rt, cjson.encode({id = id or cjson.null,\n"
+    "    redis.pcall('LPUSH', rt, cjson.encode({id = id or cjson.null,\n"
     "      custom_id = str(j.custom_id) or id or cjson.null, response = cjson.null,\n"
     "      error = {code = 'worker_crashed', message = msg}}))\n"
     "  end\n"

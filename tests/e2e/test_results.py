@@ -190,3 +190,17 @@ def test_routing_keys_and_secrets(start_chatqd, upstream, tmp_path):
     log = cq.log()
     for s in secrets:
         assert s not in log
+
+
+def test_reply_to_that_is_not_a_list_does_not_undo_the_result(cq):
+    """A producer's reply_to key of the wrong type must not cost the result,
+    the usage or the events: only the output line cannot go there."""
+    bad = cq.k("not-a-list")
+    cq.r.set(bad, "a string")
+    job = cq.mkjob(reply_to=bad)
+    h = cq.run(job)
+    assert h["status"] == "succeeded", h
+    assert cq.r.get(bad) == "a string"
+    assert cq.events(job["id"])[-1]["type"] == "done"
+    assert cq.usage().get("|mock-1|succeeded") == 1
+    assert "reply_to_failed" in cq.log()
