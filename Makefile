@@ -4,8 +4,10 @@
 # `make bench` first run scripts/deps.sh, which installs any missing Debian
 # package (apt-get, as root or through sudo) and does nothing when all are there.
 #
-# Every .c file under common/ goes into libchatq.a; each program links its own
-# directory's files with it, so adding a module needs no Makefile change.
+# Every .c file under common/ goes into libchatq.a; the files of worker/ and
+# cli/ but their main.c go into libworker.a and libcli.a, so unit tests can
+# link any module; each program links its main.c with its library and
+# libchatq.a. Adding a module needs no Makefile change.
 
 CC      ?= cc
 PKGS    := libuv hiredis libcurl json-c
@@ -22,6 +24,8 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 LIB   := $(BUILD)/libchatq.a
+WLIB  := $(BUILD)/libworker.a
+CLIB  := $(BUILD)/libcli.a
 PROGS := $(BUILD)/chatqd $(BUILD)/chatq-worker $(BUILD)/chatq
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
@@ -37,12 +41,18 @@ $(BUILD)/%.o: %.c
 $(LIB): $(call obj,$(COMMON_SRC))
 	@rm -f $@
 	$(AR) rcs $@ $^
+$(WLIB): $(call obj,$(filter-out worker/main.c,$(WORKER_SRC)))
+	@rm -f $@
+	$(AR) rcs $@ $^
+$(CLIB): $(call obj,$(filter-out cli/main.c,$(CLI_SRC)))
+	@rm -f $@
+	$(AR) rcs $@ $^
 
 $(BUILD)/chatqd: $(call obj,$(DAEMON_SRC)) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/chatq-worker: $(call obj,$(WORKER_SRC)) $(LIB)
+$(BUILD)/chatq-worker: $(BUILD)/worker/main.o $(WLIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/chatq: $(call obj,$(CLI_SRC)) $(LIB)
+$(BUILD)/chatq: $(BUILD)/cli/main.o $(CLIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # A worker with test-only hooks (see CHATQ_TEST_HOOKS in worker/jobrun.c) for
 # the end-to-end tests; `make all` and `make install` never build it.
@@ -52,7 +62,7 @@ $(BUILD)/testhooks/%.o: %.c
 $(BUILD)/chatq-worker-testhooks: $(patsubst %.c,$(BUILD)/testhooks/%.o,$(WORKER_SRC)) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(CLIB) $(WLIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 

@@ -2,11 +2,9 @@
  * x-ratelimit-reset-* durations, which buckets a model gets at a provider
  * (rl_target_init), and the argument vector of the RATELIMIT "take" call.
  *
- * worker/ratelimit.c is not part of libchatq.a (only common/ is), and the
- * Makefile links each unit test with that library alone; so this file
- * compiles the module in directly. It needs nothing from the worker but
- * rconn's rargs helpers, which are in the library. The Lua script itself
- * runs in Redis and is covered end to end (tests/e2e/test_providers.py). */
+ * The module comes from libworker.a, which every unit test links. The Lua
+ * script itself runs in Redis and is covered end to end
+ * (tests/e2e/test_providers.py). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "worker/ratelimit.c"
+#include "worker/ratelimit.h"
 
 /* ---- rl_parse_duration ---- */
 
