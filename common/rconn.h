@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "common/config.h"
+#include "common/redisurl.h"
 
 typedef struct rconn rconn;
 
