@@ -102,8 +102,10 @@ static int redisurl_query(const char *q, redis_target *t, char *err, size_t errl
             if (redisurl_pct_decode(v, vlen, &t->password) < 0)
                 return redisurl_err(err, errlen, "bad percent-encoding in the password");
         } else {
-            return redisurl_err(err, errlen, "unknown parameter \"%.*s\" (db, user, password)",
-                                (int)(klen > 32 ? 32 : klen), q);
+            /* not quoted: with a '?' in an unencoded password, the
+             * "parameter" would be the rest of the password */
+            return redisurl_err(err, errlen,
+                                "unknown parameter in the query (known: db, user, password)");
         }
         q += n;
         if (*q) q++;
@@ -123,7 +125,8 @@ static int redisurl_userinfo(const char *s, size_t n, redis_target *t, char *err
     return 0;
 }
 
-/* host[:port] or [IPv6][:port] in hp[0..hend). */
+/* host[:port] or [IPv6][:port] in hp[0..hend). The port is never quoted in
+ * a message: a password without its '@host' would be read as the port. */
 static int redisurl_hostport(const char *hp, const char *hend, redis_target *t, char *err,
                              size_t errlen) {
     const char *port = NULL;
@@ -140,8 +143,7 @@ static int redisurl_hostport(const char *hp, const char *hend, redis_target *t, 
     }
     if (!t->host[0]) return redisurl_err(err, errlen, "no host");
     if (port && redisurl_parse_uint(port, (size_t)(hend - port), 1, 65535, &t->port) < 0)
-        return redisurl_err(err, errlen, "bad port \"%.*s\"",
-                            (int)(hend - port > 16 ? 16 : hend - port), port);
+        return redisurl_err(err, errlen, "bad port: must be a number 1..65535");
     return 0;
 }
 
@@ -161,8 +163,8 @@ static int redisurl_tcp(const char *s, redis_target *t, char *err, size_t errlen
     if (*p == '/') {
         size_t dlen = strcspn(p + 1, "?");
         if (dlen && redisurl_parse_uint(p + 1, dlen, 0, INT_MAX, &t->db) < 0)
-            return redisurl_err(err, errlen, "bad database number \"%.*s\"",
-                                (int)(dlen > 16 ? 16 : dlen), p + 1);
+            return redisurl_err(err, errlen,
+                                "bad database number after '/': must be a number 0 or more");
         p += 1 + dlen;
     }
     return *p == '?' ? redisurl_query(p + 1, t, err, errlen) : 0;

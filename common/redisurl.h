@@ -7,6 +7,10 @@
  * percent-decoded (an encoded NUL is refused). rediss:// is refused with a
  * message saying chatq has no TLS for Redis.
  *
+ * Secrets: an error message never quotes text of the URL, since a password
+ * with an unencoded '/', '?' or a missing '@host' would be read as the port,
+ * the database or a parameter; it says only which part is wrong.
+ *
  * Ownership: redis_target_parse() fills a caller-owned struct with heap
  * strings; redis_target_free() releases them and wipes the password. */
 #ifndef CHATQ_REDISURL_H
