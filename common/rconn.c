@@ -327,12 +327,12 @@ static void rc_on_disconnect(const redisAsyncContext *ac, int status) {
 
 static void rc_handshake_step(redisAsyncContext *ac, void *r, void *priv);
 
-static void rc_send_handshake(rconn *rc, const char *what, int argc, const char **argv,
-                              intptr_t script_index) {
+/* One command of the handshake; script_index is the script a SCRIPT LOAD
+ * loads (its reply is that script's SHA), else -1. */
+static void rc_send_handshake(rconn *rc, int argc, const char **argv, intptr_t script_index) {
     size_t lens[4];
     for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
     rc->handshake_left++;
-    (void)what;
     redisAsyncCommandArgv(rc->ac, rc_handshake_step, (void *)script_index, argc, argv, lens);
 }
 
@@ -349,21 +349,21 @@ static void rc_on_connect(const redisAsyncContext *cac, int status) {
     if (rc->target.password) {
         if (rc->target.user) {
             const char *a[] = {"AUTH", rc->target.user, rc->target.password};
-            rc_send_handshake(rc, "auth", 3, a, -1);
+            rc_send_handshake(rc, 3, a, -1);
         } else {
             const char *a[] = {"AUTH", rc->target.password};
-            rc_send_handshake(rc, "auth", 2, a, -1);
+            rc_send_handshake(rc, 2, a, -1);
         }
     }
     if (rc->target.db) {
         char db[16];
         snprintf(db, sizeof db, "%d", rc->target.db);
         const char *a[] = {"SELECT", db};
-        rc_send_handshake(rc, "select", 2, a, -1);
+        rc_send_handshake(rc, 2, a, -1);
     }
     for (int i = 0; i < rc->nscripts; i++) {
         const char *a[] = {"SCRIPT", "LOAD", rc->scripts[i]};
-        rc_send_handshake(rc, "script", 3, a, i);
+        rc_send_handshake(rc, 3, a, i);
     }
     if (rc->handshake_left == 0) {
         rc->handshake_left = 1;
@@ -469,20 +469,30 @@ static void rc_on_plain_reply(redisAsyncContext *ac, void *r, void *priv) {
     if (!r || !(((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED)) free(p);
 }
 
-int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
-               const size_t *lens) {
-    if (rc->state != RC_READY) return -1;
+const char *rconn_strerror(rconn_err err) {
+    switch (err) {
+    case RCONN_OK: return "ok";
+    case RCONN_ENOTREADY: return "not ready";
+    case RCONN_EHIREDIS: return "refused by hiredis (disconnecting)";
+    }
+    return "unknown error";
+}
+
+rconn_err rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
+                     const size_t *lens) {
+    if (rc->state != RC_READY) return RCONN_ENOTREADY;
     rc_plain *p = xmalloc(sizeof *p);
     p->rc = rc;
     p->cb = cb;
     p->priv = priv;
     rc_format(&rc->fmt, argc, argv, lens);
+    /* hiredis refuses a command while its context disconnects or is freed */
     if (redisAsyncFormattedCommand(rc->ac, rc_on_plain_reply, p, rc->fmt.data, rc->fmt.len) !=
         REDIS_OK) {
         free(p);
-        return -1;
+        return RCONN_EHIREDIS;
     }
-    return 0;
+    return RCONN_OK;
 }
 
 static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv);

@@ -8,9 +8,9 @@
  *   - on any disconnect, reconnect with exponential backoff (100 ms .. 5 s);
  *   - two ways to send a command:
  *       rconn_send():     best effort. Sent now if ready, else dropped
- *                         (returns -1, the callback is not called). When the
- *                         connection drops before the reply, the callback gets
- *                         reply == NULL.
+ *                         (returns RCONN_ENOTREADY, the callback is not
+ *                         called). When the connection drops before the
+ *                         reply, the callback gets reply == NULL.
  *       rconn_send_reliable(): the arguments are copied into an outbox and
  *                         sent, in order, as soon as the connection is ready,
  *                         again after every reconnect until a reply arrives.
@@ -50,8 +50,19 @@ void rconn_start(rconn *rc);
 int rconn_ready(const rconn *rc);
 void *rconn_data(const rconn *rc);
 
-int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
-               const size_t *lens);
+/* Why rconn_send() did not send: 0 when it did, else negative. */
+typedef enum rconn_err {
+    RCONN_OK = 0,
+    RCONN_ENOTREADY = -1, /* not connected, or AUTH/SELECT/SCRIPT LOAD not done yet */
+    RCONN_EHIREDIS = -2,  /* hiredis refused it: the context is disconnecting */
+} rconn_err;
+/* A short text for a rconn_err ("not ready", ...), for log lines. */
+const char *rconn_strerror(rconn_err err);
+
+/* Best effort (see above): RCONN_OK, or why the command was dropped; the
+ * callback is called only after RCONN_OK. */
+rconn_err rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
+                     const size_t *lens);
 void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
                          const char **argv, const size_t *lens);
 /* EVALSHA of registered script `script` with argv = numkeys, keys, args,
