@@ -143,10 +143,10 @@ static char *rc_put_num(char *p, size_t n) {
     return p + (sizeof tmp - (size_t)i);
 }
 
-/* The command as RESP text. hiredis 0.14's redisFormatCommandArgv() calls
- * sprintf for every argument, which the profile showed as the worker's
- * largest single cost; this sizes the buffer once and copies. */
-static void rc_format(buf *b, int argc, const char **argv, const size_t *lens) {
+/* hiredis 0.14's redisFormatCommandArgv() calls sprintf for every
+ * argument, which the profile showed as the worker's largest single cost;
+ * this sizes the buffer once and copies. */
+void rconn_format_command(buf *b, int argc, const char **argv, const size_t *lens) {
     size_t total = 16;
     for (int i = 0; i < argc; i++) total += lens[i] + 26;
     if (b->cap < total + 1) {
@@ -485,7 +485,7 @@ rconn_err rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const c
     p->rc = rc;
     p->cb = cb;
     p->priv = priv;
-    rc_format(&rc->fmt, argc, argv, lens);
+    rconn_format_command(&rc->fmt, argc, argv, lens);
     /* hiredis refuses a command while its context disconnects or is freed */
     if (redisAsyncFormattedCommand(rc->ac, rc_on_plain_reply, p, rc->fmt.data, rc->fmt.len) !=
         REDIS_OK) {
@@ -602,7 +602,7 @@ void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
     c->priv = priv;
     c->script = -1;
     buf b = {0};
-    rc_format(&b, argc, argv, lens);
+    rconn_format_command(&b, argc, argv, lens);
     c->len = b.len;
     c->cmd = buf_steal(&b);
     rc_enqueue(rc, c);
@@ -617,7 +617,7 @@ void rconn_eval_reliable(rconn *rc, int script, rconn_reply_cb cb, void *priv, i
     c->script = script;
     c->argc = argc;
     buf b = {0};
-    rc_format(&b, argc, argv, lens);
+    rconn_format_command(&b, argc, argv, lens);
     /* keep only the arguments: drop the "*<argc>\r\n" header */
     char *body = memchr(b.data, '\n', b.len) + 1;
     c->len = b.len - (size_t)(body - b.data);

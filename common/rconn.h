@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "common/buf.h"
 #include "common/redisurl.h"
 
 typedef struct rconn rconn;
@@ -73,6 +74,12 @@ void rconn_eval_reliable(rconn *rc, int script, rconn_reply_cb cb, void *priv, i
 /* Number of reliable commands not yet answered. */
 size_t rconn_pending(const rconn *rc);
 void rconn_free(rconn *rc);
+
+/* Replaces the content of b with the command argv[0..argc) (lens[i] bytes
+ * each, binary safe) in RESP, the protocol text Redis reads:
+ * "*<argc>\r\n" then "$<len>\r\n<bytes>\r\n" per argument. Every command
+ * of this module is sent in this form. */
+void rconn_format_command(buf *b, int argc, const char **argv, const size_t *lens);
 
 /* Convenience for building argument vectors: a growable argv/len pair.
  * rargs_add() borrows the string (it must outlive the send); rargs_addf()
