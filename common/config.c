@@ -273,10 +273,11 @@ static int config_queues_json(config *c, json_object *v, const char *what, char 
 /* ---- files ------------------------------------------------------------- */
 
 /* Reads a whole file (at most max bytes) into a NUL-terminated block.
- * Returns 0, or an errno value (EFBIG when larger than max). */
+ * Returns 0, or a negative errno saying why not (-EFBIG: larger than max),
+ * for config_slurp_error(). */
 static int config_slurp(const char *path, size_t max, char **out, size_t *outlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) return errno;
+    if (!f) return -errno;
     buf b = {0};
     char chunk[8192];
     size_t n;
@@ -294,11 +295,16 @@ static int config_slurp(const char *path, size_t max, char **out, size_t *outlen
     if (rc) {
         if (b.data) explicit_bzero(b.data, b.len); /* may be a key file */
         buf_free(&b);
-        return rc;
+        return -rc;
     }
     *outlen = b.len;
     *out = buf_steal(&b);
     return 0;
+}
+
+/* Why config_slurp() failed, in words; too_large for -EFBIG. */
+static const char *config_slurp_error(int rc, const char *too_large) {
+    return rc == -EFBIG ? too_large : strerror(-rc);
 }
 
 /* Checks a secret once its trailing whitespace is gone: it goes into an HTTP
@@ -332,7 +338,7 @@ static int config_provider_key_file(provider_cfg *p, const char *what, char *err
     int rc = config_slurp(path, CONFIG_MAX_KEY_FILE, &p->api_key, &len);
     if (rc) {
         config_err(err, errlen, "%s: cannot read %s: %s", what, path,
-                   rc == EFBIG ? "file too large for a key" : strerror(rc));
+                   config_slurp_error(rc, "file too large for a key"));
     } else if (strlen(p->api_key) != len || config_key_clean(p->api_key) < 0) {
         rc = config_err(err, errlen, "%s: %s holds control characters (a key is one line)", what,
                         path);
@@ -762,7 +768,7 @@ static int config_apply_file(config *c, const char *path, char *err, size_t errl
     int rc = config_slurp(path, CONFIG_MAX_FILE, &text, &len);
     if (rc)
         return config_err(err, errlen, "%s: cannot read: %s", path,
-                          rc == EFBIG ? "file too large" : strerror(rc));
+                          config_slurp_error(rc, "file too large"));
     json_object *root;
     rc = config_parse_text(path, text, len, &root, err, errlen);
     free(text);
