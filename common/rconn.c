@@ -187,15 +187,24 @@ void rargs_add(rargs *a, const char *s, size_t len) {
 
 void rargs_adds(rargs *a, const char *s) { rargs_add(a, s, strlen(s)); }
 
+/* Remembers s, a heap string, for rargs_free(). */
+static void rargs_own(rargs *a, char *s) {
+    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
+    a->owned[a->nowned++] = s;
+}
+
+void rargs_take(rargs *a, char *s) {
+    rargs_own(a, s);
+    rargs_adds(a, s);
+}
+
 void rargs_addf(rargs *a, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char *s = NULL;
     if (vasprintf(&s, fmt, ap) < 0) s = xstrdup("");
     va_end(ap);
-    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
-    a->owned[a->nowned++] = s;
-    rargs_adds(a, s);
+    rargs_take(a, s);
 }
 
 void rargs_addll(rargs *a, long long v) {
@@ -211,8 +220,7 @@ void rargs_addll(rargs *a, long long v) {
     if (v < 0) s[k++] = '-';
     while (n) s[k++] = tmp[--n];
     s[k] = '\0';
-    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
-    a->owned[a->nowned++] = s;
+    rargs_own(a, s);
     rargs_add(a, s, (size_t)k);
 }
 

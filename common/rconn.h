@@ -83,7 +83,8 @@ void rconn_format_command(buf *b, int argc, const char **argv, const size_t *len
 
 /* Convenience for building argument vectors: a growable argv/len pair.
  * rargs_add() borrows the string (it must outlive the send); rargs_addf()
- * formats into a string the rargs owns. Zero value = empty; rargs_free()
+ * formats into a string the rargs owns, and rargs_take() adopts a heap
+ * string (a key from keys.h, say). Zero value = empty; rargs_free()
  * releases the arrays and owned strings. */
 typedef struct rargs {
     const char **argv;
@@ -97,6 +98,7 @@ void rargs_add(rargs *a, const char *s, size_t len);
 void rargs_adds(rargs *a, const char *s);
 void rargs_addf(rargs *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rargs_addll(rargs *a, long long v); /* a number, without printf's cost */
+void rargs_take(rargs *a, char *s);      /* s is freed by rargs_free() */
 void rargs_free(rargs *a);
 
 #endif

@@ -184,7 +184,7 @@ static void sup_status(supervisor *s) {
     rargs a = {0};
     rargs_adds(&a, "MGET");
     for (sup_proc *p = s->procs; p; p = p->next)
-        if (p->slot >= 0) rargs_addf(&a, "%s:heartbeat:%s", s->cfg->prefix, p->id);
+        if (p->slot >= 0) rargs_take(&a, keys_heartbeat(s->cfg->prefix, p->id));
     if (a.argc > 1) rconn_send(s->redis, sup_on_heartbeats, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
 }

@@ -102,17 +102,19 @@ static void test_rargs(void **state) {
     rargs_addll(&a, -7);
     rargs_addll(&a, LLONG_MAX);
     rargs_addll(&a, LLONG_MIN);
+    rargs_take(&a, strdup("taken"));
     for (int i = 0; i < 40; i++) rargs_addll(&a, i); /* grows past its first 16 */
-    assert_int_equal(a.argc, 47);
+    assert_int_equal(a.argc, 48);
     assert_ptr_equal(a.argv[0], borrowed);
     assert_int_equal(a.lens[0], 3);
     assert_int_equal(a.lens[1], 8);
-    const char *want[] = {"key:42", "0", "-7", "9223372036854775807", "-9223372036854775808"};
-    for (int i = 0; i < 5; i++) {
+    const char *want[] = {"key:42", "0", "-7", "9223372036854775807", "-9223372036854775808",
+                          "taken"};
+    for (int i = 0; i < 6; i++) {
         assert_int_equal(a.lens[2 + i], strlen(want[i]));
         assert_memory_equal(a.argv[2 + i], want[i], a.lens[2 + i]);
     }
-    assert_memory_equal(a.argv[46], "39", 2);
+    assert_memory_equal(a.argv[47], "39", 2);
     rargs_free(&a);
     assert_int_equal(a.argc, 0);
     assert_null(a.argv);
