@@ -2,7 +2,7 @@
 #ifndef CHATQ_CLI_HELP_H
 #define CHATQ_CLI_HELP_H
 
-#define CHATQ_VERSION "0.1.0"
+#include "common/version.h" /* CHATQ_VERSION, for main.c */
 
 /* Prints the help of `cmd` (NULL: the overview) on stdout; returns CLI_OK,
  * or CLI_USAGE (with a message) when there is no such command. */

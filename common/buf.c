@@ -57,6 +57,12 @@ char *xasprintf(const char *fmt, ...) {
     return p;
 }
 
+void xfree_secret(char *s) {
+    if (!s) return;
+    explicit_bzero(s, strlen(s)); /* unlike memset, never optimised away */
+    free(s);
+}
+
 static void reserve(buf *b, size_t extra) {
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return;

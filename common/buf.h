@@ -34,5 +34,8 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Overwrites the string s (a password, an API key) with zeros, then frees
+ * it, so the secret does not linger in freed memory. NULL is allowed. */
+void xfree_secret(char *s);
 
 #endif

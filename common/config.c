@@ -14,6 +14,9 @@
  * (checked on json-c 0.16; it also takes 'single-quoted' strings, a harmless
  * leniency for a file the operator writes). An empty file means defaults.
  *
+ * redis_url is checked with redis_target_parse() (redisurl.h) and kept as
+ * text: each program parses it again where it connects.
+ *
  * Secrets: API keys are read (from the environment or a file) into
  * provider_cfg.api_key and go nowhere else. Error messages name the variable
  * or path that holds a key, never the key; config_dump() masks keys and
@@ -34,6 +37,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/redisurl.h"
 
 #define CONFIG_DEFAULT_FILE "/etc/chatq/chatq.json"
 #define CONFIG_MAX_FILE (16 << 20)  /* a config file larger than this is a mistake */
@@ -269,10 +273,11 @@ static int config_queues_json(config *c, json_object *v, const char *what, char 
 /* ---- files ------------------------------------------------------------- */
 
 /* Reads a whole file (at most max bytes) into a NUL-terminated block.
- * Returns 0, or an errno value (EFBIG when larger than max). */
+ * Returns 0, or a negative errno saying why not (-EFBIG: larger than max),
+ * for config_slurp_error(). */
 static int config_slurp(const char *path, size_t max, char **out, size_t *outlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) return errno;
+    if (!f) return -errno;
     buf b = {0};
     char chunk[8192];
     size_t n;
@@ -290,11 +295,16 @@ static int config_slurp(const char *path, size_t max, char **out, size_t *outlen
     if (rc) {
         if (b.data) explicit_bzero(b.data, b.len); /* may be a key file */
         buf_free(&b);
-        return rc;
+        return -rc;
     }
     *outlen = b.len;
     *out = buf_steal(&b);
     return 0;
+}
+
+/* Why config_slurp() failed, in words; too_large for -EFBIG. */
+static const char *config_slurp_error(int rc, const char *too_large) {
+    return rc == -EFBIG ? too_large : strerror(-rc);
 }
 
 /* Checks a secret once its trailing whitespace is gone: it goes into an HTTP
@@ -305,12 +315,6 @@ static int config_key_clean(char *key) {
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)key[i] < ' ' || key[i] == 0x7f) return -1;
     return 0;
-}
-
-static void config_secret_free(char *s) {
-    if (!s) return;
-    explicit_bzero(s, strlen(s)); /* unlike memset, never optimised away */
-    free(s);
 }
 
 /* ---- providers --------------------------------------------------------- */
@@ -334,7 +338,7 @@ static int config_provider_key_file(provider_cfg *p, const char *what, char *err
     int rc = config_slurp(path, CONFIG_MAX_KEY_FILE, &p->api_key, &len);
     if (rc) {
         config_err(err, errlen, "%s: cannot read %s: %s", what, path,
-                   rc == EFBIG ? "file too large for a key" : strerror(rc));
+                   config_slurp_error(rc, "file too large for a key"));
     } else if (strlen(p->api_key) != len || config_key_clean(p->api_key) < 0) {
         rc = config_err(err, errlen, "%s: %s holds control characters (a key is one line)", what,
                         path);
@@ -764,7 +768,7 @@ static int config_apply_file(config *c, const char *path, char *err, size_t errl
     int rc = config_slurp(path, CONFIG_MAX_FILE, &text, &len);
     if (rc)
         return config_err(err, errlen, "%s: cannot read: %s", path,
-                          rc == EFBIG ? "file too large" : strerror(rc));
+                          config_slurp_error(rc, "file too large"));
     json_object *root;
     rc = config_parse_text(path, text, len, &root, err, errlen);
     free(text);
@@ -1055,7 +1059,7 @@ static void config_provider_free(provider_cfg *p) {
     free(p->base_url);
     free(p->api_key_env);
     free(p->api_key_file);
-    config_secret_free(p->api_key);
+    xfree_secret(p->api_key);
     config_free_list(p->models, p->nmodels);
     config_free_list(p->headers, p->nheaders);
     for (int i = 0; i < p->nprices; i++) free(p->prices[i].pattern);
@@ -1067,7 +1071,7 @@ static void config_provider_free(provider_cfg *p) {
 void config_free(config *c) {
     if (!c) return;
     free(c->file);
-    config_secret_free(c->redis_url); /* may hold a password */
+    xfree_secret(c->redis_url); /* may hold a password */
     free(c->prefix);
     config_free_list(c->queues, c->nqueues);
     free(c->log_level);
@@ -1083,165 +1087,4 @@ void config_free(config *c) {
     }
     free(c->fallbacks);
     memset(c, 0, sizeof *c);
-}
-
-/* ---- redis URLs -------------------------------------------------------- */
-
-static int config_hexval(char ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s[0..n) into a new string (NULL when empty). Returns -1 on
- * a bad escape or an encoded NUL. */
-static int config_pct_decode(const char *s, size_t n, char **out) {
-    *out = NULL;
-    if (n == 0) return 0;
-    char *d = xmalloc(n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            d[k++] = s[i];
-            continue;
-        }
-        int hi = i + 2 < n ? config_hexval(s[i + 1]) : -1;
-        int lo = i + 2 < n ? config_hexval(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            d[k] = '\0';
-            config_secret_free(d);
-            return -1;
-        }
-        d[k++] = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    d[k] = '\0';
-    *out = d;
-    return 0;
-}
-
-/* Digits only, within [min, max]. */
-static int config_parse_uint(const char *s, size_t n, long long min, long long max, int *out) {
-    if (n == 0 || n > 10) return -1;
-    long long v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < min || v > max) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-/* "?db=N&user=U&password=P" (each optional). */
-static int redis_target_query(const char *q, redis_target *t, char *err, size_t errlen) {
-    while (*q) {
-        size_t n = strcspn(q, "&");
-        const char *eq = memchr(q, '=', n);
-        size_t klen = eq ? (size_t)(eq - q) : n;
-        const char *v = eq ? eq + 1 : q + n;
-        size_t vlen = (size_t)(q + n - v);
-        if (klen == 2 && !strncmp(q, "db", 2)) {
-            if (config_parse_uint(v, vlen, 0, INT_MAX, &t->db) < 0)
-                return config_err(err, errlen, "bad database number in ?db=");
-        } else if (klen == 4 && !strncmp(q, "user", 4)) {
-            free(t->user);
-            if (config_pct_decode(v, vlen, &t->user) < 0)
-                return config_err(err, errlen, "bad percent-encoding in the user name");
-        } else if (klen == 8 && !strncmp(q, "password", 8)) {
-            config_secret_free(t->password);
-            if (config_pct_decode(v, vlen, &t->password) < 0)
-                return config_err(err, errlen, "bad percent-encoding in the password");
-        } else {
-            return config_err(err, errlen, "unknown parameter \"%.*s\" (db, user, password)",
-                              (int)(klen > 32 ? 32 : klen), q);
-        }
-        q += n;
-        if (*q) q++;
-    }
-    return 0;
-}
-
-/* [user[:password]@]host[:port][/db][?query] */
-static int redis_target_tcp(const char *s, redis_target *t, char *err, size_t errlen) {
-    size_t alen = strcspn(s, "/?");
-    const char *at = NULL;
-    for (const char *p = s; p < s + alen; p++)
-        if (*p == '@') at = p;
-    const char *hp = s;
-    if (at) {
-        const char *colon = memchr(s, ':', (size_t)(at - s));
-        size_t ulen = colon ? (size_t)(colon - s) : (size_t)(at - s);
-        if (config_pct_decode(s, ulen, &t->user) < 0)
-            return config_err(err, errlen, "bad percent-encoding in the user name");
-        if (colon && config_pct_decode(colon + 1, (size_t)(at - colon - 1), &t->password) < 0)
-            return config_err(err, errlen, "bad percent-encoding in the password");
-        hp = at + 1;
-    }
-    const char *hend = s + alen, *port = NULL;
-    if (*hp == '[') { /* [IPv6]:port */
-        const char *rb = memchr(hp, ']', (size_t)(hend - hp));
-        if (!rb) return config_err(err, errlen, "unclosed '[' in the host");
-        t->host = xstrndup(hp + 1, (size_t)(rb - hp - 1));
-        if (rb + 1 < hend && rb[1] != ':') return config_err(err, errlen, "bad text after ']'");
-        if (rb + 1 < hend) port = rb + 2;
-    } else {
-        const char *colon = memchr(hp, ':', (size_t)(hend - hp));
-        t->host = xstrndup(hp, (size_t)((colon ? colon : hend) - hp));
-        if (colon) port = colon + 1;
-    }
-    if (!t->host[0]) return config_err(err, errlen, "no host");
-    if (port && config_parse_uint(port, (size_t)(hend - port), 1, 65535, &t->port) < 0)
-        return config_err(err, errlen, "bad port \"%.*s\"", (int)(hend - port > 16 ? 16 : hend - port),
-                          port);
-    const char *p = hend;
-    if (*p == '/') {
-        size_t dlen = strcspn(p + 1, "?");
-        if (dlen && config_parse_uint(p + 1, dlen, 0, INT_MAX, &t->db) < 0)
-            return config_err(err, errlen, "bad database number \"%.*s\"",
-                              (int)(dlen > 16 ? 16 : dlen), p + 1);
-        p += 1 + dlen;
-    }
-    return *p == '?' ? redis_target_query(p + 1, t, err, errlen) : 0;
-}
-
-/* /path/to/redis.sock[?query] */
-static int redis_target_unix(const char *s, redis_target *t, char *err, size_t errlen) {
-    size_t plen = strcspn(s, "?");
-    if (s[0] != '/' || plen < 2)
-        return config_err(err, errlen, "a unix socket URL is unix:///absolute/path/redis.sock");
-    t->unix_path = xstrndup(s, plen);
-    return s[plen] == '?' ? redis_target_query(s + plen + 1, t, err, errlen) : 0;
-}
-
-int redis_target_parse(const char *url, redis_target *t, char *err, size_t errlen) {
-    int rc;
-    memset(t, 0, sizeof *t);
-    t->port = 6379;
-    if (!url) return config_err(err, errlen, "no URL");
-    if (!strncasecmp(url, "rediss://", 9))
-        return config_err(err, errlen,
-                          "rediss:// (Redis over TLS) is not supported: chatq has no TLS for "
-                          "Redis; use redis:// or unix://");
-    if (!strncasecmp(url, "redis://", 8))
-        rc = redis_target_tcp(url + 8, t, err, errlen);
-    else if (!strncasecmp(url, "unix://", 7))
-        rc = redis_target_unix(url + 7, t, err, errlen);
-    else
-        return config_err(err, errlen,
-                          "must be redis://[user:password@]host[:port][/db] or "
-                          "unix:///path/redis.sock[?db=N]");
-    if (rc < 0) redis_target_free(t);
-    return rc;
-}
-
-void redis_target_free(redis_target *t) {
-    if (!t) return;
-    free(t->host);
-    free(t->unix_path);
-    free(t->user);
-    config_secret_free(t->password);
-    memset(t, 0, sizeof *t);
-    t->port = 6379;
 }

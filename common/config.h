@@ -32,6 +32,10 @@
 
 #include <stddef.h>
 
+/* redis_url is a URL redis_target_parse() accepts; callers that connect
+ * parse it with that header, included here for them. */
+#include "common/redisurl.h"
+
 /* A price, in USD per million tokens, for the models matching `pattern`. */
 typedef struct price_cfg {
     char *pattern;
@@ -142,19 +146,5 @@ const fallback_cfg *config_fallbacks(const config *c, const char *model);
 char *config_dump(const config *c);
 
 void config_free(config *c);
-
-/* A parsed redis URL: redis://[user[:password]@]host[:port][/db] or
- * unix:///path/to/redis.sock[?db=N]. */
-typedef struct redis_target {
-    char *host;      /* NULL for unix sockets */
-    int port;        /* 6379 */
-    char *unix_path; /* NULL for TCP */
-    char *user;      /* NULL when none */
-    char *password;  /* NULL when none */
-    int db;          /* 0 */
-} redis_target;
-
-int redis_target_parse(const char *url, redis_target *t, char *err, size_t errlen);
-void redis_target_free(redis_target *t);
 
 #endif

@@ -143,10 +143,10 @@ static char *rc_put_num(char *p, size_t n) {
     return p + (sizeof tmp - (size_t)i);
 }
 
-/* The command as RESP text. hiredis 0.14's redisFormatCommandArgv() calls
- * sprintf for every argument, which the profile showed as the worker's
- * largest single cost; this sizes the buffer once and copies. */
-static void rc_format(buf *b, int argc, const char **argv, const size_t *lens) {
+/* hiredis 0.14's redisFormatCommandArgv() calls sprintf for every
+ * argument, which the profile showed as the worker's largest single cost;
+ * this sizes the buffer once and copies. */
+void rconn_format_command(buf *b, int argc, const char **argv, const size_t *lens) {
     size_t total = 16;
     for (int i = 0; i < argc; i++) total += lens[i] + 26;
     if (b->cap < total + 1) {
@@ -187,15 +187,24 @@ void rargs_add(rargs *a, const char *s, size_t len) {
 
 void rargs_adds(rargs *a, const char *s) { rargs_add(a, s, strlen(s)); }
 
+/* Remembers s, a heap string, for rargs_free(). */
+static void rargs_own(rargs *a, char *s) {
+    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
+    a->owned[a->nowned++] = s;
+}
+
+void rargs_take(rargs *a, char *s) {
+    rargs_own(a, s);
+    rargs_adds(a, s);
+}
+
 void rargs_addf(rargs *a, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char *s = NULL;
     if (vasprintf(&s, fmt, ap) < 0) s = xstrdup("");
     va_end(ap);
-    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
-    a->owned[a->nowned++] = s;
-    rargs_adds(a, s);
+    rargs_take(a, s);
 }
 
 void rargs_addll(rargs *a, long long v) {
@@ -211,8 +220,7 @@ void rargs_addll(rargs *a, long long v) {
     if (v < 0) s[k++] = '-';
     while (n) s[k++] = tmp[--n];
     s[k] = '\0';
-    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
-    a->owned[a->nowned++] = s;
+    rargs_own(a, s);
     rargs_add(a, s, (size_t)k);
 }
 
@@ -327,12 +335,12 @@ static void rc_on_disconnect(const redisAsyncContext *ac, int status) {
 
 static void rc_handshake_step(redisAsyncContext *ac, void *r, void *priv);
 
-static void rc_send_handshake(rconn *rc, const char *what, int argc, const char **argv,
-                              intptr_t script_index) {
+/* One command of the handshake; script_index is the script a SCRIPT LOAD
+ * loads (its reply is that script's SHA), else -1. */
+static void rc_send_handshake(rconn *rc, int argc, const char **argv, intptr_t script_index) {
     size_t lens[4];
     for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
     rc->handshake_left++;
-    (void)what;
     redisAsyncCommandArgv(rc->ac, rc_handshake_step, (void *)script_index, argc, argv, lens);
 }
 
@@ -349,21 +357,21 @@ static void rc_on_connect(const redisAsyncContext *cac, int status) {
     if (rc->target.password) {
         if (rc->target.user) {
             const char *a[] = {"AUTH", rc->target.user, rc->target.password};
-            rc_send_handshake(rc, "auth", 3, a, -1);
+            rc_send_handshake(rc, 3, a, -1);
         } else {
             const char *a[] = {"AUTH", rc->target.password};
-            rc_send_handshake(rc, "auth", 2, a, -1);
+            rc_send_handshake(rc, 2, a, -1);
         }
     }
     if (rc->target.db) {
         char db[16];
         snprintf(db, sizeof db, "%d", rc->target.db);
         const char *a[] = {"SELECT", db};
-        rc_send_handshake(rc, "select", 2, a, -1);
+        rc_send_handshake(rc, 2, a, -1);
     }
     for (int i = 0; i < rc->nscripts; i++) {
         const char *a[] = {"SCRIPT", "LOAD", rc->scripts[i]};
-        rc_send_handshake(rc, "script", 3, a, i);
+        rc_send_handshake(rc, 3, a, i);
     }
     if (rc->handshake_left == 0) {
         rc->handshake_left = 1;
@@ -469,20 +477,30 @@ static void rc_on_plain_reply(redisAsyncContext *ac, void *r, void *priv) {
     if (!r || !(((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED)) free(p);
 }
 
-int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
-               const size_t *lens) {
-    if (rc->state != RC_READY) return -1;
+const char *rconn_strerror(rconn_err err) {
+    switch (err) {
+    case RCONN_OK: return "ok";
+    case RCONN_ENOTREADY: return "not ready";
+    case RCONN_EHIREDIS: return "refused by hiredis (disconnecting)";
+    }
+    return "unknown error";
+}
+
+rconn_err rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
+                     const size_t *lens) {
+    if (rc->state != RC_READY) return RCONN_ENOTREADY;
     rc_plain *p = xmalloc(sizeof *p);
     p->rc = rc;
     p->cb = cb;
     p->priv = priv;
-    rc_format(&rc->fmt, argc, argv, lens);
+    rconn_format_command(&rc->fmt, argc, argv, lens);
+    /* hiredis refuses a command while its context disconnects or is freed */
     if (redisAsyncFormattedCommand(rc->ac, rc_on_plain_reply, p, rc->fmt.data, rc->fmt.len) !=
         REDIS_OK) {
         free(p);
-        return -1;
+        return RCONN_EHIREDIS;
     }
-    return 0;
+    return RCONN_OK;
 }
 
 static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv);
@@ -592,7 +610,7 @@ void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
     c->priv = priv;
     c->script = -1;
     buf b = {0};
-    rc_format(&b, argc, argv, lens);
+    rconn_format_command(&b, argc, argv, lens);
     c->len = b.len;
     c->cmd = buf_steal(&b);
     rc_enqueue(rc, c);
@@ -607,7 +625,7 @@ void rconn_eval_reliable(rconn *rc, int script, rconn_reply_cb cb, void *priv, i
     c->script = script;
     c->argc = argc;
     buf b = {0};
-    rc_format(&b, argc, argv, lens);
+    rconn_format_command(&b, argc, argv, lens);
     /* keep only the arguments: drop the "*<argc>\r\n" header */
     char *body = memchr(b.data, '\n', b.len) + 1;
     c->len = b.len - (size_t)(body - b.data);

@@ -8,9 +8,9 @@
  *   - on any disconnect, reconnect with exponential backoff (100 ms .. 5 s);
  *   - two ways to send a command:
  *       rconn_send():     best effort. Sent now if ready, else dropped
- *                         (returns -1, the callback is not called). When the
- *                         connection drops before the reply, the callback gets
- *                         reply == NULL.
+ *                         (returns RCONN_ENOTREADY, the callback is not
+ *                         called). When the connection drops before the
+ *                         reply, the callback gets reply == NULL.
  *       rconn_send_reliable(): the arguments are copied into an outbox and
  *                         sent, in order, as soon as the connection is ready,
  *                         again after every reconnect until a reply arrives.
@@ -32,7 +32,8 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "common/config.h"
+#include "common/buf.h"
+#include "common/redisurl.h"
 
 typedef struct rconn rconn;
 
@@ -50,8 +51,19 @@ void rconn_start(rconn *rc);
 int rconn_ready(const rconn *rc);
 void *rconn_data(const rconn *rc);
 
-int rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
-               const size_t *lens);
+/* Why rconn_send() did not send: 0 when it did, else negative. */
+typedef enum rconn_err {
+    RCONN_OK = 0,
+    RCONN_ENOTREADY = -1, /* not connected, or AUTH/SELECT/SCRIPT LOAD not done yet */
+    RCONN_EHIREDIS = -2,  /* hiredis refused it: the context is disconnecting */
+} rconn_err;
+/* A short text for a rconn_err ("not ready", ...), for log lines. */
+const char *rconn_strerror(rconn_err err);
+
+/* Best effort (see above): RCONN_OK, or why the command was dropped; the
+ * callback is called only after RCONN_OK. */
+rconn_err rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const char **argv,
+                     const size_t *lens);
 void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
                          const char **argv, const size_t *lens);
 /* EVALSHA of registered script `script` with argv = numkeys, keys, args,
@@ -63,9 +75,16 @@ void rconn_eval_reliable(rconn *rc, int script, rconn_reply_cb cb, void *priv, i
 size_t rconn_pending(const rconn *rc);
 void rconn_free(rconn *rc);
 
+/* Replaces the content of b with the command argv[0..argc) (lens[i] bytes
+ * each, binary safe) in RESP, the protocol text Redis reads:
+ * "*<argc>\r\n" then "$<len>\r\n<bytes>\r\n" per argument. Every command
+ * of this module is sent in this form. */
+void rconn_format_command(buf *b, int argc, const char **argv, const size_t *lens);
+
 /* Convenience for building argument vectors: a growable argv/len pair.
  * rargs_add() borrows the string (it must outlive the send); rargs_addf()
- * formats into a string the rargs owns. Zero value = empty; rargs_free()
+ * formats into a string the rargs owns, and rargs_take() adopts a heap
+ * string (a key from keys.h, say). Zero value = empty; rargs_free()
  * releases the arrays and owned strings. */
 typedef struct rargs {
     const char **argv;
@@ -79,6 +98,7 @@ void rargs_add(rargs *a, const char *s, size_t len);
 void rargs_adds(rargs *a, const char *s);
 void rargs_addf(rargs *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rargs_addll(rargs *a, long long v); /* a number, without printf's cost */
+void rargs_take(rargs *a, char *s);      /* s is freed by rargs_free() */
 void rargs_free(rargs *a);
 
 #endif

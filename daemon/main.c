@@ -15,9 +15,8 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "daemon/supervisor.h"
-
-#define CHATQ_VERSION "0.1.0"
 
 static void usage(FILE *f) {
     fputs("usage: chatqd [--config FILE] [--redis URL] [--workers N] [--concurrency N]\n"

@@ -184,7 +184,7 @@ static void sup_status(supervisor *s) {
     rargs a = {0};
     rargs_adds(&a, "MGET");
     for (sup_proc *p = s->procs; p; p = p->next)
-        if (p->slot >= 0) rargs_addf(&a, "%s:heartbeat:%s", s->cfg->prefix, p->id);
+        if (p->slot >= 0) rargs_take(&a, keys_heartbeat(s->cfg->prefix, p->id));
     if (a.argc > 1) rconn_send(s->redis, sup_on_heartbeats, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
 }
@@ -467,60 +467,79 @@ static void sup_on_redis_state(rconn *rc, int ready, void *ud) {
     if (ready) sup_check_stopped(s);
 }
 
-int supervisor_init(supervisor *s, uv_loop_t *loop, config *cfg, const config_args *args) {
-    char err[256];
+/* The worker program: $CHATQ_WORKER, else chatq-worker next to chatqd.
+ * NULL (logged) when it cannot be found or run. */
+static char *sup_worker_path(void) {
     char exe[4096];
     size_t len = sizeof exe;
-    memset(s, 0, sizeof *s);
-    s->loop = loop;
-    s->cfg = cfg;
-    s->args = *args;
-    s->reload_next = -1;
-    notify_init(&s->notify);
-    if (uv_exepath(exe, &len) != 0) {
-        log_error("no_exe_path", "error=%s", "uv_exepath failed");
-        return -1;
+    int rc = uv_exepath(exe, &len);
+    if (rc != 0) {
+        log_error("no_exe_path", "error=%s", log_quote(uv_strerror(rc)));
+        return NULL;
     }
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
     const char *override = getenv("CHATQ_WORKER");
-    s->worker_path = override ? xstrdup(override) : xasprintf("%s/chatq-worker", exe);
-    if (access(s->worker_path, X_OK) != 0) {
-        log_error("no_worker_binary", "path=%s", log_quote(s->worker_path));
-        free(s->worker_path);
-        return -1;
+    char *path = override ? xstrdup(override) : xasprintf("%s/chatq-worker", exe);
+    if (access(path, X_OK) != 0) {
+        log_error("no_worker_binary", "path=%s", log_quote(path));
+        free(path);
+        return NULL;
     }
-    redis_target t;
-    if (redis_target_parse(cfg->redis_url, &t, err, sizeof err) != 0) {
-        log_error("bad_redis_url", "error=%s", log_quote(err));
-        free(s->worker_path);
-        return -1;
-    }
-    s->redis = rconn_new(loop, &t, "supervisor", sup_on_redis_state, s);
-    redis_target_free(&t);
-    s->recover_script = rconn_add_script(s->redis, scripts_recover);
-    s->nslots = cfg->workers > CHATQ_MAX_WORKERS ? CHATQ_MAX_WORKERS : cfg->workers;
+    return path;
+}
+
+/* The slots' restart timers, the signal watchers and the other timers;
+ * none is started yet (supervisor_start). */
+static void sup_init_handles(supervisor *s) {
     s->slots = xcalloc(CHATQ_MAX_WORKERS, sizeof *s->slots);
     for (int i = 0; i < CHATQ_MAX_WORKERS; i++) {
         sup_slot *sl = &s->slots[i];
         sl->sup = s;
         sl->index = i;
         sl->backoff_ms = RESTART_MIN_MS;
-        uv_timer_init(loop, &sl->restart);
+        uv_timer_init(s->loop, &sl->restart);
         sl->restart.data = sl;
     }
-    uv_signal_init(loop, &s->sigterm);
-    s->sigterm.data = s;
-    uv_signal_init(loop, &s->sigint);
-    s->sigint.data = s;
-    uv_signal_init(loop, &s->sighup);
-    s->sighup.data = s;
+    uv_signal_t *signals[] = {&s->sigterm, &s->sigint, &s->sighup};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(s->loop, signals[i]);
+        signals[i]->data = s;
+    }
     uv_timer_t *timers[] = {&s->stop_timer, &s->sweep, &s->watchdog, &s->roll};
     for (int i = 0; i < 4; i++) {
-        uv_timer_init(loop, timers[i]);
+        uv_timer_init(s->loop, timers[i]);
         timers[i]->data = s;
     }
+}
+
+int supervisor_init(supervisor *s, uv_loop_t *loop, config *cfg, const config_args *args) {
+    char err[256];
+    redis_target t;
+    memset(s, 0, sizeof *s);
+    s->loop = loop;
+    s->cfg = cfg;
+    s->args = *args;
+    s->reload_next = -1;
+    notify_init(&s->notify);
+    s->worker_path = sup_worker_path();
+    if (!s->worker_path) goto fail;
+    if (redis_target_parse(cfg->redis_url, &t, err, sizeof err) != 0) {
+        log_error("bad_redis_url", "error=%s", log_quote(err));
+        goto fail;
+    }
+    s->redis = rconn_new(loop, &t, "supervisor", sup_on_redis_state, s);
+    redis_target_free(&t);
+    s->recover_script = rconn_add_script(s->redis, scripts_recover);
+    s->nslots = cfg->workers > CHATQ_MAX_WORKERS ? CHATQ_MAX_WORKERS : cfg->workers;
+    sup_init_handles(s);
     return 0;
+
+fail: /* no libuv handle exists yet: plain frees suffice */
+    free(s->worker_path);
+    s->worker_path = NULL;
+    notify_close(&s->notify);
+    return -1;
 }
 
 void supervisor_start(supervisor *s) {

@@ -82,6 +82,8 @@ struct supervisor {
     uv_timer_t stop_timer, sweep, watchdog, roll;
 };
 
+/* Returns 0 (s now owns cfg), or -1 after logging why (no worker program,
+ * a bad Redis URL): then s holds nothing and cfg is still the caller's. */
 int supervisor_init(supervisor *s, uv_loop_t *loop, config *cfg, const config_args *args);
 void supervisor_start(supervisor *s);
 /* Kills what still runs and closes the handles (run the loop after it). */

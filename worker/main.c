@@ -17,9 +17,8 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "worker/worker.h"
-
-#define CHATQ_VERSION "0.1.0"
 
 static void usage(FILE *f) {
     fputs("usage: chatq-worker [--config FILE] [--redis URL] [--concurrency N]\n"

@@ -1,7 +1,7 @@
 /* test_config.c — config_load() layers and validation, providers and keys,
- * config_route(), config_dump() masking, and Redis URL parsing. Each test
- * starts from a clean environment and writes its files in a fresh temporary
- * directory. */
+ * config_route(), config_dump() masking. Redis URL parsing itself is tested
+ * in test_redisurl.c. Each test starts from a clean environment and writes
+ * its files in a fresh temporary directory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -499,70 +499,17 @@ static void test_dump_masks_secrets(void **state) {
     config_free(&c);
 }
 
-/* ---- redis URLs ---- */
+/* ---- redis_url (the parser itself: test_redisurl.c) ---- */
 
-static void check_target(const char *url, const char *host, int port, const char *path,
-                         const char *user, const char *pass, int db) {
-    redis_target t;
-    if (redis_target_parse(url, &t, err, sizeof err) != 0) fail_msg("%s: %s", url, err);
-#define SAME(a, b) ((a) == NULL ? (b) == NULL : (b) != NULL && !strcmp((a), (b)))
-    if (!SAME(host, t.host) || port != t.port || !SAME(path, t.unix_path) ||
-        !SAME(user, t.user) || !SAME(pass, t.password) || db != t.db)
-        fail_msg("%s: got host=%s port=%d path=%s user=%s pass=%s db=%d", url,
-                 t.host ? t.host : "-", t.port, t.unix_path ? t.unix_path : "-",
-                 t.user ? t.user : "-", t.password ? t.password : "-", t.db);
-#undef SAME
-    redis_target_free(&t);
-}
-
-static void test_redis_urls(void **state) {
+static void test_redis_url_error_hides_password(void **state) {
     (void)state;
-    check_target("redis://h", "h", 6379, NULL, NULL, NULL, 0);
-    check_target("redis://127.0.0.1:6379/0", "127.0.0.1", 6379, NULL, NULL, NULL, 0);
-    check_target("redis://h:7000/5", "h", 7000, NULL, NULL, NULL, 5);
-    check_target("redis://h/", "h", 6379, NULL, NULL, NULL, 0);
-    check_target("redis://:pw@h", "h", 6379, NULL, NULL, "pw", 0);
-    check_target("redis://alice:pw@h:6380/3", "h", 6380, NULL, "alice", "pw", 3);
-    check_target("redis://al%40ce:p%3Aw%2F%25@h", "h", 6379, NULL, "al@ce", "p:w/%", 0);
-    check_target("redis://:p@ss@h", "h", 6379, NULL, NULL, "p@ss", 0);
-    check_target("redis://[::1]:6390/2", "::1", 6390, NULL, NULL, NULL, 2);
-    check_target("redis://h?db=7", "h", 6379, NULL, NULL, NULL, 7);
-    check_target("unix:///run/redis/redis.sock", NULL, 6379, "/run/redis/redis.sock", NULL,
-                 NULL, 0);
-    check_target("unix:///tmp/r.sock?db=2", NULL, 6379, "/tmp/r.sock", NULL, NULL, 2);
-    check_target("unix:///tmp/r.sock?db=2&password=x%20y", NULL, 6379, "/tmp/r.sock", NULL,
-                 "x y", 2);
-}
-
-static void bad_target(const char *url, const char *needle) {
-    redis_target t;
-    if (redis_target_parse(url, &t, err, sizeof err) != -1 || !strstr(err, needle))
-        fail_msg("%s: err=\"%s\", wanted %s", url, err, needle);
-    assert_null(t.host);
-    assert_null(t.password);
-}
-
-static void test_redis_url_errors(void **state) {
-    (void)state;
-    bad_target("rediss://h:6380", "TLS");
-    bad_target("http://h", "redis://");
-    bad_target("h:6379", "redis://");
-    bad_target("redis://", "no host");
-    bad_target("redis://:secretpw@", "no host");
-    bad_target("redis://h:0", "bad port");
-    bad_target("redis://h:65536", "bad port");
-    bad_target("redis://h:abc", "bad port");
-    bad_target("redis://h:", "bad port");
-    bad_target("redis://h/x", "bad database");
-    bad_target("redis://h/-1", "bad database");
-    bad_target("redis://:p%zz@h", "percent-encoding");
-    bad_target("redis://:p%00@h", "percent-encoding");
-    bad_target("redis://h?foo=1", "unknown parameter");
-    bad_target("unix://relative/path", "unix:///");
-    bad_target("unix://", "unix:///");
-    /* the password never shows in a message */
-    bad_target("redis://u:topsecretpw@h:99999", "bad port");
-    assert_null(strstr(err, "topsecretpw"));
+    config c;
+    /* no "@host": the password is read as the port */
+    setenv("CHATQ_REDIS_URL", "redis://app:Zq9secret", 1);
+    assert_int_equal(config_load(&c, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "CHATQ_REDIS_URL"));
+    assert_non_null(strstr(err, "bad port"));
+    assert_null(strstr(err, "Zq9"));
 }
 
 /* ---- prices, limits, fallbacks, rate_limit_wait_ms ---- */
@@ -773,8 +720,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_api_key_file_credentials_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_glob_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump_masks_secrets, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_redis_urls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_redis_url_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_url_error_hides_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prices_parsed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_price_errors, setup, teardown),
