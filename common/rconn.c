@@ -13,10 +13,31 @@
  * errors to hiredis instead of dropping them (a refused connect would never
  * call back). A connect timer stays as a safety net.
  *
- * The outbox of reliable commands is a FIFO list. Each entry is sent at most
- * once per connection; when the connection drops, hiredis calls the pending
- * reply callbacks with NULL, which marks the entry unsent, and the next READY
- * sends every unsent entry again in order. */
+ * The outbox of reliable commands is a FIFO list, and Redis runs the
+ * commands of one connection in the order it reads them. Each entry is
+ * either in flight (written on the current connection, reply not yet read)
+ * or waiting (to be sent, or sent again). An entry becomes waiting when
+ *   - it is queued while the connection is not ready,
+ *   - the connection drops before its reply (hiredis then calls every
+ *     pending reply callback with NULL),
+ *   - Redis refuses it for now (a transient error, see rc_is_transient, or
+ *     NOSCRIPT), which schedules a retry with backoff.
+ * The order rule: a command is written only when no older entry is waiting.
+ * A new command goes out at once only if nothing waits (nwaiting == 0);
+ * otherwise it waits too, and rc_flush_outbox() (on READY, and when the
+ * retry timer fires) writes the waiting entries from the oldest, stopping
+ * at the first one hiredis refuses. So a command never overtakes an older
+ * one that still has to run: a REQUEUE issued by a resync cannot run before
+ * a FINISH of the same job that Redis refused a moment ago (the FINISH
+ * removes the job from the processing list, so the REQUEUE that follows it
+ * finds nothing to move).
+ * The one reordering left is beyond any client: entries already written
+ * behind a refused one were sent before the refusal was known, and Redis
+ * runs them. They would be refused too unless the server's state changed
+ * between two pipelined commands; callers issue a command that depends on
+ * another (a REQUEUE after a resync's LRANGE) only after a reply that came
+ * later in the pipeline, so by then the refusal is known and the rule
+ * above applies. */
 #include "common/rconn.h"
 
 #include <hiredis/async.h>
@@ -30,6 +51,8 @@
 
 #define RCONN_MAX_SCRIPTS 8
 #define RCONN_CONNECT_TIMEOUT_MS 1000
+#define RCONN_RETRY_MIN_MS 250
+#define RCONN_RETRY_MAX_MS 5000
 
 enum rconn_state { RC_DOWN, RC_CONNECTING, RC_HANDSHAKE, RC_READY };
 
@@ -43,7 +66,8 @@ typedef struct rc_cmd {
     size_t len;
     int script;     /* index of the script to EVALSHA, or -1 */
     int argc;
-    unsigned gen;  /* connection generation it was last sent on; 0 = unsent */
+    int in_flight;  /* written on the current connection, reply not read yet;
+                     * 0 while it waits to be sent (or sent again) */
 } rc_cmd;
 
 struct rconn {
@@ -54,7 +78,6 @@ struct rconn {
     void *ud;
     redisAsyncContext *ac;
     enum rconn_state state;
-    unsigned gen;             /* incremented on every new connection */
     uv_timer_t timer;         /* reconnect backoff */
     uv_timer_t retry;         /* resends reliable commands refused for a while */
     int open_handles;         /* timers not yet closed (freeing waits for 0) */
@@ -64,6 +87,8 @@ struct rconn {
     char shas[RCONN_MAX_SCRIPTS][41];
     int nscripts;
     rc_cmd *out_head, *out_tail;
+    size_t nwaiting;          /* outbox entries not in flight */
+    long retry_ms;            /* next delay of `retry` */
     buf fmt;                  /* reused to format best-effort commands */
     size_t npending;
     int freeing;
@@ -248,6 +273,7 @@ rconn *rconn_new(uv_loop_t *loop, const redis_target *target, const char *name,
     rc->state_cb = state_cb;
     rc->ud = ud;
     rc->backoff_ms = 100;
+    rc->retry_ms = RCONN_RETRY_MIN_MS;
     uv_timer_init(loop, &rc->timer);
     uv_timer_init(loop, &rc->retry);
     rc->retry.data = rc;
@@ -403,7 +429,6 @@ static void rc_handshake_step(redisAsyncContext *ac, void *r, void *priv) {
     uv_timer_stop(&rc->timer);
     rc->state = RC_READY;
     rc->backoff_ms = 100;
-    rc->gen++;
     log_debug("redis_ready", "conn=%s", rc->name);
     rc_flush_outbox(rc);
     if (rc->state_cb) rc->state_cb(rc, 1, rc->ud);
@@ -505,24 +530,43 @@ rconn_err rconn_send(rconn *rc, rconn_reply_cb cb, void *priv, int argc, const c
 
 static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv);
 
-/* A script's SHA is known only once the connection has loaded it, which may
+/* Writes c to the connection; returns 0 when hiredis took it (c is then in
+ * flight on this connection), -1 when it refused (the context is
+ * disconnecting: c stays waiting for the next connection).
+ * A script's SHA is known only once the connection has loaded it, which may
  * be after the command was queued: so it is put in front here, at send time. */
-static void rc_send_cmd(rconn *rc, rc_cmd *c) {
-    c->gen = rc->gen;
+static int rc_send_cmd(rconn *rc, rc_cmd *c) {
+    int ok;
     if (c->script < 0) {
-        redisAsyncFormattedCommand(rc->ac, rc_on_reliable_reply, c, c->cmd, c->len);
-        return;
+        ok = redisAsyncFormattedCommand(rc->ac, rc_on_reliable_reply, c, c->cmd, c->len);
+    } else {
+        buf b = {0};
+        buf_printf(&b, "*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n", c->argc + 2,
+                   rc->shas[c->script]);
+        buf_append(&b, c->cmd, c->len);
+        ok = redisAsyncFormattedCommand(rc->ac, rc_on_reliable_reply, c, b.data, b.len);
+        buf_free(&b);
     }
-    buf b = {0};
-    buf_printf(&b, "*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n", c->argc + 2, rc->shas[c->script]);
-    buf_append(&b, c->cmd, c->len);
-    redisAsyncFormattedCommand(rc->ac, rc_on_reliable_reply, c, b.data, b.len);
-    buf_free(&b);
+    if (ok != REDIS_OK) return -1;
+    c->in_flight = 1;
+    return 0;
 }
 
+/* Marks c, which was in flight, as waiting to be sent again. */
+static void rc_set_waiting(rconn *rc, rc_cmd *c) {
+    c->in_flight = 0;
+    rc->nwaiting++;
+}
+
+/* Sends every waiting command, oldest first. Stops at the first one hiredis
+ * refuses: sending a younger one would let it overtake. */
 static void rc_flush_outbox(rconn *rc) {
-    for (rc_cmd *c = rc->out_head; c && rc->state == RC_READY; c = c->next)
-        if (c->gen != rc->gen) rc_send_cmd(rc, c);
+    for (rc_cmd *c = rc->out_head; c && rc->nwaiting > 0; c = c->next) {
+        if (rc->state != RC_READY) return;
+        if (c->in_flight) continue;
+        if (rc_send_cmd(rc, c) != 0) return;
+        rc->nwaiting--;
+    }
 }
 
 static void rc_unlink(rconn *rc, rc_cmd *c) {
@@ -547,23 +591,68 @@ static int rc_is_noscript(const redisReply *reply) {
            strncmp(reply->str, "NOSCRIPT", 8) == 0;
 }
 
-/* Errors that say "not now" rather than "never": Redis out of memory, a
- * replica after a failover, a failed save, a busy script, a restart. A
- * reliable command that meets one is sent again a second later (its reply
- * callback is not called), so a result is not lost to a passing state. */
+/* Where the error code of an error reply starts. Redis 7 keeps the code of
+ * an error raised by redis.call() inside a script ("READONLY You can't
+ * write ... script: <sha>, on @user_script:1."); Redis 6 and older wrap it:
+ * "ERR Error running script (call to f_<sha>): @user_script:1:
+ * @user_script: 1: -READONLY You can't write ...", so the code is after
+ * the last " -". */
+static const char *rc_error_code(const char *msg) {
+    static const char wrapped[] = "ERR Error running script";
+    if (strncmp(msg, wrapped, sizeof wrapped - 1) != 0) return msg;
+    const char *code = msg, *p = msg;
+    while ((p = strstr(p, " -")) != NULL) code = p += 2;
+    return code;
+}
+
+/* Errors that say "not now" rather than "never", about the server's state
+ * rather than the command: the command can succeed later unchanged.
+ *   OOM         above maxmemory (until something is freed or evicted)
+ *   READONLY    a replica: the master failed over, Redis demoted this node
+ *   MASTERDOWN  a replica that lost its master (replica-serve-stale-data no)
+ *   NOREPLICAS  fewer replicas than min-replicas-to-write
+ *   MISCONF     writes stopped after a failed RDB save
+ *   BUSY        another client's script runs past busy-reply-threshold
+ *   LOADING     Redis is loading its data set after a restart
+ *   TRYAGAIN, CLUSTERDOWN   a cluster resharding or without a quorum
+ *   NOAUTH      the server's password changed under an open connection
+ * Every other error is final and goes to the callback: ERR (a wrong
+ * argument, a script's own error), WRONGTYPE, NOPERM (an ACL forbids it:
+ * retrying would hold every younger command forever for one bad key),
+ * EXECABORT, MOVED/ASK, CROSSSLOT (chatq talks to one node). NOSCRIPT has its
+ * own handling above. A transient error raised inside a script comes from
+ * its first write (Redis checks these before any write and a script that has
+ * written may not be refused any more), so the script has not written. */
 static int rc_is_transient(const redisReply *reply) {
-    static const char *const kinds[] = {"OOM", "READONLY", "MISCONF", "BUSY", "LOADING",
-                                        "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"};
+    static const char *const kinds[] = {"OOM",     "READONLY",   "MASTERDOWN", "NOREPLICAS",
+                                        "MISCONF", "BUSY",       "LOADING",    "TRYAGAIN",
+                                        "CLUSTERDOWN", "NOAUTH"};
     if (reply->type != REDIS_REPLY_ERROR || !reply->str) return 0;
+    const char *code = rc_error_code(reply->str);
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         size_t n = strlen(kinds[i]);
-        if (strncmp(reply->str, kinds[i], n) == 0 && (reply->str[n] == ' ' || !reply->str[n]))
-            return 1;
+        if (strncmp(code, kinds[i], n) == 0 && (code[n] == ' ' || !code[n])) return 1;
     }
     return 0;
 }
 
+int rconn_error_is_transient(const char *msg) {
+    redisReply r = {.type = REDIS_REPLY_ERROR, .str = (char *)msg, .len = strlen(msg)};
+    return rc_is_transient(&r);
+}
+
 static void rc_on_retry(uv_timer_t *t) { rc_flush_outbox(t->data); }
+
+/* Schedules the resend of the waiting commands after a transient error,
+ * RCONN_RETRY_MIN_MS doubling up to RCONN_RETRY_MAX_MS while Redis keeps
+ * refusing; one warning per retry, not one per refused command. */
+static void rc_schedule_retry(rconn *rc, const char *why) {
+    if (uv_is_active((uv_handle_t *)&rc->retry)) return;
+    log_warn("redis_refused", "conn=%s error=%s waiting=%zu retry_ms=%ld", rc->name,
+             log_quote(why), rc->nwaiting, rc->retry_ms);
+    uv_timer_start(&rc->retry, rc_on_retry, (uint64_t)rc->retry_ms, 0);
+    rc->retry_ms = rc->retry_ms * 2 > RCONN_RETRY_MAX_MS ? RCONN_RETRY_MAX_MS : rc->retry_ms * 2;
+}
 
 static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv) {
     rc_cmd *c = priv;
@@ -571,27 +660,28 @@ static void rc_on_reliable_reply(redisAsyncContext *ac, void *r, void *priv) {
     redisReply *reply = r;
     if (rc->freeing) return;
     if (!reply) {
-        c->gen = 0; /* lost with the connection: resend on the next one */
+        rc_set_waiting(rc, c); /* lost with the connection: resend on the next one */
         return;
     }
     if (rc_is_noscript(reply)) {
         log_warn("redis_noscript", "conn=%s reloading scripts", rc->name);
-        c->gen = 0;
+        rc_set_waiting(rc, c);
         if (rc->ac == ac) redisAsyncDisconnect(ac);
         return;
     }
     if (rc_is_transient(reply)) {
-        log_warn("redis_refused", "conn=%s error=%s retry_ms=1000", rc->name, log_quote(reply->str));
-        c->gen = 0;
-        if (!uv_is_active((uv_handle_t *)&rc->retry))
-            uv_timer_start(&rc->retry, rc_on_retry, 1000, 0);
+        rc_set_waiting(rc, c);
+        rc_schedule_retry(rc, reply->str);
         return;
     }
+    rc->retry_ms = RCONN_RETRY_MIN_MS; /* Redis takes commands again */
     rc_unlink(rc, c);
     if (c->cb) c->cb(rc, reply, c->priv);
     rc_free_cmd(c);
 }
 
+/* Appends c to the outbox. It goes out now only if nothing older waits to
+ * be sent again, else it waits its turn (see the file comment). */
 static void rc_enqueue(rconn *rc, rc_cmd *c) {
     if (rc->out_tail)
         rc->out_tail->next = c;
@@ -599,7 +689,8 @@ static void rc_enqueue(rconn *rc, rc_cmd *c) {
         rc->out_head = c;
     rc->out_tail = c;
     rc->npending++;
-    if (rc->state == RC_READY) rc_send_cmd(rc, c);
+    if (rc->state == RC_READY && rc->nwaiting == 0 && rc_send_cmd(rc, c) == 0) return;
+    rc->nwaiting++;
 }
 
 void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,

@@ -13,10 +13,15 @@
  *                         reply, the callback gets reply == NULL.
  *       rconn_send_reliable(): the arguments are copied into an outbox and
  *                         sent, in order, as soon as the connection is ready,
- *                         again after every reconnect until a reply arrives.
+ *                         again after every reconnect until a reply arrives,
+ *                         and again (with backoff) while Redis answers a
+ *                         transient error (rconn_error_is_transient()).
+ *                         Strictly FIFO: a command is never written before
+ *                         an older one waiting to be sent again.
  *                         The callback is called exactly once, with a real
- *                         reply. Only idempotent commands may go this way (a
- *                         reply lost in a disconnect means a second execution).
+ *                         reply, which may be a final error. Only idempotent
+ *                         commands may go this way (a reply lost in a
+ *                         disconnect means a second execution).
  *   - EVALSHA of a registered script: rconn_script_sha() gives its SHA1 (from
  *     SCRIPT LOAD), and a NOSCRIPT error on a reliable command (the server lost
  *     its script cache) reloads the scripts and sends the command again.
@@ -71,6 +76,12 @@ void rconn_send_reliable(rconn *rc, rconn_reply_cb cb, void *priv, int argc,
  * may be called before the connection has loaded its scripts. */
 void rconn_eval_reliable(rconn *rc, int script, rconn_reply_cb cb, void *priv, int argc,
                          const char **argv, const size_t *lens);
+/* 1 if msg, the text of a Redis error reply, says "not now" (OOM,
+ * READONLY, MASTERDOWN, NOREPLICAS, MISCONF, BUSY, LOADING, TRYAGAIN,
+ * CLUSTERDOWN, NOAUTH; also when raised inside a script), 0 if it is final.
+ * A reliable command that meets a transient error is retried, never
+ * answered with it. */
+int rconn_error_is_transient(const char *msg);
 /* Number of reliable commands not yet answered. */
 size_t rconn_pending(const rconn *rc);
 void rconn_free(rconn *rc);

@@ -1,7 +1,14 @@
-/* test_rconn.c — the parts of rconn.h that need no Redis server: the RESP
- * formatter (checked against hiredis' own redisFormatCommandArgv()), the
- * rargs argument vectors, and rconn_send()'s answer before the connection
- * is ready. */
+/* test_rconn.c — rconn.h: the RESP formatter (checked against hiredis' own
+ * redisFormatCommandArgv()), the rargs argument vectors, rconn_send()'s
+ * answer before the connection is ready, the classification of Redis errors,
+ * and, against a fake Redis server on a loopback port (fake_* below), the
+ * order of the reliable outbox after a transient error and after a
+ * reconnect, and the NOSCRIPT reload.
+ *
+ * The fake server speaks just enough RESP: it reads arrays of bulk strings,
+ * logs each command as its arguments joined by spaces, and answers with
+ * what the test's `answer` function returns for it (raw RESP), or drops the
+ * connection when that is NULL. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +16,8 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,6 +147,354 @@ static void test_send_before_ready(void **state) {
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- error classification --------------------------------------------- */
+
+static void test_transient_errors(void **state) {
+    (void)state;
+    const char *transient[] = {
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "READONLY You can't write against a read only replica.",
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        "NOREPLICAS Not enough good replicas to write.",
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+        "LOADING Redis is loading the dataset in memory",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+        "CLUSTERDOWN The cluster is down",
+        "NOAUTH Authentication required.",
+        "BUSY",
+        /* Redis 7: raised by redis.call() inside a script */
+        "NOREPLICAS Not enough good replicas to write. script: ff967d0ae0e68b4f9e360fa91c54598bc25ad9b6, on @user_script:1.",
+        "READONLY You can't write against a read only replica. script: ff967d0ae0e68b4f9e360fa91c54598bc25ad9b6, on @user_script:1.",
+        /* Redis 6: the same, wrapped */
+        "ERR Error running script (call to f_ff967d0ae0e68b4f9e360fa91c54598bc25ad9b6): @user_script:1: @user_script: 1: -READONLY You can't write against a read only replica. ",
+        "ERR Error running script (call to f_x): @user_script:3: @user_script: 3: -OOM command not allowed when used memory > 'maxmemory'. ",
+    };
+    const char *final[] = {
+        "ERR wrong number of arguments for 'set' command",
+        "ERR user_script:1: Script attempted to access nonexistent global variable 'x' script: 1a2b, on @user_script:1.",
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "NOPERM this user has no permissions to access one of the keys used as arguments",
+        "EXECABORT Transaction discarded because of previous errors.",
+        "MOVED 3999 127.0.0.1:6381",
+        "BUSYKEY Target key name already exists.",
+        "READONLYISH not a known code",
+        "OOMX",
+        "",
+        "ERR Error running script (call to f_x): @user_script:1: @user_script: 1: -WRONGTYPE Operation against a key",
+        "ERR Error running script (call to f_x): @user_script:1: no code here",
+    };
+    for (size_t i = 0; i < sizeof transient / sizeof *transient; i++)
+        if (!rconn_error_is_transient(transient[i])) fail_msg("not transient: %s", transient[i]);
+    for (size_t i = 0; i < sizeof final / sizeof *final; i++)
+        if (rconn_error_is_transient(final[i])) fail_msg("not final: %s", final[i]);
+}
+
+/* ---- a fake Redis server ---------------------------------------------------- */
+
+typedef struct fake fake;
+/* The raw RESP reply to command number n (0-based) `cmd`, or NULL to drop
+ * the connection without answering. */
+typedef const char *(*fake_answer)(fake *f, int n, const char *cmd);
+
+struct fake {
+    uv_loop_t loop;
+    uv_tcp_t server;
+    uv_tcp_t *client;      /* the one open connection, or NULL */
+    uv_timer_t tick;       /* wakes the loop up, for fake_run_until's deadline */
+    int port;
+    int connections;       /* accepted so far */
+    fake_answer answer;
+    buf in;                /* bytes read, not yet parsed */
+    char log[64][128];     /* commands received, in order */
+    int nlog;
+    void *test;            /* the test's own state */
+};
+
+static void fake_on_closed(uv_handle_t *h) { free(h); }
+
+static void fake_drop(fake *f) {
+    if (!f->client) return;
+    uv_close((uv_handle_t *)f->client, fake_on_closed);
+    f->client = NULL;
+}
+
+static void fake_on_written(uv_write_t *w, int status) {
+    (void)status;
+    free(w->data);
+    free(w);
+}
+
+static void fake_write(fake *f, const char *resp) {
+    uv_write_t *w = malloc(sizeof *w);
+    w->data = strdup(resp);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)strlen(resp));
+    uv_write(w, (uv_stream_t *)f->client, &b, 1, fake_on_written);
+}
+
+/* Reads "<c><number>\r\n" at *p; returns the number, or -1 if incomplete. */
+static long fake_num(const char **p, const char *end, char c) {
+    const char *nl = memchr(*p, '\n', (size_t)(end - *p));
+    if (*p >= end || **p != c || !nl) return -1;
+    long v = strtol(*p + 1, NULL, 10);
+    *p = nl + 1;
+    return v;
+}
+
+/* Parses one command from f->in into `cmd`; returns the bytes it took, or 0
+ * if the buffer does not hold a whole command yet. */
+static size_t fake_parse(fake *f, char *cmd, size_t cap) {
+    const char *p = f->in.data, *end = f->in.data + f->in.len;
+    long argc = fake_num(&p, end, '*');
+    if (argc < 0) return 0;
+    size_t k = 0;
+    for (long i = 0; i < argc; i++) {
+        long len = fake_num(&p, end, '$');
+        if (len < 0 || end - p < len + 2) return 0;
+        for (long j = 0; j < len && k + 2 < cap; j++) cmd[k++] = p[j];
+        if (i + 1 < argc && k + 1 < cap) cmd[k++] = ' ';
+        p += len + 2;
+    }
+    cmd[k] = '\0';
+    return (size_t)(p - f->in.data);
+}
+
+static void fake_alloc(uv_handle_t *h, size_t size, uv_buf_t *b) {
+    (void)h;
+    b->base = malloc(size);
+    b->len = size;
+}
+
+static void fake_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+    fake *f = s->data;
+    if (n > 0) buf_append(&f->in, b->base, (size_t)n);
+    free(b->base);
+    if (n < 0 && f->client == (uv_tcp_t *)s) fake_drop(f);
+    char cmd[128];
+    size_t used;
+    while (f->client == (uv_tcp_t *)s && (used = fake_parse(f, cmd, sizeof cmd)) > 0) {
+        memmove(f->in.data, f->in.data + used, f->in.len - used);
+        f->in.len -= used;
+        int seq = f->nlog;
+        if (f->nlog < 64) snprintf(f->log[f->nlog++], sizeof f->log[0], "%s", cmd);
+        const char *reply = f->answer(f, seq, cmd);
+        if (reply)
+            fake_write(f, reply);
+        else
+            fake_drop(f);
+    }
+}
+
+static void fake_on_connection(uv_stream_t *server, int status) {
+    fake *f = server->data;
+    assert_int_equal(status, 0);
+    uv_tcp_t *c = malloc(sizeof *c);
+    uv_tcp_init(&f->loop, c);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)c), 0);
+    c->data = f;
+    fake_drop(f); /* one connection at a time, as rconn has */
+    f->client = c;
+    f->connections++;
+    buf_reset(&f->in);
+    uv_read_start((uv_stream_t *)c, fake_alloc, fake_on_read);
+}
+
+static void fake_on_tick(uv_timer_t *t) { (void)t; }
+
+static void fake_start(fake *f, fake_answer answer) {
+    memset(f, 0, sizeof *f);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    f->answer = answer;
+    uv_tcp_init(&f->loop, &f->server);
+    f->server.data = f;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    assert_int_equal(uv_tcp_bind(&f->server, (const struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&f->server, 16, fake_on_connection), 0);
+    struct sockaddr_in got;
+    int len = sizeof got;
+    uv_tcp_getsockname(&f->server, (struct sockaddr *)&got, &len);
+    f->port = ntohs(got.sin_port);
+    uv_timer_init(&f->loop, &f->tick);
+    uv_timer_start(&f->tick, fake_on_tick, 20, 20);
+}
+
+/* Runs the loop until *done or 5 s have passed; fails on the latter. */
+static void fake_run_until(fake *f, const int *done) {
+    uint64_t deadline = uv_now(&f->loop) + 5000;
+    while (!*done && uv_now(&f->loop) < deadline) uv_run(&f->loop, UV_RUN_ONCE);
+    if (!*done) fail_msg("timed out");
+}
+
+static void fake_stop(fake *f, rconn *rc) {
+    rconn_free(rc);
+    fake_drop(f);
+    uv_close((uv_handle_t *)&f->server, NULL);
+    uv_close((uv_handle_t *)&f->tick, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    buf_free(&f->in);
+}
+
+static rconn *fake_connect(fake *f, rconn_state_cb state_cb) {
+    redis_target t = {.host = "127.0.0.1", .port = f->port};
+    rconn *rc = rconn_new(&f->loop, &t, "test", state_cb, f);
+    return rc;
+}
+
+static void fake_assert_log(const fake *f, const char *const *want, int n) {
+    for (int i = 0; i < f->nlog && i < n; i++)
+        if (strcmp(f->log[i], want[i]) != 0)
+            fail_msg("command %d: got \"%s\", want \"%s\"", i, f->log[i], want[i]);
+    assert_int_equal(f->nlog, n);
+}
+
+/* ---- the outbox order -------------------------------------------------------- */
+
+typedef struct order_test {
+    rconn *rc;
+    char replies[8][64];   /* "<command>=<reply>" per reliable callback, in order */
+    int nreplies;
+    int done;
+} order_test;
+
+static void on_reliable(rconn *rc, redisReply *reply, void *priv) {
+    fake *f = rconn_data(rc);
+    order_test *t = f->test;
+    assert_non_null(reply);
+    snprintf(t->replies[t->nreplies++], sizeof t->replies[0], "%s=%s", (const char *)priv,
+             reply->str ? reply->str : "?");
+    if (strcmp(priv, "B") == 0 || strcmp(priv, "C") == 0) t->done = 1;
+}
+
+static void send_set(rconn *rc, const char *name) {
+    const char *argv[] = {"SET", name, "1"};
+    size_t lens[] = {3, strlen(name), 1};
+    rconn_send_reliable(rc, on_reliable, (void *)name, 3, argv, lens);
+}
+
+/* The first SET A is refused as a replica would refuse it (a failover); a
+ * PING pipelined behind it is answered. */
+static const char *answer_readonly_once(fake *f, int n, const char *cmd) {
+    (void)f;
+    if (n == 0) /* SET A 1 */
+        return "-READONLY You can't write against a read only replica.\r\n";
+    if (strcmp(cmd, "PING") == 0) return "+PONG\r\n";
+    return "+OK\r\n";
+}
+
+/* B is sent once the refusal of A is known (the PONG comes after it). */
+static void on_pong(rconn *rc, redisReply *reply, void *priv) {
+    (void)reply;
+    (void)priv;
+    send_set(rc, "B");
+}
+
+static void on_ready_send_a_ping(rconn *rc, int ready, void *ud) {
+    (void)ud;
+    if (!ready) return;
+    send_set(rc, "A");
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+    assert_int_equal(rconn_send(rc, on_pong, NULL, 1, argv, lens), RCONN_OK);
+}
+
+/* A command sent while an older one waits for its retry waits behind it. */
+static void test_outbox_fifo_after_transient_error(void **state) {
+    (void)state;
+    fake f;
+    order_test t = {0};
+    fake_start(&f, answer_readonly_once);
+    f.test = &t;
+    rconn *rc = fake_connect(&f, on_ready_send_a_ping);
+    rconn_start(rc);
+    fake_run_until(&f, &t.done);
+    const char *want[] = {"SET A 1", "PING", "SET A 1", "SET B 1"};
+    fake_assert_log(&f, want, 4);
+    assert_int_equal(t.nreplies, 2);
+    assert_string_equal(t.replies[0], "A=OK");
+    assert_string_equal(t.replies[1], "B=OK");
+    assert_int_equal(rconn_pending(rc), 0);
+    fake_stop(&f, rc);
+}
+
+/* The connection drops on the first SET A; B is queued while it is down.
+ * After the reconnect, A goes first. A final error is the callback's. */
+static const char *answer_drop_once(fake *f, int n, const char *cmd) {
+    (void)n;
+    if (strcmp(cmd, "SET A 1") == 0 && f->connections == 1) return NULL;
+    if (strcmp(cmd, "SET B 1") == 0) return "-ERR final\r\n";
+    return "+OK\r\n";
+}
+
+static void on_state_drop(rconn *rc, int ready, void *ud) {
+    fake *f = ud;
+    if (ready && f->connections == 1) send_set(rc, "A");
+    if (!ready) send_set(rc, "B"); /* the connection is down: B waits */
+}
+
+static void test_outbox_fifo_after_reconnect(void **state) {
+    (void)state;
+    fake f;
+    order_test t = {0};
+    fake_start(&f, answer_drop_once);
+    f.test = &t;
+    rconn *rc = fake_connect(&f, on_state_drop);
+    rconn_start(rc);
+    fake_run_until(&f, &t.done);
+    const char *want[] = {"SET A 1", "SET A 1", "SET B 1"};
+    fake_assert_log(&f, want, 3);
+    assert_int_equal(f.connections, 2);
+    assert_int_equal(t.nreplies, 2);
+    assert_string_equal(t.replies[0], "A=OK");
+    assert_string_equal(t.replies[1], "B=ERR final");
+    fake_stop(&f, rc);
+}
+
+/* NOSCRIPT: the connection is dropped, the script loaded again, and the
+ * EVALSHA sent again before B, queued once the refusal was known. */
+#define FAKE_SHA "0123456789abcdef0123456789abcdef01234567"
+static const char *answer_noscript_once(fake *f, int n, const char *cmd) {
+    (void)n;
+    if (strncmp(cmd, "SCRIPT LOAD ", 12) == 0) return "$40\r\n" FAKE_SHA "\r\n";
+    if (strncmp(cmd, "EVALSHA", 7) == 0 && f->connections == 1)
+        return "-NOSCRIPT No matching script. Please use EVAL.\r\n";
+    if (strcmp(cmd, "PING") == 0) return "+PONG\r\n";
+    return "+OK\r\n";
+}
+
+static void on_ready_eval_ping(rconn *rc, int ready, void *ud) {
+    fake *f = ud;
+    if (!ready || f->connections != 1) return;
+    const char *argv[] = {"0", "x"};
+    size_t lens[] = {1, 1};
+    rconn_eval_reliable(rc, 0, on_reliable, "A", 2, argv, lens);
+    const char *ping[] = {"PING"};
+    size_t plen[] = {4};
+    assert_int_equal(rconn_send(rc, on_pong, NULL, 1, ping, plen), RCONN_OK);
+}
+
+static void test_outbox_noscript(void **state) {
+    (void)state;
+    fake f;
+    order_test t = {0};
+    fake_start(&f, answer_noscript_once);
+    f.test = &t;
+    rconn *rc = fake_connect(&f, on_ready_eval_ping);
+    assert_int_equal(rconn_add_script(rc, "return 1"), 0);
+    rconn_start(rc);
+    fake_run_until(&f, &t.done);
+    const char *want[] = {"SCRIPT LOAD return 1", "EVALSHA " FAKE_SHA " 0 x", "PING",
+                          "SCRIPT LOAD return 1", "EVALSHA " FAKE_SHA " 0 x", "SET B 1"};
+    fake_assert_log(&f, want, 6);
+    assert_int_equal(f.connections, 2);
+    assert_int_equal(t.nreplies, 2);
+    assert_string_equal(t.replies[0], "A=OK");
+    assert_string_equal(t.replies[1], "B=OK");
+    assert_string_equal(rconn_script_sha(rc, 0), FAKE_SHA);
+    fake_stop(&f, rc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_simple),
@@ -146,6 +503,10 @@ int main(void) {
         cmocka_unit_test(test_format_replaces_content),
         cmocka_unit_test(test_rargs),
         cmocka_unit_test(test_send_before_ready),
+        cmocka_unit_test(test_transient_errors),
+        cmocka_unit_test(test_outbox_fifo_after_transient_error),
+        cmocka_unit_test(test_outbox_fifo_after_reconnect),
+        cmocka_unit_test(test_outbox_noscript),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
