@@ -13,6 +13,10 @@
  * errors to hiredis instead of dropping them (a refused connect would never
  * call back). A connect timer stays as a safety net.
  *
+ * The socket hiredis opens is made close-on-exec at once (hiredis 0.14 does
+ * not): chatqd spawns workers, and each would otherwise inherit, and keep
+ * open, its parent's connection to Redis.
+ *
  * The outbox of reliable commands is a FIFO list, and Redis runs the
  * commands of one connection in the order it reads them. Each entry is
  * either in flight (written on the current connection, reply not yet read)
@@ -40,6 +44,8 @@
  * above applies. */
 #include "common/rconn.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/async.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -461,6 +467,16 @@ static void rc_connect(rconn *rc) {
     if (ac->err) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac->errstr);
+        redisAsyncFree(ac);
+        rc_lost(rc, why);
+        return;
+    }
+    /* hiredis 0.14 leaves the socket inheritable; no other thread forks,
+     * so setting the flag now leaves no window. */
+    int fl = fcntl(ac->c.fd, F_GETFD);
+    if (fl < 0 || fcntl(ac->c.fd, F_SETFD, fl | FD_CLOEXEC) < 0) {
+        char why[128];
+        snprintf(why, sizeof why, "fcntl(FD_CLOEXEC): %s", strerror(errno));
         redisAsyncFree(ac);
         rc_lost(rc, why);
         return;

@@ -26,6 +26,8 @@
  *     SCRIPT LOAD), and a NOSCRIPT error on a reliable command (the server lost
  *     its script cache) reloads the scripts and sends the command again.
  *
+ * The socket is close-on-exec: a process this one spawns does not inherit it.
+ *
  * Ownership: rconn_new() allocates; rconn_free() frees the connection, its
  * outbox (whose callbacks are not called) and its timer, asynchronously
  * through uv_close. Reply objects belong to hiredis and live only during the

@@ -3,7 +3,7 @@
  * answer before the connection is ready, the classification of Redis errors,
  * and, against a fake Redis server on a loopback port (fake_* below), the
  * order of the reliable outbox after a transient error and after a
- * reconnect, and the NOSCRIPT reload.
+ * reconnect, the NOSCRIPT reload, and the close-on-exec flag of the socket.
  *
  * The fake server speaks just enough RESP: it reads arrays of bulk strings,
  * logs each command as its arguments joined by spaces, and answers with
@@ -15,11 +15,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <dirent.h>
 
 #include "common/rconn.h"
 
@@ -495,6 +499,55 @@ static void test_outbox_noscript(void **state) {
     fake_stop(&f, rc);
 }
 
+/* ---- close-on-exec ------------------------------------------------------------ */
+
+static const char *answer_ok(fake *f, int n, const char *cmd) {
+    (void)f;
+    (void)n;
+    (void)cmd;
+    return "+OK\r\n";
+}
+
+static void on_ready_flag(rconn *rc, int ready, void *ud) {
+    fake *f = ud;
+    (void)rc;
+    if (ready) *(int *)f->test = 1;
+}
+
+/* The fd of this process' TCP socket whose peer is 127.0.0.1:port, or -1. */
+static int socket_to(int port) {
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int found = -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        if (fd <= 2 || getpeername(fd, (struct sockaddr *)&peer, &len) != 0) continue;
+        if (peer.sin_family == AF_INET && ntohs(peer.sin_port) == port) found = fd;
+    }
+    closedir(d);
+    return found;
+}
+
+static void test_socket_close_on_exec(void **state) {
+    (void)state;
+    fake f;
+    int ready = 0;
+    fake_start(&f, answer_ok);
+    f.test = &ready;
+    rconn *rc = fake_connect(&f, on_ready_flag);
+    rconn_start(rc);
+    fake_run_until(&f, &ready);
+    int fd = socket_to(f.port);
+    assert_true(fd > 2);
+    int flags = fcntl(fd, F_GETFD);
+    assert_true(flags >= 0);
+    assert_true(flags & FD_CLOEXEC);
+    fake_stop(&f, rc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_simple),
@@ -507,6 +560,7 @@ int main(void) {
         cmocka_unit_test(test_outbox_fifo_after_transient_error),
         cmocka_unit_test(test_outbox_fifo_after_reconnect),
         cmocka_unit_test(test_outbox_noscript),
+        cmocka_unit_test(test_socket_close_on_exec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
