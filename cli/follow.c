@@ -308,6 +308,19 @@ static int follow_finish(follow_state *fs) {
     return rc;
 }
 
+redisContext *follow_subscribe(cli_ctx *ctx, const char *id) {
+    redisContext *sub = cli_redis_connect(ctx);
+    if (!sub) return NULL;
+    char *chan = keys_stream(cli_ctx_prefix(ctx), id);
+    int rc = cli_redis_subscribe(sub, chan);
+    free(chan);
+    if (rc < 0) {
+        redisFree(sub);
+        return NULL;
+    }
+    return sub;
+}
+
 int follow_job(const follow_opts *o) {
     follow_state fs;
     memset(&fs, 0, sizeof fs);
