@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli/batch.h"
+#include "cli/batch_cmd.h"
 #include "cli/cancel_cmd.h"
 #include "cli/cli.h"
 #include "cli/get_cmd.h"

@@ -292,7 +292,7 @@ const char scripts_ratelimit[] =
     "return 0\n";
 
 /* BATCH_PUSH: `chatq batch` queues a chunk of its jobs and records how far
- * the submission got, in one step (cli/batch.c). Sent with EVAL by the
+ * the submission got, in one step (cli/batch_cmd.c). Sent with EVAL by the
  * CLI, which runs it a few times per batch.
  * KEYS[1] the queue, KEYS[2] the batch hash
  * ARGV[1] the new `submitted` count (lines queued from the file's start),

@@ -1,4 +1,4 @@
-/* batch.c — `chatq batch IN.jsonl -o OUT.jsonl`: runs an OpenAI Batch API
+/* batch_cmd.c — `chatq batch IN.jsonl -o OUT.jsonl`: runs an OpenAI Batch API
  * input file through chatq's workers and writes the output lines.
  *
  * The run, in order:
@@ -45,7 +45,7 @@
  * The loop needs no threads: Redis commands are short, and when nothing
  * happened it sleeps a little (at most BATCH_IDLE_MAX_S), so answers wait
  * at most that long to be written. */
-#include "cli/batch.h"
+#include "cli/batch_cmd.h"
 
 #include <errno.h>
 #include <signal.h>
