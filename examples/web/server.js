@@ -79,7 +79,12 @@ class Hub {
   async add(channel, fn) {
     let entry = this.channels.get(channel);
     if (!entry) {
-      entry = { fns: new Set(), ready: this.sub.subscribe(channel) };
+      const ready = this.sub.subscribe(channel).catch((e) => {
+        // Forget the channel, so that the next client tries again.
+        if (this.channels.get(channel) === entry) this.channels.delete(channel);
+        throw e;
+      });
+      entry = { fns: new Set(), ready };
       this.channels.set(channel, entry);
     }
     entry.fns.add(fn);
