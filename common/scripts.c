@@ -290,3 +290,17 @@ const char scripts_ratelimit[] =
     "  end\n"
     "end\n"
     "return 0\n";
+
+/* BATCH_PUSH: `chatq batch` queues a chunk of its jobs and records how far
+ * the submission got, in one step (cli/batch_cmd.c). Sent with EVAL by the
+ * CLI, which runs it a few times per batch.
+ * KEYS[1] the queue, KEYS[2] the batch hash
+ * ARGV[1] the new `submitted` count (lines queued from the file's start),
+ * ARGV[2..] the jobs.
+ * The LPUSH comes first: if it fails, the script stops before the count
+ * moves, so the count never says a line was queued that was not.
+ * Returns 1. */
+const char scripts_batch_push[] =
+    "redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))\n"
+    "redis.call('HSET', KEYS[2], 'submitted', ARGV[1])\n"
+    "return 1\n";

@@ -13,5 +13,6 @@ extern const char scripts_finish[];
 extern const char scripts_requeue[];
 extern const char scripts_recover[];
 extern const char scripts_ratelimit[];
+extern const char scripts_batch_push[];
 
 #endif
