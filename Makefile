@@ -106,3 +106,4 @@ clean:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 include mk/install.mk
+include mk/fuzz.mk
