@@ -21,18 +21,13 @@
 
 #include "common/jsonparse.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "common/buf.h"
+#include "common/random.h"
 
 /* Deep enough for large tool JSON schemas; json-c's default is 32. */
 #define JOB_MAX_DEPTH 128
@@ -65,43 +60,10 @@ int job_id_valid(const char *s) {
     return n >= 1;
 }
 
-/* Fills out with n random bytes: getrandom(2), else /dev/urandom, else a
- * clock/pid mix (ids need to be unique, not secret). */
-static void job_random(unsigned char *out, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = getrandom(out + got, n - got, 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    if (got == n) return;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        while (got < n) {
-            ssize_t r = read(fd, out + got, n - got);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) break;
-            got += (size_t)r;
-        }
-        close(fd);
-    }
-    if (got == n) return;
-    static uint64_t counter;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t x = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^
-                 ((uint64_t)getpid() << 32) ^ ++counter;
-    for (; got < n; got++) {
-        x ^= x << 13; x ^= x >> 7; x ^= x << 17; /* xorshift64 */
-        out[got] = (unsigned char)x;
-    }
-}
-
 void job_generate_id(char out[32]) {
     static const char hex[] = "0123456789abcdef";
     unsigned char r[12];
-    job_random(r, sizeof r);
+    random_bytes(r, sizeof r);
     memcpy(out, "job-", 4);
     for (size_t i = 0; i < sizeof r; i++) {
         out[4 + 2 * i] = hex[r[i] >> 4];

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "common/assembler.h"
@@ -25,6 +24,7 @@
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/output.h"
+#include "common/random.h"
 #include "common/sse.h"
 #include "common/usage.h"
 #include "worker/ratelimit.h"
@@ -774,9 +774,7 @@ static void jr_on_rate(rconn *rc, redisReply *reply, void *priv) {
     }
     /* a little jitter, so the jobs waiting on one bucket do not all ask at
      * the same millisecond */
-    unsigned int r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned int)rand();
-    wait += (long long)(r % (unsigned int)(wait / 10 + 2));
+    wait += (long long)(random_u32() % (uint32_t)(wait / 10 + 2));
     uv_timer_start(&p->timer, jr_on_rate_timer, (uint64_t)wait, 0);
 }
 
@@ -801,9 +799,7 @@ static long long jr_backoff_ms(jobrun *jr) {
     int tries = jr->p->attempt - jr->p->step_first_attempt + 1;
     for (int i = 1; i < tries && cap < cfg->retry_max_ms; i++) cap *= 2;
     if (cap > cfg->retry_max_ms) cap = cfg->retry_max_ms;
-    unsigned int r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned int)rand();
-    return cap > 0 ? (long long)(r % (unsigned long long)(cap + 1)) : 0;
+    return cap > 0 ? (long long)(random_u32() % (unsigned long long)(cap + 1)) : 0;
 }
 
 /* A failed attempt: retry it, or end the job. Takes ownership of upstream. */
