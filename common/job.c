@@ -48,6 +48,29 @@ static void job_fail(int *failed, char *err, size_t errlen, const char *fmt, ...
     va_end(ap);
 }
 
+static const char *const job_status_names[] = {
+    [JOB_QUEUED] = "queued",       [JOB_RUNNING] = "running", [JOB_SUCCEEDED] = "succeeded",
+    [JOB_FAILED] = "failed",       [JOB_CANCELLED] = "cancelled",
+};
+#define JOB_NSTATUS ((int)(sizeof job_status_names / sizeof job_status_names[0]))
+
+const char *job_status_name(job_status s) {
+    return (int)s >= 0 && (int)s < JOB_NSTATUS ? job_status_names[s] : "unknown";
+}
+
+int job_status_parse(const char *s, job_status *out) {
+    for (int i = 0; s && i < JOB_NSTATUS; i++)
+        if (strcmp(s, job_status_names[i]) == 0) {
+            *out = (job_status)i;
+            return 0;
+        }
+    return -1;
+}
+
+int job_status_final(job_status s) {
+    return s == JOB_SUCCEEDED || s == JOB_FAILED || s == JOB_CANCELLED;
+}
+
 int job_id_valid(const char *s) {
     if (!s) return 0;
     size_t n = 0;

@@ -122,7 +122,7 @@ static void jr_publish_retry(jobrun *jr, json_object *error) {
 /* ---- the end: FINISH ------------------------------------------------------ */
 
 typedef struct jr_outcome {
-    const char *status;       /* succeeded, failed, cancelled */
+    job_status status;        /* succeeded, failed or cancelled */
     char *response;           /* success: the chat.completion as JSON text (owned) */
     json_object *error;       /* failure: the error object (owned) */
     const char *err_code;
@@ -184,14 +184,14 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     int has_id = p->job.id != NULL;
     long long ttl = p->job.result_ttl_s > 0 ? p->job.result_ttl_s : cfg->result_ttl_s;
     p->state = JR_FINISHING;
-    if (strcmp(o->status, "succeeded") == 0)
+    if (o->status == JOB_SUCCEEDED)
         w->done++;
     else
         w->failed++;
 
     /* the final event */
     buf ev = {0};
-    if (strcmp(o->status, "succeeded") == 0) {
+    if (o->status == JOB_SUCCEEDED) {
         buf_printf(&ev, "{\"seq\":%lld,\"type\":\"done\",\"status\":\"succeeded\",\"finish_reason\":",
                    p->seq);
         if (o->finish_reason)
@@ -202,7 +202,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
                    o->usage ? json_object_to_json_string_ext(o->usage, JSON_FLAGS) : "null");
     } else {
         buf_printf(&ev, "{\"seq\":%lld,\"type\":\"error\",\"status\":\"%s\",\"error\":%s}", p->seq,
-                   o->status, json_object_to_json_string_ext(o->error, JSON_FLAGS));
+                   job_status_name(o->status), json_object_to_json_string_ext(o->error, JSON_FLAGS));
     }
     p->seq++;
 
@@ -212,7 +212,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
         line = output_line(p->job.id, p->job.custom_id, o->http_status, p->request_id,
                            o->http_body, o->err_code, o->err_msg);
     buf dead = {0};
-    if (strcmp(o->status, "failed") == 0) {
+    if (o->status == JOB_FAILED) {
         buf_puts(&dead, "{\"job\":");
         buf_json_str(&dead, jr->raw, jr->raw_len);
         buf_printf(&dead, ",\"error\":%s,\"failed_at\":%lld}",
@@ -249,8 +249,8 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     usage_counts u;
     usage_extract(o->usage, &u);
     jr_add_usage(&a, &m, "requests", 1);
-    jr_add_usage(&a, &m, "succeeded", strcmp(o->status, "succeeded") == 0);
-    jr_add_usage(&a, &m, "failed", strcmp(o->status, "failed") == 0);
+    jr_add_usage(&a, &m, "succeeded", o->status == JOB_SUCCEEDED);
+    jr_add_usage(&a, &m, "failed", o->status == JOB_FAILED);
     jr_add_usage(&a, &m, "prompt_tokens", u.prompt);
     jr_add_usage(&a, &m, "completion_tokens", u.completion);
     jr_add_usage(&a, &m, "total_tokens", u.total);
@@ -268,7 +268,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     a.argv[mpos] = mbuf;
     a.lens[mpos] = strlen(mbuf);
 
-    jr_field(&a, "status", o->status);
+    jr_field(&a, "status", job_status_name(o->status));
     rargs_adds(&a, "attempts");
     rargs_addll(&a, p->attempt);
     jr_field(&a, "response", o->response);
@@ -293,7 +293,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     jr_field(&a, "custom_id", p->job.custom_id);
 
     rconn_eval_reliable(w->cmd, w->scripts[WS_FINISH], jr_on_finished, jr, a.argc, a.argv, a.lens);
-    log_debug("job_end", "id=%s status=%s attempts=%d ms=%lld", log_quote(p->job.id), o->status,
+    log_debug("job_end", "id=%s status=%s attempts=%d ms=%lld", log_quote(p->job.id), job_status_name(o->status),
               p->attempt, p->started_at ? end - p->started_at : 0);
 
     rargs_free(&a);
@@ -310,7 +310,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
 }
 
 /* Ends the job as failed (or cancelled) with error `code`. */
-static void jr_fail(jobrun *jr, const char *status, const char *code, const char *msg,
+static void jr_fail(jobrun *jr, job_status status, const char *code, const char *msg,
                     int http_status, json_object *upstream_body) {
     jr_outcome o = {0};
     json_object *upstream = NULL;
@@ -617,7 +617,7 @@ static void jr_send(jobrun *jr) {
 
     CURL *e = worker_get_easy(jr->w);
     if (!e) {
-        jr_fail(jr, "failed", "connection_error", "cannot create an HTTP handle", 0, NULL);
+        jr_fail(jr, JOB_FAILED, "connection_error", "cannot create an HTTP handle", 0, NULL);
         return;
     }
     p->easy = e;
@@ -663,7 +663,7 @@ static void jr_send(jobrun *jr) {
     if (p->job.stream) uv_timer_start(&p->timer, jr_on_idle, (uint64_t)jr_idle_ms(jr), 0);
     if (http_add(jr->w->http, e) != 0) {
         uv_timer_stop(&p->timer);
-        jr_fail(jr, "failed", "connection_error", "cannot start the HTTP request", 0, NULL);
+        jr_fail(jr, JOB_FAILED, "connection_error", "cannot start the HTTP request", 0, NULL);
     }
 }
 
@@ -739,7 +739,7 @@ static void jr_on_rate(rconn *rc, redisReply *reply, void *priv) {
         return;
     }
     if (p->cancelled) {
-        jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+        jr_fail(jr, JOB_CANCELLED, "cancelled", "the job was cancelled", 0, NULL);
         return;
     }
     long long wait = 200; /* Redis is away: ask again soon */
@@ -769,7 +769,7 @@ static void jr_on_rate(rconn *rc, redisReply *reply, void *priv) {
             jr_attempt(jr);
             return;
         }
-        jr_fail(jr, "failed", "rate_limited", msg, 0, NULL);
+        jr_fail(jr, JOB_FAILED, "rate_limited", msg, 0, NULL);
         return;
     }
     /* a little jitter, so the jobs waiting on one bucket do not all ask at
@@ -833,7 +833,7 @@ static void jr_attempt_failed(jobrun *jr, const char *code, const char *msg, int
         uv_timer_start(&p->timer, jr_on_backoff, (uint64_t)delay, 0);
         return;
     }
-    jr_fail(jr, "failed", code, msg, status, upstream);
+    jr_fail(jr, JOB_FAILED, code, msg, status, upstream);
     json_object_put(upstream);
 }
 
@@ -848,7 +848,7 @@ static json_object *jr_parse_body(jobrun *jr) {
  * (owned) the same as JSON text, stored and sent as it is. */
 static void jr_succeed(jobrun *jr, json_object *response, char *text) {
     jr_outcome o = {0};
-    o.status = "succeeded";
+    o.status = JOB_SUCCEEDED;
     o.response = text;
     o.http_status = 200;
     o.http_body = text;
@@ -885,7 +885,7 @@ void jobrun_http_done(void *easy, int curl_result, void *priv) {
         p->status = (int)code;
     }
     if (p->cancelled) {
-        jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+        jr_fail(jr, JOB_CANCELLED, "cancelled", "the job was cancelled", 0, NULL);
         return;
     }
     jr_rate_feedback(jr, p->status);
@@ -967,7 +967,7 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 5) {
         log_error("start_failed", "id=%s error=%s", log_quote(p->job.id),
                   log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
-        jr_fail(jr, "failed", "connection_error", "cannot record the job's start in Redis", 0, NULL);
+        jr_fail(jr, JOB_FAILED, "connection_error", "cannot record the job's start in Redis", 0, NULL);
         return;
     }
     long long cancel = reply->element[0]->integer;
@@ -983,7 +983,7 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
     p->step_first_attempt = 1;
     if (cancel || p->cancelled) {
         p->cancelled = 1;
-        jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+        jr_fail(jr, JOB_CANCELLED, "cancelled", "the job was cancelled", 0, NULL);
         return;
     }
     if (resumed && p->seq > 0) {
@@ -998,7 +998,7 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
 static void jr_invalid(jobrun *jr, const char *msg) {
     jobrun_priv *p = jr->p;
     log_warn("job_invalid", "id=%s error=%s", log_quote(p->job.id), log_quote(msg));
-    jr_fail(jr, "failed", "invalid_job", msg, 0, NULL);
+    jr_fail(jr, JOB_FAILED, "invalid_job", msg, 0, NULL);
 }
 
 void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
@@ -1075,7 +1075,7 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
         rargs_free(&a);
         char msg[300];
         snprintf(msg, sizeof msg, "no provider serves model \"%s\"", p->job.model);
-        jr_fail(jr, "failed", "no_provider", msg, 0, NULL);
+        jr_fail(jr, JOB_FAILED, "no_provider", msg, 0, NULL);
         return;
     }
     p->start_sent = 1;
@@ -1097,10 +1097,10 @@ void jobrun_cancel_id(worker *w, const char *id) {
                 jobrun_http_done(p->easy, CURLE_ABORTED_BY_CALLBACK, jr);
             } else if (p->state == JR_LIMITED && !p->rl_pending) {
                 uv_timer_stop(&p->timer);
-                jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+                jr_fail(jr, JOB_CANCELLED, "cancelled", "the job was cancelled", 0, NULL);
             } else if (p->state == JR_BACKOFF) {
                 uv_timer_stop(&p->timer);
-                jr_fail(jr, "cancelled", "cancelled", "the job was cancelled", 0, NULL);
+                jr_fail(jr, JOB_CANCELLED, "cancelled", "the job was cancelled", 0, NULL);
             }
             /* JR_STARTING: the START reply sees p->cancelled. */
         }
