@@ -36,7 +36,6 @@ enum jr_state { JR_STARTING, JR_LIMITED, JR_REQUEST, JR_BACKOFF, JR_FINISHING, J
 typedef struct jobrun_priv {
     enum jr_state state;
     job job;
-    int valid;
     const provider_cfg *prov; /* the provider of the current target */
     char *model;            /* the model of the current target (job.model, or a fallback's) */
     int step;               /* -1: the job's own target; else the fallback step */
@@ -368,7 +367,6 @@ static void jr_on_timer_closed(uv_handle_t *h) {
     jobrun *jr = h->data;
     jobrun_priv *p = jr->p;
     jr_reset_attempt(jr);
-    sse_free(&p->sse);
     if (p->asmb) assembler_free(p->asmb);
     job_free(&p->job);
     rl_target_free(&p->rl);
@@ -803,8 +801,6 @@ static long long jr_backoff_ms(jobrun *jr) {
 }
 
 /* A failed attempt: retry it, or end the job. Takes ownership of upstream. */
-static int jr_next_target(jobrun *jr);
-
 static void jr_attempt_failed(jobrun *jr, const char *code, const char *msg, int status,
                               json_object *upstream, int retryable) {
     jobrun_priv *p = jr->p;
@@ -917,11 +913,7 @@ void jobrun_http_done(void *easy, int curl_result, void *priv) {
         return;
     }
     if (p->is_sse) {
-        sse_finish(&p->sse);
-        if (p->fail_code) { /* cannot happen after finish, kept for safety */
-            jr_attempt_failed(jr, p->fail_code, p->fail_msg, p->status, NULL, p->fail_retryable);
-            return;
-        }
+        sse_finish(&p->sse); /* drops an incomplete event: it calls back no more */
         if (p->done_seen || assembler_complete(p->asmb)) {
             json_object *r = assembler_result(p->asmb);
             jr_succeed(jr, r, xstrdup(json_object_to_json_string_ext(r, JSON_FLAGS)));

@@ -12,7 +12,7 @@
  *                     full jitter, or the upstream's Retry-After;
  *   finish            the FINISH script stores result, usage, reply_to and
  *                     the final event atomically, once; the slot is freed.
- * A cancel (jobrun_cancel) aborts the HTTP request at once and finishes the
+ * A cancel (jobrun_cancel_id) aborts the HTTP request at once and finishes the
  * job as cancelled. jobrun_abort (drain over) drops the job without a result,
  * leaving it for requeueing.
  *

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/keys.h"
 
 void rl_target_init(rl_target *t, const char *prefix, const provider_cfg *p, const char *model) {
     memset(t, 0, sizeof *t);
@@ -16,7 +17,7 @@ void rl_target_init(rl_target *t, const char *prefix, const provider_cfg *p, con
     for (int i = 0; i < p->nlimits; i++) {
         const limit_cfg *l = &p->limits[i];
         if (fnmatch(l->pattern, model, 0) != 0 || (l->rpm <= 0 && l->tpm <= 0)) continue;
-        t->keys[t->n] = xasprintf("%s:ratelimit:%s:%s", prefix, p->name, l->pattern);
+        t->keys[t->n] = keys_ratelimit(prefix, p->name, l->pattern);
         t->req_iv[t->n] = l->rpm > 0 ? 60000.0 / (double)l->rpm : 0;
         t->tok_iv[t->n] = l->tpm > 0 ? 60000.0 / (double)l->tpm : 0;
         t->n++;

@@ -48,7 +48,6 @@ typedef struct worker {
     char **proc_keys;      /* P:processing:<id>:<name> */
     char *crashes_key;     /* P:crashes */
     int solo;              /* a suspect job runs or waits: fetch only when idle */
-    char *stream_prefix;   /* "P:stream:" etc., for building keys fast */
     jobrun *runs;          /* jobs in flight */
     int nruns;
     int fetching;          /* a FETCH is outstanding */
