@@ -153,9 +153,9 @@ static void jr_on_finished(rconn *rc, redisReply *reply, void *priv) {
     jr_free(jr);
 }
 
-static void jr_add_usage(rargs *a, int *m, const char *metric, long long v) {
+static void jr_add_usage(rargs *a, int *m, usage_metric metric, long long v) {
     if (!v) return;
-    rargs_adds(a, metric);
+    rargs_adds(a, usage_metric_name(metric));
     rargs_addll(a, v);
     (*m)++;
 }
@@ -240,24 +240,24 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     rargs_add(&a, ev.data, ev.len);
     rargs_adds(&a, line ? line : "");
     rargs_add(&a, buf_cstr(&dead), dead.len);
-    rargs_addf(&a, "%s|%s|", p->job.tenant ? p->job.tenant : "",
-               p->job.model ? p->job.model : "");
+    char *field_prefix = usage_field_prefix(p->job.tenant, p->job.model);
+    rargs_adds(&a, field_prefix);
     int mpos = a.argc;
     rargs_adds(&a, "0"); /* m, patched below */
     int m = 0;
     usage_counts u;
     usage_extract(o->usage, &u);
-    jr_add_usage(&a, &m, "requests", 1);
-    jr_add_usage(&a, &m, "succeeded", o->status == JOB_SUCCEEDED);
-    jr_add_usage(&a, &m, "failed", o->status == JOB_FAILED);
-    jr_add_usage(&a, &m, "prompt_tokens", u.prompt);
-    jr_add_usage(&a, &m, "completion_tokens", u.completion);
-    jr_add_usage(&a, &m, "total_tokens", u.total);
-    jr_add_usage(&a, &m, "cached_tokens", u.cached);
-    jr_add_usage(&a, &m, "reasoning_tokens", u.reasoning);
+    jr_add_usage(&a, &m, USAGE_REQUESTS, 1);
+    jr_add_usage(&a, &m, USAGE_SUCCEEDED, o->status == JOB_SUCCEEDED);
+    jr_add_usage(&a, &m, USAGE_FAILED, o->status == JOB_FAILED);
+    jr_add_usage(&a, &m, USAGE_PROMPT_TOKENS, u.prompt);
+    jr_add_usage(&a, &m, USAGE_COMPLETION_TOKENS, u.completion);
+    jr_add_usage(&a, &m, USAGE_TOTAL_TOKENS, u.total);
+    jr_add_usage(&a, &m, USAGE_CACHED_TOKENS, u.cached);
+    jr_add_usage(&a, &m, USAGE_REASONING_TOKENS, u.reasoning);
     const price_cfg *price = config_price(p->prov, p->model);
     if (price && o->usage)
-        jr_add_usage(&a, &m, "cost_micro_usd",
+        jr_add_usage(&a, &m, USAGE_COST_MICRO_USD,
                      usage_cost_micro_usd(&u, price->input, price->cached_input, price->output));
     if (o->usage && p->rl.n > 0)
         rl_adjust(w->cmd, rconn_script_sha(w->cmd, w->scripts[WS_RATELIMIT]), &p->rl,
@@ -296,6 +296,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
               p->attempt, p->started_at ? end - p->started_at : 0);
 
     rargs_free(&a);
+    free(field_prefix);
     free(k_usage);
     free(k_dead);
     free(k_crashes);
