@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/output.h"
 #include "common/random.h"
+#include "common/scripts.h"
 #include "common/sse.h"
 #include "common/usage.h"
 #include "worker/ratelimit.h"
@@ -153,24 +154,30 @@ static void jr_on_finished(rconn *rc, redisReply *reply, void *priv) {
     jr_free(jr);
 }
 
-static void jr_add_usage(rargs *a, int *m, usage_metric metric, long long v) {
-    if (!v) return;
-    rargs_adds(a, usage_metric_name(metric));
-    rargs_addll(a, v);
-    (*m)++;
+/* JSON text of o, or NULL. It lives in o until o is freed or serialised
+ * again: after the send. */
+static const char *jr_json(json_object *o) {
+    return o ? json_object_to_json_string_ext(o, JSON_FLAGS) : NULL;
 }
 
-static void jr_field(rargs *a, const char *k, const char *v) {
-    if (!v) return;
-    rargs_adds(a, k);
-    rargs_adds(a, v);
-}
-
-static void jr_field_json(rargs *a, const char *k, json_object *o) {
-    if (!o) return;
-    rargs_adds(a, k);
-    /* the text lives in o until o is freed or serialised again: after the send */
-    rargs_adds(a, json_object_to_json_string_ext(o, JSON_FLAGS));
+/* The increments of the usage counters for outcome o. */
+static void jr_usage_counts(const jobrun *jr, const jr_outcome *o,
+                            long long out[USAGE_NMETRICS]) {
+    const jobrun_priv *p = jr->p;
+    usage_counts u;
+    usage_extract(o->usage, &u);
+    out[USAGE_REQUESTS] = 1;
+    out[USAGE_SUCCEEDED] = o->status == JOB_SUCCEEDED;
+    out[USAGE_FAILED] = o->status == JOB_FAILED;
+    out[USAGE_PROMPT_TOKENS] = u.prompt;
+    out[USAGE_COMPLETION_TOKENS] = u.completion;
+    out[USAGE_TOTAL_TOKENS] = u.total;
+    out[USAGE_CACHED_TOKENS] = u.cached;
+    out[USAGE_REASONING_TOKENS] = u.reasoning;
+    const price_cfg *price = config_price(p->prov, p->model);
+    if (price && o->usage)
+        out[USAGE_COST_MICRO_USD] =
+            usage_cost_micro_usd(&u, price->input, price->cached_input, price->output);
 }
 
 /* Builds and sends the FINISH script for outcome `o`; the jobrun leaves the
@@ -181,12 +188,13 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     const config *cfg = jr_cfg(jr);
     long long end = now_ms();
     int has_id = p->job.id != NULL;
-    long long ttl = p->job.result_ttl_s > 0 ? p->job.result_ttl_s : cfg->result_ttl_s;
     p->state = JR_FINISHING;
     if (o->status == JOB_SUCCEEDED)
         w->done++;
     else
         w->failed++;
+    const char *error_json = jr_json(o->error);
+    const char *usage_json = jr_json(o->usage);
 
     /* the final event */
     buf ev = {0};
@@ -197,11 +205,10 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
             buf_json_str(&ev, o->finish_reason, strlen(o->finish_reason));
         else
             buf_puts(&ev, "null");
-        buf_printf(&ev, ",\"usage\":%s}",
-                   o->usage ? json_object_to_json_string_ext(o->usage, JSON_FLAGS) : "null");
+        buf_printf(&ev, ",\"usage\":%s}", usage_json ? usage_json : "null");
     } else {
         buf_printf(&ev, "{\"seq\":%lld,\"type\":\"error\",\"status\":\"%s\",\"error\":%s}", p->seq,
-                   job_status_name(o->status), json_object_to_json_string_ext(o->error, JSON_FLAGS));
+                   job_status_name(o->status), error_json);
     }
     p->seq++;
 
@@ -214,92 +221,64 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     if (o->status == JOB_FAILED) {
         buf_puts(&dead, "{\"job\":");
         buf_json_str(&dead, jr->raw, jr->raw_len);
-        buf_printf(&dead, ",\"error\":%s,\"failed_at\":%lld}",
-                   json_object_to_json_string_ext(o->error, JSON_FLAGS), end);
+        buf_printf(&dead, ",\"error\":%s,\"failed_at\":%lld}", error_json, end);
     }
 
     char day[11];
     keys_day(end, day);
     char *k_usage = keys_usage(jr_prefix(jr), day);
     char *k_dead = keys_dead(jr_prefix(jr));
-    char *k_crashes = keys_crashes(jr_prefix(jr));
-
-    rargs a = {0};
-    rargs_adds(&a, "9");
-    rargs_adds(&a, w->proc_keys[jr->queue]);
-    rargs_adds(&a, has_id ? p->k_job : "");
-    rargs_adds(&a, has_id ? p->k_events : "");
-    rargs_adds(&a, has_id ? p->k_stream : "");
-    rargs_adds(&a, k_usage);
-    rargs_adds(&a, p->job.reply_to ? p->job.reply_to : "");
-    rargs_adds(&a, k_dead);
-    rargs_adds(&a, has_id && p->cancelled ? p->k_cancel : "");
-    rargs_adds(&a, k_crashes);
-    rargs_add(&a, jr->raw, jr->raw_len);
-    rargs_addll(&a, ttl);
-    rargs_add(&a, ev.data, ev.len);
-    rargs_adds(&a, line ? line : "");
-    rargs_add(&a, buf_cstr(&dead), dead.len);
-    char *field_prefix = usage_field_prefix(p->job.tenant, p->job.model);
-    rargs_adds(&a, field_prefix);
-    int mpos = a.argc;
-    rargs_adds(&a, "0"); /* m, patched below */
-    int m = 0;
-    usage_counts u;
-    usage_extract(o->usage, &u);
-    jr_add_usage(&a, &m, USAGE_REQUESTS, 1);
-    jr_add_usage(&a, &m, USAGE_SUCCEEDED, o->status == JOB_SUCCEEDED);
-    jr_add_usage(&a, &m, USAGE_FAILED, o->status == JOB_FAILED);
-    jr_add_usage(&a, &m, USAGE_PROMPT_TOKENS, u.prompt);
-    jr_add_usage(&a, &m, USAGE_COMPLETION_TOKENS, u.completion);
-    jr_add_usage(&a, &m, USAGE_TOTAL_TOKENS, u.total);
-    jr_add_usage(&a, &m, USAGE_CACHED_TOKENS, u.cached);
-    jr_add_usage(&a, &m, USAGE_REASONING_TOKENS, u.reasoning);
-    const price_cfg *price = config_price(p->prov, p->model);
-    if (price && o->usage)
-        jr_add_usage(&a, &m, USAGE_COST_MICRO_USD,
-                     usage_cost_micro_usd(&u, price->input, price->cached_input, price->output));
+    scripts_finish_call call = {
+        .processing_key = w->proc_keys[jr->queue],
+        .job_key = has_id ? p->k_job : NULL,
+        .events_key = has_id ? p->k_events : NULL,
+        .stream_key = has_id ? p->k_stream : NULL,
+        .usage_key = k_usage,
+        .reply_to = p->job.reply_to,
+        .dead_key = k_dead,
+        .cancel_key = has_id && p->cancelled ? p->k_cancel : NULL,
+        .crashes_key = w->crashes_key,
+        .raw = jr->raw,
+        .raw_len = jr->raw_len,
+        .ttl_s = p->job.result_ttl_s > 0 ? p->job.result_ttl_s : cfg->result_ttl_s,
+        .event = ev.data,
+        .event_len = ev.len,
+        .output_line = line,
+        .dead_entry = dead.data,
+        .dead_entry_len = dead.len,
+        .usage_tenant = p->job.tenant,
+        .usage_model = p->job.model,
+        .result = {
+            .status = o->status,
+            .attempts = p->attempt,
+            .response = o->response,
+            .error = error_json,
+            .usage = usage_json,
+            .model = p->model ? p->model : p->job.model, /* what served it */
+            .provider = p->prov ? p->prov->name : NULL,
+            .tenant = p->job.tenant,
+            .queue = cfg->queues[jr->queue],
+            .worker = w->id,
+            .started_at = p->started_at,
+            .first_token_at = p->first_token_at,
+            .finished_at = end,
+            .metadata = jr_json(p->job.metadata),
+            .custom_id = p->job.custom_id,
+        },
+    };
+    jr_usage_counts(jr, o, call.usage);
     if (o->usage && p->rl.n > 0)
         rl_adjust(w->cmd, rconn_script_sha(w->cmd, w->scripts[WS_RATELIMIT]), &p->rl,
-                  u.total - p->rl_tokens);
-    char mbuf[16];
-    snprintf(mbuf, sizeof mbuf, "%d", m);
-    a.argv[mpos] = mbuf;
-    a.lens[mpos] = strlen(mbuf);
-
-    jr_field(&a, "status", job_status_name(o->status));
-    rargs_adds(&a, "attempts");
-    rargs_addll(&a, p->attempt);
-    jr_field(&a, "response", o->response);
-    jr_field_json(&a, "error", o->error);
-    jr_field_json(&a, "usage", o->usage);
-    jr_field(&a, "model", p->model ? p->model : p->job.model); /* what served it */
-    jr_field(&a, "provider", p->prov ? p->prov->name : NULL);
-    jr_field(&a, "tenant", p->job.tenant);
-    jr_field(&a, "queue", cfg->queues[jr->queue]);
-    jr_field(&a, "worker", w->id);
-    if (p->started_at) {
-        rargs_adds(&a, "started_at");
-        rargs_addll(&a, p->started_at);
-    }
-    if (p->first_token_at) {
-        rargs_adds(&a, "first_token_at");
-        rargs_addll(&a, p->first_token_at);
-    }
-    rargs_adds(&a, "finished_at");
-    rargs_addll(&a, end);
-    jr_field_json(&a, "metadata", p->job.metadata);
-    jr_field(&a, "custom_id", p->job.custom_id);
-
+                  call.usage[USAGE_TOTAL_TOKENS] - p->rl_tokens);
+    rargs a = {0};
+    scripts_finish_args(&call, &a);
     rconn_eval_reliable(w->cmd, w->scripts[WS_FINISH], jr_on_finished, jr, a.argc, a.argv, a.lens);
-    log_debug("job_end", "id=%s status=%s attempts=%d ms=%lld", log_quote(p->job.id), job_status_name(o->status),
-              p->attempt, p->started_at ? end - p->started_at : 0);
+    log_debug("job_end", "id=%s status=%s attempts=%d ms=%lld", log_quote(p->job.id),
+              job_status_name(o->status), p->attempt, p->started_at ? end - p->started_at : 0);
 
     rargs_free(&a);
-    free(field_prefix);
     free(k_usage);
     free(k_dead);
-    free(k_crashes);
     free(line);
     buf_free(&dead);
     buf_free(&ev);
@@ -1050,27 +1029,28 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
     p->step = -1;
     if (p->prov) jr_set_target(jr, p->prov, p->job.model);
 
-    rargs a = {0};
-    rargs_adds(&a, "3");
-    rargs_adds(&a, p->k_job);
-    rargs_adds(&a, p->k_events);
-    rargs_adds(&a, p->k_cancel);
-    rargs_adds(&a, w->id);
-    rargs_adds(&a, cfg->queues[queue]);
-    rargs_adds(&a, p->job.model);
-    rargs_adds(&a, p->job.tenant ? p->job.tenant : "");
-    rargs_adds(&a, p->prov ? p->prov->name : "");
-    rargs_addll(&a, p->started_at);
-    rargs_addf(&a, "%s/%llu", w->id, ++w->starts); /* the start token */
     if (!p->prov) {
         /* Not an invalid job (the model may be served once configured), but
          * nothing can run it: fail now, without an attempt. */
-        rargs_free(&a);
         char msg[300];
         snprintf(msg, sizeof msg, "no provider serves model \"%s\"", p->job.model);
         jr_fail(jr, JOB_FAILED, "no_provider", msg, 0, NULL);
         return;
     }
+    scripts_start_call call = {
+        .job_key = p->k_job,
+        .events_key = p->k_events,
+        .cancel_key = p->k_cancel,
+        .worker_id = w->id,
+        .queue = cfg->queues[queue],
+        .model = p->job.model,
+        .tenant = p->job.tenant,
+        .provider = p->prov->name,
+        .now_ms = p->started_at,
+        .start_number = ++w->starts,
+    };
+    rargs a = {0};
+    scripts_start_args(&call, &a);
     p->start_sent = 1;
     rconn_eval_reliable(w->cmd, w->scripts[WS_START], jr_on_started, jr, a.argc, a.argv, a.lens);
     rargs_free(&a);

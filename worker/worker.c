@@ -98,17 +98,18 @@ void worker_maybe_fetch(worker *w) {
     int free_slots = w->cfg->concurrency - w->nruns;
     if (free_slots <= 0) return;
     long n = free_slots < FETCH_BATCH ? free_slots : FETCH_BATCH;
+    scripts_fetch_call call = {
+        .queue_keys = w->queue_keys,
+        .processing_keys = w->proc_keys,
+        .nqueues = w->cfg->nqueues,
+        .crashes_key = w->crashes_key,
+        .want = n,
+        .busy = w->nruns,
+    };
     rargs a = {0};
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FETCH]));
-    rargs_addll(&a, 2 * w->cfg->nqueues + 1);
-    for (int i = 0; i < w->cfg->nqueues; i++) {
-        rargs_adds(&a, w->queue_keys[i]);
-        rargs_adds(&a, w->proc_keys[i]);
-    }
-    rargs_adds(&a, w->crashes_key);
-    rargs_addll(&a, n);
-    rargs_addll(&a, w->nruns);
+    scripts_fetch_args(&call, &a);
     if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0)
         w->fetching = 1;
     rargs_free(&a);
@@ -159,21 +160,33 @@ static void w_on_resync(rconn *rc, redisReply *reply, void *priv) {
             }
         }
     }
-    rargs a = {0};
-    rargs_adds(&a, "2");
-    rargs_adds(&a, w->proc_keys[q]);
-    rargs_adds(&a, w->queue_keys[q]);
+    size_t n = reply->elements ? reply->elements : 1;
+    const char **jobs = xcalloc(n, sizeof *jobs);
+    size_t *lens = xcalloc(n, sizeof *lens);
     int orphans = 0;
     for (size_t i = 0; i < reply->elements; i++) {
         if (matched[i]) continue;
-        rargs_add(&a, reply->element[i]->str, reply->element[i]->len);
+        jobs[orphans] = reply->element[i]->str;
+        lens[orphans] = reply->element[i]->len;
         orphans++;
     }
     if (orphans) {
+        scripts_requeue_call call = {
+            .processing_keys = &w->proc_keys[q],
+            .queue_keys = &w->queue_keys[q],
+            .nqueues = 1,
+            .jobs = jobs,
+            .job_lens = lens,
+            .njobs = orphans,
+        };
+        rargs a = {0};
+        scripts_requeue_args(&call, &a);
         log_warn("requeue_orphans", "queue=%s jobs=%d", w->cfg->queues[q], orphans);
         rconn_eval_reliable(w->cmd, w->scripts[WS_REQUEUE], NULL, NULL, a.argc, a.argv, a.lens);
+        rargs_free(&a);
     }
-    rargs_free(&a);
+    free(jobs);
+    free(lens);
     free(matched);
 }
 
@@ -293,11 +306,12 @@ static void w_check_exit(worker *w) {
     w->deregistering = 1;
     char *k = keys_workers(w->cfg->prefix);
     char *hb = keys_heartbeat(w->cfg->prefix, w->id);
-    const char *a[] = {"EVAL", "redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('DEL', KEYS[2])",
-                       "2", k, hb, w->id};
-    size_t l[6];
-    for (int i = 0; i < 6; i++) l[i] = strlen(a[i]);
-    rconn_send_reliable(w->cmd, w_on_deregistered, NULL, 6, a, l);
+    scripts_deregister_call call = {.workers_key = k, .heartbeat_key = hb, .worker_id = w->id};
+    rargs a = {0};
+    scripts_deregister_args(&call, &a);
+    rconn_eval_reliable(w->cmd, w->scripts[WS_DEREGISTER], w_on_deregistered, NULL, a.argc, a.argv,
+                        a.lens);
+    rargs_free(&a);
     free(k);
     free(hb);
 }
@@ -333,12 +347,13 @@ static void w_on_grace(uv_timer_t *t) {
     w->aborting = 1;
     log_warn("drain_timeout", "jobs_left=%d", w->nruns);
     while (w->runs) jobrun_abort(w->runs);
+    scripts_requeue_call call = {
+        .processing_keys = w->proc_keys,
+        .queue_keys = w->queue_keys,
+        .nqueues = w->cfg->nqueues,
+    };
     rargs a = {0};
-    rargs_addll(&a, 2 * w->cfg->nqueues);
-    for (int i = 0; i < w->cfg->nqueues; i++) {
-        rargs_adds(&a, w->proc_keys[i]);
-        rargs_adds(&a, w->queue_keys[i]);
-    }
+    scripts_requeue_args(&call, &a);
     rconn_eval_reliable(w->cmd, w->scripts[WS_REQUEUE], w_on_requeued, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
     /* Redis may be unreachable: do not wait for it forever. What stays in the
@@ -427,6 +442,7 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->scripts[WS_FINISH] = rconn_add_script(w->cmd, scripts_finish);
     w->scripts[WS_REQUEUE] = rconn_add_script(w->cmd, scripts_requeue);
     w->scripts[WS_RATELIMIT] = rconn_add_script(w->cmd, scripts_ratelimit);
+    w->scripts[WS_DEREGISTER] = rconn_add_script(w->cmd, scripts_deregister);
     w->control = rconn_new(loop, &w->redis, "control", w_on_control_state, w);
     w->waiters = xcalloc((size_t)cfg->nqueues, sizeof *w->waiters);
     w->waiting = xcalloc((size_t)cfg->nqueues, sizeof *w->waiting);

@@ -31,7 +31,9 @@
 
 typedef struct jobrun jobrun;
 
-enum worker_script { WS_FETCH, WS_START, WS_FINISH, WS_REQUEUE, WS_RATELIMIT, WS_NSCRIPTS };
+enum worker_script {
+    WS_FETCH, WS_START, WS_FINISH, WS_REQUEUE, WS_RATELIMIT, WS_DEREGISTER, WS_NSCRIPTS
+};
 
 typedef struct worker {
     uv_loop_t *loop;
