@@ -285,7 +285,7 @@ static void jr_finish(jobrun *jr, jr_outcome *o) {
     free(o->response);
     json_object_put(o->error);
     jr_reset_attempt(jr); /* the HTTP handle goes back to the pool now */
-    worker_run_over(w, jr);
+    worker_run_remove(w, jr);
 }
 
 /* Ends the job as failed (or cancelled) with error `code`. */
@@ -319,7 +319,7 @@ static void jr_reset_attempt(jobrun *jr) {
     jobrun_priv *p = jr->p;
     if (p->easy) {
         http_remove(jr->w->http, p->easy);
-        worker_put_easy(jr->w, p->easy);
+        http_easy_put(jr->w->http, p->easy);
         p->easy = NULL;
     }
     curl_slist_free_all(p->headers);
@@ -369,7 +369,7 @@ static void jr_free(jobrun *jr) {
 
 void jobrun_abort(jobrun *jr) {
     jr_reset_attempt(jr);
-    worker_run_over(jr->w, jr);
+    worker_run_remove(jr->w, jr);
     /* A START still in the outbox holds a pointer to us: its reply frees. */
     if ((jr->p->state == JR_STARTING && jr->p->start_sent) || jr->p->rl_pending) {
         jr->p->aborted = 1;
@@ -593,7 +593,7 @@ static void jr_send(jobrun *jr) {
         rconn_send(jr->w->cmd, NULL, NULL, 4, a, al);
     }
 
-    CURL *e = worker_get_easy(jr->w);
+    CURL *e = http_easy_get(jr->w->http);
     if (!e) {
         jr_fail(jr, JOB_FAILED, "connection_error", "cannot create an HTTP handle", 0, NULL);
         return;
@@ -639,7 +639,10 @@ static void jr_send(jobrun *jr) {
 
     p->last_activity = uv_now(jr->w->loop);
     if (p->job.stream) uv_timer_start(&p->timer, jr_on_idle, (uint64_t)jr_idle_ms(jr), 0);
-    if (http_add(jr->w->http, e) != 0) {
+    CURLMcode mc = http_add(jr->w->http, e);
+    if (mc != CURLM_OK) {
+        log_error("http_add_failed", "id=%s error=%s", log_quote(p->job.id),
+                  log_quote(curl_multi_strerror(mc)));
         uv_timer_stop(&p->timer);
         jr_fail(jr, JOB_FAILED, "connection_error", "cannot start the HTTP request", 0, NULL);
     }
@@ -988,10 +991,7 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
     p->state = JR_STARTING;
     p->started_at = now_ms();
     sse_init(&p->sse, NULL, NULL);
-    jr->next = w->runs;
-    if (w->runs) w->runs->prev = jr;
-    w->runs = jr;
-    w->nruns++;
+    worker_run_add(w, jr);
 
     char err[512];
     int bad = job_parse(&p->job, raw, len, (size_t)cfg->max_job_bytes, err, sizeof err) != 0;

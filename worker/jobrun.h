@@ -34,7 +34,7 @@ struct jobrun {
     struct jobrun_priv *p;
 };
 
-/* Takes ownership of nothing: raw is copied. The jobrun links itself into
+/* Takes ownership of nothing: raw is copied. The jobrun is added to
  * w->runs. */
 void jobrun_start(worker *w, const char *raw, size_t len, int queue);
 /* Cancels the jobs whose id is `id`. */

@@ -316,7 +316,15 @@ static void w_check_exit(worker *w) {
     free(hb);
 }
 
-void worker_run_over(worker *w, jobrun *jr) {
+void worker_run_add(worker *w, jobrun *jr) {
+    jr->prev = NULL;
+    jr->next = w->runs;
+    if (w->runs) w->runs->prev = jr;
+    w->runs = jr;
+    w->nruns++;
+}
+
+void worker_run_remove(worker *w, jobrun *jr) {
     if (jr->prev)
         jr->prev->next = jr->next;
     else
@@ -385,28 +393,6 @@ static void w_on_signal(uv_signal_t *s, int signum) {
 /* Runs after each loop iteration: a stored result may complete the drain. */
 static void w_on_check(uv_check_t *c) { w_check_exit(c->data); }
 
-/* ---- curl handle pool ------------------------------------------------------------- */
-
-/* curl_easy_init() allocates and initialises a large struct: reusing handles
- * saves that on every request. The pool never holds more than concurrency
- * handles, the most that can be in use at once. */
-CURL *worker_get_easy(worker *w) {
-    if (w->neasy > 0) {
-        CURL *e = w->easy_pool[--w->neasy];
-        curl_easy_reset(e);
-        return e;
-    }
-    return curl_easy_init();
-}
-
-void worker_put_easy(worker *w, CURL *easy) {
-    if (w->closing || w->neasy >= w->cfg->concurrency) {
-        curl_easy_cleanup(easy);
-        return;
-    }
-    w->easy_pool[w->neasy++] = easy;
-}
-
 /* ---- set-up ------------------------------------------------------------------------- */
 
 int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
@@ -417,24 +403,18 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->id = xstrdup(id);
     if (redis_target_parse(cfg->redis_url, &w->redis, err, sizeof err) != 0) {
         log_error("bad_redis_url", "error=%s", log_quote(err));
-        free(w->id);
-        return -1;
+        goto fail;
     }
     w->tok = json_tokener_new();
-    w->easy_pool = xcalloc((size_t)cfg->concurrency, sizeof *w->easy_pool);
     /* libcurl limits connections per host for the whole multi handle, so
      * the largest max_connections of the providers applies to every host. */
     long max_host = 0;
     for (int i = 0; i < cfg->nproviders; i++)
         if (cfg->providers[i].max_connections > max_host) max_host = cfg->providers[i].max_connections;
-    w->http = http_new(loop, cfg->concurrency + 16, max_host, w_on_done);
+    w->http = http_new(loop, cfg->concurrency + 16, max_host, cfg->concurrency, w_on_done);
     if (!w->http) {
         log_error("curl_init_failed", "reason=curl_multi_init");
-        json_tokener_free(w->tok);
-        free(w->easy_pool);
-        redis_target_free(&w->redis);
-        free(w->id);
-        return -1;
+        goto fail;
     }
     w->cmd = rconn_new(loop, &w->redis, "cmd", w_on_cmd_state, w);
     w->scripts[WS_FETCH] = rconn_add_script(w->cmd, scripts_fetch);
@@ -467,6 +447,13 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     uv_check_init(loop, &w->check);
     w->check.data = w;
     return 0;
+
+fail: /* nothing with a uv handle or a connection exists yet */
+    if (w->tok) json_tokener_free(w->tok);
+    redis_target_free(&w->redis);
+    free(w->id);
+    memset(w, 0, sizeof *w);
+    return -1;
 }
 
 void worker_start(worker *w) {
@@ -483,9 +470,6 @@ void worker_start(worker *w) {
 
 void worker_close(worker *w) {
     while (w->runs) jobrun_abort(w->runs);
-    w->closing = 1;
-    for (int i = 0; i < w->neasy; i++) curl_easy_cleanup(w->easy_pool[i]);
-    w->neasy = 0;
     rconn_free(w->cmd);
     rconn_free(w->control);
     for (int i = 0; i < w->cfg->nqueues; i++) {
@@ -508,7 +492,6 @@ void worker_close(worker *w) {
 }
 
 void worker_free(worker *w) {
-    free(w->easy_pool);
     json_tokener_free(w->tok);
     redis_target_free(&w->redis);
     free(w->id);
