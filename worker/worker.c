@@ -24,14 +24,11 @@
 #include "common/log.h"
 #include "common/scripts.h"
 #include "worker/jobrun.h"
+#include "worker/upstream.h"
 
 #define FETCH_BATCH 128
 #define HEARTBEAT_MS 3000
 #define HEARTBEAT_TTL_MS 10000
-
-static void w_on_done(CURL *easy, CURLcode res, void *priv) {
-    jobrun_http_done(easy, (int)res, priv);
-}
 
 static void w_check_exit(worker *w);
 
@@ -411,7 +408,8 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     long max_host = 0;
     for (int i = 0; i < cfg->nproviders; i++)
         if (cfg->providers[i].max_connections > max_host) max_host = cfg->providers[i].max_connections;
-    w->http = http_new(loop, cfg->concurrency + 16, max_host, cfg->concurrency, w_on_done);
+    w->http = http_new(loop, cfg->concurrency + 16, max_host, cfg->concurrency,
+                      upstream_http_done);
     if (!w->http) {
         log_error("curl_init_failed", "reason=curl_multi_init");
         goto fail;
