@@ -30,6 +30,8 @@
 
 typedef struct http_client http_client;
 
+/* priv: what the caller set as the handle's CURLOPT_PRIVATE (http does not
+ * know its type). */
 typedef void (*http_done_cb)(CURL *easy, CURLcode result, void *priv);
 
 /* NULL when curl_multi_init() fails. */

@@ -1,5 +1,5 @@
-/* worker.c — a worker's connections, fetching, cancellation, heartbeat and
- * drain; see worker.h for the design of the fetch.
+/* worker.c — a worker's connections, fetching, running list, cancellation,
+ * heartbeat and drain; see worker.h for the design of the fetch.
  *
  * Fetch cycle. Whenever a slot may have become free (start, a job ended, a
  * waiter answered, the command connection came back), worker_maybe_fetch()

@@ -13,21 +13,22 @@
  *            idle worker sends nothing at all, a job on any queue is seen at
  *            once, and a higher queue's job is always taken first;
  *   control  a Redis connection subscribed to P:control, for cancellations;
- *   http     one curl multi handle (worker/http.h) for all upstream calls.
+ *   http     one curl multi handle (worker/http.h) for all upstream calls,
+ *            with the pool of easy handles they reuse.
  *
- * Jobs in flight are jobruns (worker/jobrun.h) on a doubly linked list. The
+ * Jobs in flight are jobruns (worker/jobrun.h) on a doubly linked list, the
+ * running list, which this file links and unlinks (worker_run_add/remove). The
  * worker's identity is its id; its jobs live in P:processing:<id>:<queue>
  * until their result is stored, so nothing is lost if it dies. */
 #ifndef CHATQ_WORKER_H
 #define CHATQ_WORKER_H
 
-#include <curl/curl.h>
 #include <json-c/json.h>
 #include <uv.h>
 
 #include "common/config.h"
-#include "worker/http.h"
 #include "common/rconn.h"
+#include "worker/http.h"
 
 typedef struct jobrun jobrun;
 
