@@ -64,7 +64,7 @@ fuzz: fuzz-build
 	@failed=""; \
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/artifacts/$$t; \
-	  seeds=tests/fuzz/corpus/$$t; \
+	  seeds=; [ -d tests/fuzz/corpus/$$t ] && seeds=tests/fuzz/corpus/$$t; \
 	  crashes=; [ -d tests/fuzz/crashes/$$t ] && crashes=tests/fuzz/crashes/$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  case $$t in \
