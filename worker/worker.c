@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/scripts.h"
 #include "worker/jobrun.h"
+#include "worker/report.h" /* issue 9: status lines to chatqd */
 
 #define FETCH_BATCH 128
 #define HEARTBEAT_MS 3000
@@ -234,6 +235,7 @@ static void w_on_cmd_state(rconn *rc, int ready, void *ud) {
     w->cmd_was_ready = 1;
     worker_maybe_fetch(w);
     w_check_exit(w);
+    report_ready(); /* issue 9: chatqd resets its restart backoff */
 }
 
 /* ---- cancellation --------------------------------------------------------------- */
@@ -310,6 +312,7 @@ void worker_run_over(worker *w, jobrun *jr) {
     if (jr->next) jr->next->prev = jr->prev;
     jr->prev = jr->next = NULL;
     w->nruns--;
+    report_progress(w->done + w->failed); /* issue 9: not a crash loop */
     worker_maybe_fetch(w);
 }
 
