@@ -20,7 +20,6 @@ No fixed sleeps but the pacing of kills and pushes: everything else polls
 with deadlines (conftest.wait_for)."""
 
 import hashlib
-import json
 import os
 import random
 import signal
@@ -28,7 +27,7 @@ import time
 
 import pytest
 
-from conftest import API_KEY, BIN, REPO, SCALE, wait_for
+from conftest import API_KEY, REPO, SCALE, wait_for
 from test_supervision import (hooks_worker_path, log_lines, logfmt_field, processing_ids,
                               statuses, wait_all_succeeded, wait_registered, worker_ids_by_pid)
 
