@@ -250,15 +250,23 @@ static int batchin_same_pair(void *arg, uint32_t idx) {
            batchin_same_str(ck->in->providers[idx], ck->info->provider);
 }
 
+/* Makes in->model_of hold lines 1..lineno, new entries 0. Only good lines
+ * come here, so a run of bad lines can leave lineno far past the end:
+ * doubling once would not be enough, the capacity doubles until it fits. */
+static void batchin_grow_model_of(batchin_check *ck, long long lineno) {
+    batchin *in = ck->in;
+    size_t cap = ck->capline ? ck->capline : 1024;
+    if ((size_t)lineno <= ck->capline) return;
+    while (cap < (size_t)lineno) cap *= 2;
+    in->model_of = xrealloc(in->model_of, cap * sizeof *in->model_of);
+    memset(in->model_of + ck->capline, 0, (cap - ck->capline) * sizeof *in->model_of);
+    ck->capline = cap;
+}
+
 /* Records the pair of a good line in in->model_of. */
 static void batchin_note_model(batchin_check *ck, long long lineno, const batchin_info *info) {
     batchin *in = ck->in;
-    if ((size_t)lineno > ck->capline) {
-        size_t cap = ck->capline ? ck->capline * 2 : 1024;
-        in->model_of = xrealloc(in->model_of, cap * sizeof *in->model_of);
-        memset(in->model_of + ck->capline, 0, (cap - ck->capline) * sizeof *in->model_of);
-        ck->capline = cap;
-    }
+    batchin_grow_model_of(ck, lineno);
     if (!info->model || in->nmodels >= BATCHIN_MAX_MODELS) return;
     ck->info = info;
     uint32_t idx = (uint32_t)in->nmodels + 1;

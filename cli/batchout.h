@@ -14,7 +14,7 @@
  * batch sets its bit and counts in the totals. A crash can leave only the
  * tail of a file damaged (what was written after the last
  * batchout_sync()): the file is cut at the first line that is incomplete
- * or not JSON; the lines lost that way are still in Redis (see batch.c)
+ * or not JSON; the lines lost that way are still in Redis (see batch_cmd.c)
  * and are written again. Without `resume` the files are emptied.
  *
  * Each file is locked (flock) while open, so two runs cannot write the

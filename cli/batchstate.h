@@ -8,7 +8,7 @@
  * of its bytes, so a changed file is refused), and the settings that shaped
  * the queued jobs (queue, tenant, errors file, key prefix). How far the
  * submission got is not in it: that is counted in Redis, atomically with
- * each push (batch.c), so the file never has to be rewritten.
+ * each push (batch_cmd.c), so the file never has to be rewritten.
  *
  * The file is JSON, written to a temporary name, fsync'd and renamed, and
  * the directory fsync'd, so it is either absent or whole.

@@ -219,6 +219,21 @@ int cli_parse_cmd(cli_ctx *ctx, const cli_opt *opts, int argc, char **argv, cli_
     return *status != CLI_OK;
 }
 
+int cli_take_flag(cli_ctx *ctx, void *arg, int id, const char *val) {
+    (void)ctx;
+    (void)id;
+    (void)val;
+    *(int *)arg = 1;
+    return CLI_OK;
+}
+
+int cli_take_value(cli_ctx *ctx, void *arg, int id, const char *val) {
+    (void)ctx;
+    (void)id;
+    *(const char **)arg = val;
+    return CLI_OK;
+}
+
 /* ---- values ---- */
 
 int cli_parse_ll(const char *s, long long min, long long max, long long *out) {
@@ -253,6 +268,21 @@ int cli_json_parse(const char *s, size_t len, json_object **out, char *err, size
     int rc = jsonparse_whole(tok, s, len, out, err, errlen);
     json_tokener_free(tok);
     return rc;
+}
+
+int cli_str_index(const char *const *list, const char *s) {
+    for (int i = 0; list[i]; i++)
+        if (!strcmp(list[i], s)) return i;
+    return -1;
+}
+
+void cli_print_json(json_object *o) {
+    if (json_object_is_type(o, json_type_array) && !json_object_array_length(o)) {
+        puts("[]"); /* json-c's pretty form of it spans two lines */
+        return;
+    }
+    puts(json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
 double cli_now(void) {

@@ -1,6 +1,7 @@
 /* cli.h — what every `chatq` command shares: the run context (common flags
  * and the loaded configuration), failure messages with their exit statuses,
- * a small option parser, and number/time helpers.
+ * a small option parser (with the option handlers several commands share),
+ * and value helpers: numbers, times, JSON in and out.
  *
  * Exit statuses: CLI_OK (0) success, CLI_ERR (1) any failure, CLI_USAGE (2)
  * bad command line. Every failure prints exactly one line on stderr,
@@ -103,6 +104,12 @@ typedef int (*cli_take_fn)(cli_ctx *ctx, void *arg, int id, const char *val);
 int cli_parse_cmd(cli_ctx *ctx, const cli_opt *opts, int argc, char **argv, cli_take_fn take,
                   void *arg, const char **id, int *status);
 
+/* Two cli_take_fn for commands with a single option: cli_take_flag sets
+ * the int at arg to 1; cli_take_value stores the value in the const char *
+ * at arg. */
+int cli_take_flag(cli_ctx *ctx, void *arg, int id, const char *val);
+int cli_take_value(cli_ctx *ctx, void *arg, int id, const char *val);
+
 /* ---- values ---- */
 
 /* Parses a whole decimal integer in [min, max]. Returns 0 or -1. */
@@ -113,6 +120,10 @@ int cli_parse_seconds(const char *s, double *out);
  * Returns 0 with *out set (NULL for a JSON null; the caller owns it), or -1
  * with a message in err (which may be NULL). */
 int cli_json_parse(const char *s, size_t len, json_object **out, char *err, size_t errlen);
+/* The index of s in a NULL-terminated list of strings, or -1. */
+int cli_str_index(const char *const *list, const char *s);
+/* Prints a JSON value on stdout, pretty (two-space indent, "/" as is). */
+void cli_print_json(json_object *o);
 /* Monotonic clock in seconds. */
 double cli_now(void);
 /* Unix time in milliseconds. */

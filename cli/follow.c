@@ -42,9 +42,26 @@ typedef struct follow_state {
     json_object *error;     /* the final event's error (owned), may be NULL */
 } follow_state;
 
-static int follow_is_terminal(const char *status) {
-    return status && (!strcmp(status, "succeeded") || !strcmp(status, "failed") ||
-                      !strcmp(status, "cancelled"));
+/* What a job's status tells the follower. */
+typedef enum follow_outcome {
+    FOLLOW_NOT_ENDED,     /* queued, running, or no status at all */
+    FOLLOW_SUCCEEDED,
+    FOLLOW_ENDED_BADLY,   /* failed or cancelled */
+} follow_outcome;
+
+/* The outcome a status text (may be NULL) names. This is the one place the
+ * CLI reads a job status as text; once common/job.h has the status enum it
+ * becomes job_status_parse() and job_status_final(). */
+static follow_outcome follow_outcome_of(const char *status) {
+    if (!status) return FOLLOW_NOT_ENDED;
+    if (!strcmp(status, "succeeded")) return FOLLOW_SUCCEEDED;
+    if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) return FOLLOW_ENDED_BADLY;
+    return FOLLOW_NOT_ENDED;
+}
+
+/* 1 when a reply (the hash's status field, may be NULL) says the job ended. */
+static int follow_reply_ended(const redisReply *v) {
+    return v && v->type == REDIS_REPLY_STRING && follow_outcome_of(v->str) != FOLLOW_NOT_ENDED;
 }
 
 static void follow_write(follow_state *fs, const char *s, size_t len) {
@@ -180,7 +197,7 @@ static int follow_message(follow_state *fs, const redisReply *r) {
 static int follow_check_hash(follow_state *fs) {
     redisReply *r = cli_redis_cmd(fs->o->cmd, "HGET %s status", fs->job_key);
     if (!r) return -1;
-    int terminal = r->type == REDIS_REPLY_STRING && follow_is_terminal(r->str);
+    int terminal = follow_reply_ended(r);
     char *status = terminal ? xstrdup(r->str) : NULL;
     freeReplyObject(r);
     if (!terminal) return 0;
@@ -235,9 +252,7 @@ static redisReply *follow_fetch_result(follow_state *fs) {
         redisReply *r = cli_redis_cmd(fs->o->cmd, "HGETALL %s", fs->job_key);
         if (!r) return NULL;
         const redisReply *st = cli_redis_hash_get(r, "status");
-        if ((st && st->type == REDIS_REPLY_STRING && follow_is_terminal(st->str)) ||
-            cli_now() >= give_up)
-            return r;
+        if (follow_reply_ended(st) || cli_now() >= give_up) return r;
         freeReplyObject(r);
         struct timespec ts = {0, FOLLOW_RESULT_POLL_NS};
         nanosleep(&ts, NULL);
@@ -296,7 +311,7 @@ static int follow_print_failure(follow_state *fs, const redisReply *h) {
 }
 
 static int follow_finish(follow_state *fs) {
-    int ok = fs->status && !strcmp(fs->status, "succeeded");
+    int ok = follow_outcome_of(fs->status) == FOLLOW_SUCCEEDED;
     /* A failure with its error in the event needs nothing from the hash. */
     redisReply *h = ok || !fs->error ? follow_fetch_result(fs) : NULL;
     if (!h && (ok || !fs->error)) {
@@ -306,6 +321,19 @@ static int follow_finish(follow_state *fs) {
     int rc = ok ? follow_print_answer(fs, h) : follow_print_failure(fs, h);
     if (h) freeReplyObject(h);
     return rc;
+}
+
+redisContext *follow_subscribe(cli_ctx *ctx, const char *id) {
+    redisContext *sub = cli_redis_connect(ctx);
+    if (!sub) return NULL;
+    char *chan = keys_stream(cli_ctx_prefix(ctx), id);
+    int rc = cli_redis_subscribe(sub, chan);
+    free(chan);
+    if (rc < 0) {
+        redisFree(sub);
+        return NULL;
+    }
+    return sub;
 }
 
 int follow_job(const follow_opts *o) {

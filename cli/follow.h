@@ -1,11 +1,11 @@
 /* follow.h — following one job to its end, for `submit --stream/--wait`
  * and `watch`.
  *
- * The caller subscribes `sub` to P:stream:<id> first (and, for submit,
- * pushes the job only after that), so no event published from then on can
- * be missed. follow_job() then reads P:events:<id> for what was published
- * before, and the channel for what comes next, dropping duplicates by `seq`
- * (SPEC §5). A message whose seq skips ahead makes it re-read the list, for
+ * The caller subscribes `sub` to P:stream:<id> first (follow_subscribe();
+ * submit pushes the job only after that), so no event published from then
+ * on can be missed. follow_job() then reads P:events:<id> for what was
+ * published before, and the channel for what comes next, dropping
+ * duplicates by `seq` (SPEC §5). A message whose seq skips ahead makes it re-read the list, for
  * a producer that publishes before it appends. Once a second it also looks
  * at the job hash's status, so a job that ended without a final event (or
  * whose events expired) still ends the wait.
@@ -25,6 +25,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "cli/cli.h"
+
 typedef struct follow_opts {
     redisContext *cmd;  /* borrowed: LRANGE, HGET, HGETALL */
     redisContext *sub;  /* borrowed: already subscribed to P:stream:<id> */
@@ -33,6 +35,10 @@ typedef struct follow_opts {
     int print_chunks;   /* stream the content deltas to stdout */
     double timeout_s;   /* 0: wait for ever */
 } follow_opts;
+
+/* A new connection, subscribed to P:stream:<id> (the subscription is
+ * confirmed): what follow_job() takes as `sub`. NULL after printing why. */
+redisContext *follow_subscribe(cli_ctx *ctx, const char *id);
 
 int follow_job(const follow_opts *o);
 

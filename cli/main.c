@@ -1,15 +1,19 @@
 /* main.c — `chatq`, the command-line client: reads the common flags that
  * come before the command, then hands the rest of the command line to the
- * command (submit.c, batch.c, show.c). Each command returns its exit status; main
- * only frees the context. */
+ * command, each in its own file (cli/<command>_cmd.c). Each command returns
+ * its exit status; main only frees the context. */
 #include <stdio.h>
 #include <string.h>
 
-#include "cli/batch.h"
+#include "cli/batch_cmd.h"
+#include "cli/cancel_cmd.h"
 #include "cli/cli.h"
+#include "cli/get_cmd.h"
 #include "cli/help.h"
-#include "cli/show.h"
-#include "cli/submit.h"
+#include "cli/stats_cmd.h"
+#include "cli/submit_cmd.h"
+#include "cli/usage_cmd.h"
+#include "cli/watch_cmd.h"
 
 typedef int (*main_cmd_fn)(cli_ctx *ctx, int argc, char **argv);
 
@@ -17,9 +21,8 @@ static const struct {
     const char *name;
     main_cmd_fn fn;
 } main_cmds[] = {
-    {"submit", submit_cmd},     {"batch", batch_cmd},        {"watch", submit_watch_cmd},
-    {"cancel", submit_cancel_cmd}, {"get", show_get_cmd},    {"usage", show_usage_cmd},
-    {"stats", show_stats_cmd},
+    {"submit", submit_cmd}, {"batch", batch_cmd}, {"watch", watch_cmd}, {"cancel", cancel_cmd},
+    {"get", get_cmd},       {"usage", usage_cmd}, {"stats", stats_cmd},
 };
 
 enum { MAIN_VERSION = 1 };

@@ -4,9 +4,11 @@
 #include "cli/redis.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
@@ -149,4 +151,23 @@ const redisReply *cli_redis_hash_get(const redisReply *r, const char *field) {
             return r->element[i + 1];
     }
     return NULL;
+}
+
+static int cli_redis_field_cmp(const void *a, const void *b) {
+    const cli_redis_field *x = a, *y = b;
+    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
+    return strcmp(x->name->str, y->name->str);
+}
+
+cli_redis_field *cli_redis_hash_fields(const redisReply *h, const char *const *order, size_t *n) {
+    *n = h->type == REDIS_REPLY_ARRAY ? h->elements / 2 : 0;
+    cli_redis_field *f = xcalloc(*n, sizeof *f);
+    for (size_t i = 0; i < *n; i++) {
+        f[i].name = h->element[2 * i];
+        f[i].value = h->element[2 * i + 1];
+        int r = order ? cli_str_index(order, f[i].name->str) : -1;
+        f[i].rank = r >= 0 ? r : INT_MAX;
+    }
+    if (*n) qsort(f, *n, sizeof *f, cli_redis_field_cmp);
+    return f;
 }

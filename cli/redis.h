@@ -37,4 +37,16 @@ int cli_redis_read(redisContext *c, int timeout_ms, redisReply **out);
  * `field`, or NULL. Borrowed from the reply. */
 const redisReply *cli_redis_hash_get(const redisReply *r, const char *field);
 
+/* A (field, value) pair of an HGETALL reply, both borrowed from it. */
+typedef struct cli_redis_field {
+    const redisReply *name, *value;
+    int rank; /* its name's index in the order given, INT_MAX when not there */
+} cli_redis_field;
+
+/* The pairs of an HGETALL reply, sorted by the index of their name in
+ * `order` (a NULL-terminated list; names not in it, and all names when
+ * `order` is NULL, come after those in it), then by name. Returns a
+ * malloc'd array of *n pairs, which the caller frees. */
+cli_redis_field *cli_redis_hash_fields(const redisReply *h, const char *const *order, size_t *n);
+
 #endif

@@ -21,18 +21,13 @@
 
 #include "common/jsonparse.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "common/buf.h"
+#include "common/random.h"
 
 /* Deep enough for large tool JSON schemas; json-c's default is 32. */
 #define JOB_MAX_DEPTH 128
@@ -53,6 +48,29 @@ static void job_fail(int *failed, char *err, size_t errlen, const char *fmt, ...
     va_end(ap);
 }
 
+static const char *const job_status_names[] = {
+    [JOB_QUEUED] = "queued",       [JOB_RUNNING] = "running", [JOB_SUCCEEDED] = "succeeded",
+    [JOB_FAILED] = "failed",       [JOB_CANCELLED] = "cancelled",
+};
+#define JOB_NSTATUS ((int)(sizeof job_status_names / sizeof job_status_names[0]))
+
+const char *job_status_name(job_status s) {
+    return (int)s >= 0 && (int)s < JOB_NSTATUS ? job_status_names[s] : "unknown";
+}
+
+int job_status_parse(const char *s, job_status *out) {
+    for (int i = 0; s && i < JOB_NSTATUS; i++)
+        if (strcmp(s, job_status_names[i]) == 0) {
+            *out = (job_status)i;
+            return 0;
+        }
+    return -1;
+}
+
+int job_status_final(job_status s) {
+    return s == JOB_SUCCEEDED || s == JOB_FAILED || s == JOB_CANCELLED;
+}
+
 int job_id_valid(const char *s) {
     if (!s) return 0;
     size_t n = 0;
@@ -65,43 +83,10 @@ int job_id_valid(const char *s) {
     return n >= 1;
 }
 
-/* Fills out with n random bytes: getrandom(2), else /dev/urandom, else a
- * clock/pid mix (ids need to be unique, not secret). */
-static void job_random(unsigned char *out, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = getrandom(out + got, n - got, 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    if (got == n) return;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        while (got < n) {
-            ssize_t r = read(fd, out + got, n - got);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) break;
-            got += (size_t)r;
-        }
-        close(fd);
-    }
-    if (got == n) return;
-    static uint64_t counter;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t x = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^
-                 ((uint64_t)getpid() << 32) ^ ++counter;
-    for (; got < n; got++) {
-        x ^= x << 13; x ^= x >> 7; x ^= x << 17; /* xorshift64 */
-        out[got] = (unsigned char)x;
-    }
-}
-
 void job_generate_id(char out[32]) {
     static const char hex[] = "0123456789abcdef";
     unsigned char r[12];
-    job_random(r, sizeof r);
+    random_bytes(r, sizeof r);
     memcpy(out, "job-", 4);
     for (size_t i = 0; i < sizeof r; i++) {
         out[4 + 2 * i] = hex[r[i] >> 4];

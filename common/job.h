@@ -34,6 +34,25 @@ typedef struct job {
     long long result_ttl_s;/* -1 when absent */
 } job;
 
+/* A job's status, as the "status" field of its hash holds it. A job is
+ * "running" from its START to its FINISH; the last three are final. "queued"
+ * is never written by chatq (SPEC: a client may set it). */
+typedef enum job_status {
+    JOB_QUEUED,
+    JOB_RUNNING,
+    JOB_SUCCEEDED,
+    JOB_FAILED,
+    JOB_CANCELLED,
+} job_status;
+
+/* The text of status s ("running", "succeeded", ...). */
+const char *job_status_name(job_status s);
+/* Reads the text of a status: returns 0 with *out set, or -1 when `s` is no
+ * status (NULL included). */
+int job_status_parse(const char *s, job_status *out);
+/* 1 for succeeded, failed and cancelled: the job has its result. */
+int job_status_final(job_status s);
+
 /* Parses and validates `raw` (len bytes, need not be NUL-terminated).
  * max_bytes: the max_job_bytes limit (0 = none). Returns 0 or -1. */
 int job_parse(job *j, const char *raw, size_t len, size_t max_bytes, char *err, size_t errlen);

@@ -26,6 +26,10 @@ char *keys_heartbeat(const char *p, const char *worker) {
     return xasprintf("%s:heartbeat:%s", p, worker);
 }
 
+char *keys_ratelimit(const char *p, const char *provider, const char *pattern) {
+    return xasprintf("%s:ratelimit:%s:%s", p, provider, pattern);
+}
+
 void keys_day(long long ms, char out[11]) {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;

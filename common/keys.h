@@ -28,6 +28,8 @@ char *keys_processing(const char *prefix, const char *worker, const char *queue)
 char *keys_workers(const char *prefix);
 char *keys_heartbeat(const char *prefix, const char *worker);
 char *keys_crashes(const char *prefix);
+/* the bucket of the rate limit `pattern` (a model glob) at provider `provider` */
+char *keys_ratelimit(const char *prefix, const char *provider, const char *pattern);
 char *keys_batch(const char *prefix, const char *batch);
 char *keys_batch_out(const char *prefix, const char *batch);
 

@@ -1,13 +1,16 @@
-/* scripts.c — Lua scripts run by the worker and the supervisor; see scripts.h.
+/* scripts.c — Lua scripts run by the worker and the supervisor, and the
+ * builders of their calls; see scripts.h.
  *
- * They run with EVALSHA after a SCRIPT LOAD on every new connection. Each one
- * documents its KEYS and ARGV. Keys are always passed in KEYS, never built in
- * Lua, so the scripts stay correct whatever the prefix. */
+ * They run with EVALSHA after a SCRIPT LOAD on every new connection. The
+ * KEYS and ARGV of each are described once, with its call struct in
+ * scripts.h; the comments here say what each script does. Keys are passed
+ * in KEYS, never built in Lua, so the scripts stay correct whatever the
+ * prefix (RECOVER's poison pills are the one exception, said there). */
 #include "common/scripts.h"
 
-/* FETCH: take up to ARGV[1] jobs, higher-priority queues first.
- * KEYS: queue1, processing1, queue2, processing2, ... (priority order), and
- * last the crashes hash (see RECOVER). ARGV[2]: jobs in flight in the worker.
+#include <stdlib.h>
+
+/* FETCH: take up to `want` jobs, higher-priority queues first.
  * Each job moves atomically from the right (consuming) end of its queue to the
  * left of this worker's processing list for that queue, so a job is always in
  * exactly one list.
@@ -16,10 +19,7 @@
  * innocent job with it (a job that only shared a worker with a poison pill
  * would otherwise die with it three times too). It is taken only by a worker
  * with nothing in flight, as the only job of its fetch; anyone else stops at
- * it and leaves it at the head of its queue.
- * Returns {mode, queue number (1-based), job, ...}: mode 0 normal, 1 solo
- * (the one job is a suspect: take no other until it ends), 2 blocked (a
- * suspect is next: fetch again once nothing is in flight). */
+ * it and leaves it at the head of its queue. */
 const char scripts_fetch[] =
     "local want, busy = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local crashes = KEYS[#KEYS]\n"
@@ -49,9 +49,6 @@ const char scripts_fetch[] =
     "return out\n";
 
 /* START: a worker begins (or resumes) a job.
- * KEYS[1] job hash, KEYS[2] events list, KEYS[3] cancel key
- * ARGV: worker, queue, model, tenant, provider, now_ms, start token (unique
- * to this start of this job in this worker)
  * A job whose hash says "running" was cut short (its worker died or was
  * stopped): keep its attempts, started_at and events, so seq numbers go on.
  * Otherwise this is a fresh run: what an earlier job with the same id left is
@@ -59,8 +56,7 @@ const char scripts_fetch[] =
  * length: events published while Redis was away are missing from the list
  * but may have numbers below stored ones. The hash's attempts counter is
  * advanced for the attempt about to start (unless the job is cancelled).
- * Returns {cancel requested 0/1, next seq, attempts made before, resumed 0/1,
- * started_at of the first run}. The answer is kept in the hash with the start
+ * The answer is kept in the hash with the start
  * token, so a START resent after its reply was lost in a disconnect gets the
  * same answer instead of counting an attempt twice. */
 const char scripts_start[] =
@@ -91,15 +87,10 @@ const char scripts_start[] =
     "  'start', ARGV[7] .. '|' .. seq .. '|' .. attempts .. '|' .. resumed)\n"
     "return {cancel, seq, attempts, resumed, started}\n";
 
-/* FINISH: store a job's final result, exactly once.
- * KEYS[1] processing list ('' for none), KEYS[2] job hash, KEYS[3] events
- * list, KEYS[4] stream channel, KEYS[5] usage hash, KEYS[6] reply_to list
- * ('' = none), KEYS[7] dead list, KEYS[8] cancel key ('' = none), KEYS[9]
- * crashes hash (see RECOVER; the job's count is cleared)
- * ARGV[1] the raw job text, ARGV[2] result ttl (s), ARGV[3] final event JSON,
- * ARGV[4] output line, ARGV[5] dead entry ('' = none), ARGV[6] usage field
- * prefix "tenant|model|", ARGV[7] m = number of usage metrics, then m pairs
- * (metric, increment), then (field, value) pairs for the job hash.
+/* FINISH: store a job's final result, exactly once: the job hash, the
+ * final event (list and channel), the usage counters (prefix .. metric),
+ * reply_to, the dead list; the cancel key and the job's crash count (see
+ * RECOVER) are cleared.
  * LREM scans from the tail (count -1), where the oldest jobs, the ones
  * most likely to end first, are.
  * The guard: the job must still be in this worker's processing list. If it is
@@ -107,7 +98,8 @@ const char scripts_start[] =
  * presumed dead) or this result was stored already (a resend after a lost
  * reply): nothing is written and 0 is returned. A reply_to key the producer
  * made something other than a list must not undo the rest (a script is not
- * rolled back half way): that LPUSH runs under pcall, and 2 is returned. */
+ * rolled back half way): that LPUSH runs under pcall, and 2 is returned.
+ * A processing key of '' skips the guard. */
 const char scripts_finish[] =
     "if KEYS[1] ~= '' and redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end\n"
     "local ttl = tonumber(ARGV[2])\n"
@@ -133,12 +125,9 @@ const char scripts_finish[] =
     "return rt\n";
 
 /* REQUEUE: put jobs a worker holds back at the consuming end of their queues.
- * KEYS: processing1, queue1, processing2, queue2, ...
- * ARGV: the raw jobs to put back (each removed once from whichever processing
- * list holds it); with no ARGV, every job of every processing list.
  * The processing list holds the newest job on the left, so moving from the
  * left to the right end of the queue leaves the oldest job to be consumed
- * first. Returns the number of jobs moved. */
+ * first. */
 const char scripts_requeue[] =
     "local n = 0\n"
     "if #ARGV == 0 then\n"
@@ -159,20 +148,14 @@ const char scripts_requeue[] =
     "return n\n";
 
 /* RECOVER: put back the jobs of a worker that is gone, and forget it.
- * KEYS[1] workers hash, KEYS[2] its heartbeat key, KEYS[3] crashes hash,
- * KEYS[4] dead list, then pairs (processing list, queue).
- * ARGV[1] worker id, ARGV[2] "1" = only if its heartbeat has expired (a
- * sweep of other hosts' workers) else "0", ARGV[3] prefix, ARGV[4] now (unix
- * ms), ARGV[5] poison limit, ARGV[6] default result ttl (s), ARGV[7] UTC day.
  * Atomic, so when two supervisors notice the same death at once, the second
  * finds nothing left to move. Each job put back is counted in the crashes
  * hash (by the SHA1 of its text; FINISH clears it). A job that was in flight
  * at the death of ARGV[5] workers is a poison pill: it is not requeued but
  * ends failed with code worker_crashed (dead list, job hash, final event,
  * reply_to, usage), so it cannot kill another worker. Job keys of a poison
- * pill are built here from the prefix: its id is known only by decoding it.
- * Returns the number of jobs requeued, -1 when the worker was unknown and
- * held nothing, -2 when its heartbeat is alive (nothing done). */
+ * pill are built here from the prefix: its id is known only by decoding it;
+ * so is its usage field (usage.h's format, tenant|model|metric). */
 const char scripts_recover[] =
     "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return -2 end\n"
     "local known = redis.call('HDEL', KEYS[1], ARGV[1])\n"
@@ -235,19 +218,21 @@ const char scripts_recover[] =
     "if known == 0 and n == 0 then return -1 end\n"
     "return n\n";
 
+/* DEREGISTER: forget a worker that drained (it holds no job any more). */
+const char scripts_deregister[] =
+    "redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('DEL', KEYS[2])";
+
 /* RATELIMIT: GCRA buckets shared by every worker (see worker/ratelimit.h).
- * KEYS: bucket hashes (fields r and t: theoretical arrival times, unix ms).
- * ARGV[1] mode, then (times come from Redis' own clock, so the hosts'
- * clocks need not agree):
- *   take:   per key (request interval ms, token interval ms, tokens).
- *           Granted when no bucket's r (for a request limit) or t (for a
+ * The buckets are hashes with fields r and t: theoretical arrival times,
+ * unix ms. Times come from Redis' own clock, so the hosts' clocks need not
+ * agree.
+ *   take:   Granted when no bucket's r (for a request limit) or t (for a
  *           token limit) lies in the future: each then advances by its cost
  *           and 0 is returned. Otherwise nothing changes and the reply is the
  *           number of ms to wait.
- *   adjust: per key (token interval ms, delta tokens): t moves by their
- *           product (the estimate corrected with the real usage).
- *   push:   ARGV[2] delay (ms), ARGV[3] "r", "t" or "rt": those times move
- *           to now + delay if earlier (the upstream said it is out of
+ *   adjust: t moves by token interval * delta (the estimate corrected
+ *           with the real usage).
+ *   push:   the times named move to now + delay if earlier (the upstream said it is out of
  *           capacity until then). */
 const char scripts_ratelimit[] =
     "local clock = redis.call('TIME')\n"
@@ -290,3 +275,177 @@ const char scripts_ratelimit[] =
     "  end\n"
     "end\n"
     "return 0\n";
+
+/* BATCH_PUSH: `chatq batch` queues a chunk of its jobs and records how far
+ * the submission got, in one step (cli/batch_cmd.c). Sent with EVAL by the
+ * CLI, which runs it a few times per batch.
+ * KEYS[1] the queue, KEYS[2] the batch hash
+ * ARGV[1] the new `submitted` count (lines queued from the file's start),
+ * ARGV[2..] the jobs.
+ * The LPUSH comes first: if it fails, the script stops before the count
+ * moves, so the count never says a line was queued that was not.
+ * Returns 1. */
+const char scripts_batch_push[] =
+    "redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))\n"
+    "redis.call('HSET', KEYS[2], 'submitted', ARGV[1])\n"
+    "return 1\n";
+
+/* ---- the builders of the calls -------------------------------------------- */
+
+/* A string argument; NULL goes as "". */
+static void sc_str(rargs *a, const char *s) { rargs_adds(a, s ? s : ""); }
+
+/* A (field, value) pair of the job hash, when there is a value. */
+static void sc_field(rargs *a, const char *k, const char *v) {
+    if (!v) return;
+    rargs_adds(a, k);
+    rargs_adds(a, v);
+}
+
+static void sc_field_ll(rargs *a, const char *k, long long v) {
+    if (!v) return;
+    rargs_adds(a, k);
+    rargs_addll(a, v);
+}
+
+void scripts_fetch_args(const scripts_fetch_call *c, rargs *out) {
+    rargs_addll(out, 2 * c->nqueues + 1);
+    for (int i = 0; i < c->nqueues; i++) {
+        rargs_adds(out, c->queue_keys[i]);
+        rargs_adds(out, c->processing_keys[i]);
+    }
+    rargs_adds(out, c->crashes_key);
+    rargs_addll(out, c->want);
+    rargs_addll(out, c->busy);
+}
+
+void scripts_start_args(const scripts_start_call *c, rargs *out) {
+    rargs_adds(out, "3");
+    rargs_adds(out, c->job_key);
+    rargs_adds(out, c->events_key);
+    rargs_adds(out, c->cancel_key);
+    rargs_adds(out, c->worker_id);
+    rargs_adds(out, c->queue);
+    sc_str(out, c->model);
+    sc_str(out, c->tenant);
+    sc_str(out, c->provider);
+    rargs_addll(out, c->now_ms);
+    rargs_addf(out, "%s/%llu", c->worker_id, c->start_number);
+}
+
+void scripts_finish_args(const scripts_finish_call *c, rargs *out) {
+    rargs_adds(out, "9");
+    sc_str(out, c->processing_key);
+    sc_str(out, c->job_key);
+    sc_str(out, c->events_key);
+    sc_str(out, c->stream_key);
+    rargs_adds(out, c->usage_key);
+    sc_str(out, c->reply_to);
+    rargs_adds(out, c->dead_key);
+    sc_str(out, c->cancel_key);
+    rargs_adds(out, c->crashes_key);
+    rargs_add(out, c->raw, c->raw_len);
+    rargs_addll(out, c->ttl_s);
+    rargs_add(out, c->event, c->event_len);
+    sc_str(out, c->output_line);
+    if (c->dead_entry)
+        rargs_add(out, c->dead_entry, c->dead_entry_len);
+    else
+        rargs_adds(out, "");
+
+    /* the usage counters: the field prefix, how many, then the pairs */
+    char *prefix = usage_field_prefix(c->usage_tenant, c->usage_model);
+    rargs_addf(out, "%s", prefix);
+    free(prefix);
+    int m = 0;
+    for (int i = 0; i < USAGE_NMETRICS; i++) m += c->usage[i] != 0;
+    rargs_addll(out, m);
+    for (int i = 0; i < USAGE_NMETRICS; i++) {
+        if (!c->usage[i]) continue;
+        rargs_adds(out, usage_metric_name((usage_metric)i));
+        rargs_addll(out, c->usage[i]);
+    }
+
+    const scripts_finish_result *r = &c->result;
+    rargs_adds(out, "status");
+    rargs_adds(out, job_status_name(r->status));
+    rargs_adds(out, "attempts");
+    rargs_addll(out, r->attempts);
+    sc_field(out, "response", r->response);
+    sc_field(out, "error", r->error);
+    sc_field(out, "usage", r->usage);
+    sc_field(out, "model", r->model);
+    sc_field(out, "provider", r->provider);
+    sc_field(out, "tenant", r->tenant);
+    sc_field(out, "queue", r->queue);
+    sc_field(out, "worker", r->worker);
+    sc_field_ll(out, "started_at", r->started_at);
+    sc_field_ll(out, "first_token_at", r->first_token_at);
+    rargs_adds(out, "finished_at");
+    rargs_addll(out, r->finished_at);
+    sc_field(out, "metadata", r->metadata);
+    sc_field(out, "custom_id", r->custom_id);
+}
+
+void scripts_requeue_args(const scripts_requeue_call *c, rargs *out) {
+    rargs_addll(out, 2 * c->nqueues);
+    for (int i = 0; i < c->nqueues; i++) {
+        rargs_adds(out, c->processing_keys[i]);
+        rargs_adds(out, c->queue_keys[i]);
+    }
+    for (int i = 0; c->jobs && i < c->njobs; i++) rargs_add(out, c->jobs[i], c->job_lens[i]);
+}
+
+void scripts_recover_args(const scripts_recover_call *c, rargs *out) {
+    rargs_addll(out, 4 + 2 * c->nqueues);
+    rargs_adds(out, c->workers_key);
+    rargs_adds(out, c->heartbeat_key);
+    rargs_adds(out, c->crashes_key);
+    rargs_adds(out, c->dead_key);
+    for (int i = 0; i < c->nqueues; i++) {
+        rargs_adds(out, c->processing_keys[i]);
+        rargs_adds(out, c->queue_keys[i]);
+    }
+    rargs_adds(out, c->worker_id);
+    rargs_adds(out, c->only_if_expired ? "1" : "0");
+    rargs_adds(out, c->prefix);
+    rargs_addll(out, c->now_ms);
+    rargs_addll(out, c->poison_limit);
+    rargs_addll(out, c->result_ttl_s);
+    rargs_adds(out, c->day);
+}
+
+void scripts_deregister_args(const scripts_deregister_call *c, rargs *out) {
+    rargs_adds(out, "2");
+    rargs_adds(out, c->workers_key);
+    rargs_adds(out, c->heartbeat_key);
+    rargs_adds(out, c->worker_id);
+}
+
+static const char *const sc_rl_modes[] = {
+    [SCRIPTS_RL_TAKE] = "take", [SCRIPTS_RL_ADJUST] = "adjust", [SCRIPTS_RL_PUSH] = "push"};
+
+void scripts_ratelimit_args(const scripts_ratelimit_call *c, rargs *out) {
+    rargs_addll(out, c->nkeys);
+    for (int i = 0; i < c->nkeys; i++) rargs_adds(out, c->keys[i]);
+    rargs_adds(out, sc_rl_modes[c->mode]);
+    switch (c->mode) {
+    case SCRIPTS_RL_TAKE:
+        for (int i = 0; i < c->nkeys; i++) {
+            rargs_addf(out, "%.6f", c->req_iv[i]);
+            rargs_addf(out, "%.9f", c->tok_iv[i]);
+            rargs_addll(out, c->tokens);
+        }
+        break;
+    case SCRIPTS_RL_ADJUST:
+        for (int i = 0; i < c->nkeys; i++) {
+            rargs_addf(out, "%.9f", c->tok_iv[i]);
+            rargs_addll(out, c->tokens);
+        }
+        break;
+    case SCRIPTS_RL_PUSH:
+        rargs_addll(out, c->delay_ms);
+        rargs_adds(out, c->which);
+        break;
+    }
+}

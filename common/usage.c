@@ -1,4 +1,9 @@
-/* usage.c — token counts from an OpenAI `usage` object; see usage.h.
+/* usage.c — usage metrics and their fields, and token counts from an OpenAI
+ * `usage` object; see usage.h.
+ *
+ * The metric names are one table, usage_metric_names[], indexed by
+ * usage_metric; fields are split with memchr/memrchr, so a field is read by
+ * its length and never past it.
  *
  * Every count goes through one reader, usage_count(), so the tolerance rules
  * live in one place: json-c integers are taken as they are; doubles count
@@ -12,6 +17,56 @@
 
 #include <math.h>
 #include <string.h>
+
+#include "common/buf.h"
+
+static const char *const usage_metric_names[USAGE_NMETRICS] = {
+    [USAGE_REQUESTS] = "requests",
+    [USAGE_SUCCEEDED] = "succeeded",
+    [USAGE_FAILED] = "failed",
+    [USAGE_PROMPT_TOKENS] = "prompt_tokens",
+    [USAGE_COMPLETION_TOKENS] = "completion_tokens",
+    [USAGE_TOTAL_TOKENS] = "total_tokens",
+    [USAGE_CACHED_TOKENS] = "cached_tokens",
+    [USAGE_REASONING_TOKENS] = "reasoning_tokens",
+    [USAGE_COST_MICRO_USD] = "cost_micro_usd",
+};
+
+const char *usage_metric_name(usage_metric m) {
+    return (int)m >= 0 && m < USAGE_NMETRICS ? usage_metric_names[m] : "unknown";
+}
+
+int usage_metric_parse(const char *s, size_t len, usage_metric *out) {
+    for (int i = 0; i < USAGE_NMETRICS; i++) {
+        if (strlen(usage_metric_names[i]) == len && memcmp(s, usage_metric_names[i], len) == 0) {
+            *out = (usage_metric)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+char *usage_field_prefix(const char *tenant, const char *model) {
+    return xasprintf("%s|%s|", tenant ? tenant : "", model ? model : "");
+}
+
+char *usage_field(const char *tenant, const char *model, usage_metric m) {
+    return xasprintf("%s|%s|%s", tenant ? tenant : "", model ? model : "", usage_metric_name(m));
+}
+
+int usage_field_parse(const char *f, size_t len, usage_field_parts *out) {
+    if (!f || memchr(f, '\0', len)) return -1;
+    const char *first = memchr(f, '|', len);
+    const char *last = memrchr(f, '|', len);
+    if (!first || last == first) return -1;
+    const char *metric = last + 1;
+    if (usage_metric_parse(metric, (size_t)(f + len - metric), &out->metric) != 0) return -1;
+    out->tenant = f;
+    out->tenant_len = (size_t)(first - f);
+    out->model = first + 1;
+    out->model_len = (size_t)(last - first - 1);
+    return 0;
+}
 
 /* Reads a non-negative whole number; returns 0 and sets *out, or -1 when `v`
  * is not one. */

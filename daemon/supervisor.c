@@ -123,44 +123,49 @@ typedef struct sup_gone {
  * Redis is down, as soon as it is back. */
 static void sup_recover(supervisor *s, const sup_gone *g) {
     const config *cfg = s->cfg;
-    rargs a = {0};
     char day[11];
     long long now = sup_now_ms();
     keys_day(now, day);
-    char *fixed[4] = {keys_workers(cfg->prefix), keys_heartbeat(cfg->prefix, g->id),
-                      keys_crashes(cfg->prefix), keys_dead(cfg->prefix)};
-    char **keys = xcalloc((size_t)g->nqueues * 2 + 1, sizeof *keys);
-    /* TODO(issue 9, lead's side): once scripts_recover_args() has them, pass
-     * .fault = g->fault, .culprit = g->culprit and, per queue, the triple
-     * (processing, back-to list, quarantine list), where the back-to list is
-     * the quarantine list itself for the quarantine worker. Until then this
-     * is the old RECOVER, which counts every death against every job and
-     * puts jobs back on the list given (the quarantine list for the
-     * quarantine worker). */
-    rargs_addll(&a, 4 + 2 * g->nqueues);
-    for (int i = 0; i < 4; i++) rargs_adds(&a, fixed[i]);
+    char **proc = xcalloc((size_t)g->nqueues + 1, sizeof *proc);
+    char **back = xcalloc((size_t)g->nqueues + 1, sizeof *back);
     for (int i = 0; i < g->nqueues; i++) {
-        keys[2 * i] = keys_processing(cfg->prefix, g->id, g->queues[i]);
-        keys[2 * i + 1] = g->quarantine ? sup_quarantine_key(cfg->prefix, g->queues[i])
-                                        : keys_queue(cfg->prefix, g->queues[i]);
-        rargs_adds(&a, keys[2 * i]);
-        rargs_adds(&a, keys[2 * i + 1]);
+        proc[i] = keys_processing(cfg->prefix, g->id, g->queues[i]);
+        /* a suspect never goes back to its queue from the quarantine worker */
+        back[i] = g->quarantine ? sup_quarantine_key(cfg->prefix, g->queues[i])
+                                : keys_queue(cfg->prefix, g->queues[i]);
     }
-    rargs_adds(&a, g->id);
-    rargs_adds(&a, g->only_if_expired ? "1" : "0");
-    rargs_adds(&a, cfg->prefix);
-    rargs_addll(&a, now);
-    rargs_addll(&a, POISON_LIMIT);
-    rargs_addll(&a, cfg->result_ttl_s);
-    rargs_adds(&a, day);
+    char *workers = keys_workers(cfg->prefix), *hb = keys_heartbeat(cfg->prefix, g->id);
+    char *crashes = keys_crashes(cfg->prefix), *dead = keys_dead(cfg->prefix);
+    /* TODO(issue 9, lead's side): the new RECOVER's fields, once
+     * scripts_recover_call has them:
+     *   .fault = g->fault, .culprit = g->culprit,
+     *   .quarantine_keys = the P:quarantine:<queue> lists (keys_quarantine),
+     * with .queue_keys = back (the quarantine lists themselves for the
+     * quarantine worker). Until then this is the old RECOVER, which counts
+     * every death against every job it held. */
+    scripts_recover_call c = {
+        .workers_key = workers, .heartbeat_key = hb, .crashes_key = crashes, .dead_key = dead,
+        .processing_keys = proc, .queue_keys = back, .nqueues = g->nqueues,
+        .worker_id = g->id, .only_if_expired = g->only_if_expired, .prefix = cfg->prefix,
+        .now_ms = now, .poison_limit = POISON_LIMIT, .result_ttl_s = cfg->result_ttl_s,
+        .day = day};
+    rargs a = {0};
+    scripts_recover_args(&c, &a);
     sup_recovery *r = xmalloc(sizeof *r);
     r->sup = s;
     r->id = xstrdup(g->id);
     rconn_eval_reliable(s->redis, s->recover_script, sup_on_recovered, r, a.argc, a.argv, a.lens);
-    for (int i = 0; i < 2 * g->nqueues; i++) free(keys[i]);
-    for (int i = 0; i < 4; i++) free(fixed[i]);
-    free(keys);
     rargs_free(&a);
+    for (int i = 0; i < g->nqueues; i++) {
+        free(proc[i]);
+        free(back[i]);
+    }
+    free(proc);
+    free(back);
+    free(workers);
+    free(hb);
+    free(crashes);
+    free(dead);
 }
 
 /* ---- the quarantine worker ------------------------------------------------ */

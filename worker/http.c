@@ -1,4 +1,4 @@
-/* http.c — curl multi on libuv; see http.h.
+/* http.c — curl multi on libuv, and the pool of easy handles; see http.h.
  *
  * Socket contexts: each socket libcurl wants watched gets an http_sock (a
  * uv_poll_t) stored with curl_multi_assign(), so the next callback for that
@@ -17,6 +17,9 @@ struct http_client {
     CURLM *multi;
     uv_timer_t timer;
     http_done_cb done;
+    CURL **pool;    /* idle easy handles */
+    int npool;
+    int pool_max;
 };
 
 typedef struct http_sock {
@@ -101,10 +104,11 @@ static int http_socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp,
 }
 
 http_client *http_new(uv_loop_t *loop, long max_connects, long max_host_connections,
-                      http_done_cb done) {
+                      int pool_max, http_done_cb done) {
     http_client *hc = xcalloc(1, sizeof *hc);
     hc->loop = loop;
     hc->done = done;
+    hc->pool_max = pool_max;
     hc->multi = curl_multi_init();
     if (!hc->multi) {
         free(hc);
@@ -125,15 +129,35 @@ http_client *http_new(uv_loop_t *loop, long max_connects, long max_host_connecti
     return hc;
 }
 
-int http_add(http_client *hc, CURL *easy) {
-    return curl_multi_add_handle(hc->multi, easy) == CURLM_OK ? 0 : -1;
+CURL *http_easy_get(http_client *hc) {
+    if (hc->npool > 0) {
+        CURL *e = hc->pool[--hc->npool];
+        curl_easy_reset(e);
+        return e;
+    }
+    return curl_easy_init();
 }
+
+void http_easy_put(http_client *hc, CURL *easy) {
+    if (hc->npool >= hc->pool_max) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    if (!hc->pool) hc->pool = xcalloc((size_t)hc->pool_max, sizeof *hc->pool);
+    hc->pool[hc->npool++] = easy;
+}
+
+CURLMcode http_add(http_client *hc, CURL *easy) { return curl_multi_add_handle(hc->multi, easy); }
 
 void http_remove(http_client *hc, CURL *easy) { curl_multi_remove_handle(hc->multi, easy); }
 
 static void http_on_timer_closed(uv_handle_t *h) { free(h->data); }
 
 void http_free(http_client *hc) {
+    for (int i = 0; i < hc->npool; i++) curl_easy_cleanup(hc->pool[i]);
+    free(hc->pool);
+    hc->pool = NULL;
+    hc->npool = 0;
     curl_multi_cleanup(hc->multi); /* closes sockets: REMOVE callbacks close polls */
     uv_timer_stop(&hc->timer);
     uv_close((uv_handle_t *)&hc->timer, http_on_timer_closed);

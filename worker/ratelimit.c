@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/keys.h"
+#include "common/scripts.h"
 
 void rl_target_init(rl_target *t, const char *prefix, const provider_cfg *p, const char *model) {
     memset(t, 0, sizeof *t);
@@ -16,7 +18,7 @@ void rl_target_init(rl_target *t, const char *prefix, const provider_cfg *p, con
     for (int i = 0; i < p->nlimits; i++) {
         const limit_cfg *l = &p->limits[i];
         if (fnmatch(l->pattern, model, 0) != 0 || (l->rpm <= 0 && l->tpm <= 0)) continue;
-        t->keys[t->n] = xasprintf("%s:ratelimit:%s:%s", prefix, p->name, l->pattern);
+        t->keys[t->n] = keys_ratelimit(prefix, p->name, l->pattern);
         t->req_iv[t->n] = l->rpm > 0 ? 60000.0 / (double)l->rpm : 0;
         t->tok_iv[t->n] = l->tpm > 0 ? 60000.0 / (double)l->tpm : 0;
         t->n++;
@@ -32,41 +34,43 @@ void rl_target_free(rl_target *t) {
 }
 
 
-static void rl_head(rargs *a, const char *sha, const rl_target *t, const char *mode) {
+/* Appends the whole command of call c: EVALSHA, the SHA, then its arguments. */
+static void rl_call(const scripts_ratelimit_call *c, const char *sha, rargs *a) {
     rargs_adds(a, "EVALSHA");
     rargs_adds(a, sha);
-    rargs_addll(a, t->n);
-    for (int i = 0; i < t->n; i++) rargs_adds(a, t->keys[i]);
-    rargs_adds(a, mode);
+    scripts_ratelimit_args(c, a);
+}
+
+/* The RATELIMIT call of `mode` for the buckets of t. */
+static scripts_ratelimit_call rl_call_of(const rl_target *t, scripts_ratelimit_mode mode) {
+    scripts_ratelimit_call c = {
+        .mode = mode, .keys = t->keys, .nkeys = t->n, .req_iv = t->req_iv, .tok_iv = t->tok_iv};
+    return c;
 }
 
 void rl_take_args(const rl_target *t, const char *sha, long long tokens, rargs *a) {
-    rl_head(a, sha, t, "take");
-    for (int i = 0; i < t->n; i++) {
-        rargs_addf(a, "%.6f", t->req_iv[i]);
-        rargs_addf(a, "%.9f", t->tok_iv[i]);
-        rargs_addll(a, tokens);
-    }
+    scripts_ratelimit_call c = rl_call_of(t, SCRIPTS_RL_TAKE);
+    c.tokens = tokens;
+    rl_call(&c, sha, a);
 }
 
 void rl_adjust(rconn *rc, const char *sha, const rl_target *t, long long delta) {
     if (t->n == 0 || delta == 0) return;
+    scripts_ratelimit_call c = rl_call_of(t, SCRIPTS_RL_ADJUST);
+    c.tokens = delta;
     rargs a = {0};
-    rl_head(&a, sha, t, "adjust");
-    for (int i = 0; i < t->n; i++) {
-        rargs_addf(&a, "%.9f", t->tok_iv[i]);
-        rargs_addll(&a, delta);
-    }
+    rl_call(&c, sha, &a);
     rconn_send(rc, NULL, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
 }
 
 void rl_push(rconn *rc, const char *sha, const rl_target *t, long long delay_ms, const char *which) {
     if (t->n == 0) return;
+    scripts_ratelimit_call c = rl_call_of(t, SCRIPTS_RL_PUSH);
+    c.delay_ms = delay_ms;
+    c.which = which;
     rargs a = {0};
-    rl_head(&a, sha, t, "push");
-    rargs_addll(&a, delay_ms);
-    rargs_adds(&a, which);
+    rl_call(&c, sha, &a);
     rconn_send(rc, NULL, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
 }

@@ -1,5 +1,5 @@
-/* worker.c — a worker's connections, fetching, cancellation, heartbeat and
- * drain; see worker.h for the design of the fetch.
+/* worker.c — a worker's connections, fetching, running list, cancellation,
+ * heartbeat and drain; see worker.h for the design of the fetch.
  *
  * Fetch cycle. Whenever a slot may have become free (start, a job ended, a
  * waiter answered, the command connection came back), worker_maybe_fetch()
@@ -25,14 +25,11 @@
 #include "common/scripts.h"
 #include "worker/jobrun.h"
 #include "worker/report.h" /* issue 9: status lines to chatqd */
+#include "worker/upstream.h"
 
 #define FETCH_BATCH 128
 #define HEARTBEAT_MS 3000
 #define HEARTBEAT_TTL_MS 10000
-
-static void w_on_done(CURL *easy, CURLcode res, void *priv) {
-    jobrun_http_done(easy, (int)res, priv);
-}
 
 static void w_check_exit(worker *w);
 
@@ -99,17 +96,18 @@ void worker_maybe_fetch(worker *w) {
     int free_slots = w->cfg->concurrency - w->nruns;
     if (free_slots <= 0) return;
     long n = free_slots < FETCH_BATCH ? free_slots : FETCH_BATCH;
+    scripts_fetch_call call = {
+        .queue_keys = w->queue_keys,
+        .processing_keys = w->proc_keys,
+        .nqueues = w->cfg->nqueues,
+        .crashes_key = w->crashes_key,
+        .want = n,
+        .busy = w->nruns,
+    };
     rargs a = {0};
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FETCH]));
-    rargs_addll(&a, 2 * w->cfg->nqueues + 1);
-    for (int i = 0; i < w->cfg->nqueues; i++) {
-        rargs_adds(&a, w->queue_keys[i]);
-        rargs_adds(&a, w->proc_keys[i]);
-    }
-    rargs_adds(&a, w->crashes_key);
-    rargs_addll(&a, n);
-    rargs_addll(&a, w->nruns);
+    scripts_fetch_args(&call, &a);
     if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0)
         w->fetching = 1;
     rargs_free(&a);
@@ -160,21 +158,33 @@ static void w_on_resync(rconn *rc, redisReply *reply, void *priv) {
             }
         }
     }
-    rargs a = {0};
-    rargs_adds(&a, "2");
-    rargs_adds(&a, w->proc_keys[q]);
-    rargs_adds(&a, w->queue_keys[q]);
+    size_t n = reply->elements ? reply->elements : 1;
+    const char **jobs = xcalloc(n, sizeof *jobs);
+    size_t *lens = xcalloc(n, sizeof *lens);
     int orphans = 0;
     for (size_t i = 0; i < reply->elements; i++) {
         if (matched[i]) continue;
-        rargs_add(&a, reply->element[i]->str, reply->element[i]->len);
+        jobs[orphans] = reply->element[i]->str;
+        lens[orphans] = reply->element[i]->len;
         orphans++;
     }
     if (orphans) {
+        scripts_requeue_call call = {
+            .processing_keys = &w->proc_keys[q],
+            .queue_keys = &w->queue_keys[q],
+            .nqueues = 1,
+            .jobs = jobs,
+            .job_lens = lens,
+            .njobs = orphans,
+        };
+        rargs a = {0};
+        scripts_requeue_args(&call, &a);
         log_warn("requeue_orphans", "queue=%s jobs=%d", w->cfg->queues[q], orphans);
         rconn_eval_reliable(w->cmd, w->scripts[WS_REQUEUE], NULL, NULL, a.argc, a.argv, a.lens);
+        rargs_free(&a);
     }
-    rargs_free(&a);
+    free(jobs);
+    free(lens);
     free(matched);
 }
 
@@ -295,16 +305,25 @@ static void w_check_exit(worker *w) {
     w->deregistering = 1;
     char *k = keys_workers(w->cfg->prefix);
     char *hb = keys_heartbeat(w->cfg->prefix, w->id);
-    const char *a[] = {"EVAL", "redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('DEL', KEYS[2])",
-                       "2", k, hb, w->id};
-    size_t l[6];
-    for (int i = 0; i < 6; i++) l[i] = strlen(a[i]);
-    rconn_send_reliable(w->cmd, w_on_deregistered, NULL, 6, a, l);
+    scripts_deregister_call call = {.workers_key = k, .heartbeat_key = hb, .worker_id = w->id};
+    rargs a = {0};
+    scripts_deregister_args(&call, &a);
+    rconn_eval_reliable(w->cmd, w->scripts[WS_DEREGISTER], w_on_deregistered, NULL, a.argc, a.argv,
+                        a.lens);
+    rargs_free(&a);
     free(k);
     free(hb);
 }
 
-void worker_run_over(worker *w, jobrun *jr) {
+void worker_run_add(worker *w, jobrun *jr) {
+    jr->prev = NULL;
+    jr->next = w->runs;
+    if (w->runs) w->runs->prev = jr;
+    w->runs = jr;
+    w->nruns++;
+}
+
+void worker_run_remove(worker *w, jobrun *jr) {
     if (jr->prev)
         jr->prev->next = jr->next;
     else
@@ -336,12 +355,13 @@ static void w_on_grace(uv_timer_t *t) {
     w->aborting = 1;
     log_warn("drain_timeout", "jobs_left=%d", w->nruns);
     while (w->runs) jobrun_abort(w->runs);
+    scripts_requeue_call call = {
+        .processing_keys = w->proc_keys,
+        .queue_keys = w->queue_keys,
+        .nqueues = w->cfg->nqueues,
+    };
     rargs a = {0};
-    rargs_addll(&a, 2 * w->cfg->nqueues);
-    for (int i = 0; i < w->cfg->nqueues; i++) {
-        rargs_adds(&a, w->proc_keys[i]);
-        rargs_adds(&a, w->queue_keys[i]);
-    }
+    scripts_requeue_args(&call, &a);
     rconn_eval_reliable(w->cmd, w->scripts[WS_REQUEUE], w_on_requeued, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
     /* Redis may be unreachable: do not wait for it forever. What stays in the
@@ -373,28 +393,6 @@ static void w_on_signal(uv_signal_t *s, int signum) {
 /* Runs after each loop iteration: a stored result may complete the drain. */
 static void w_on_check(uv_check_t *c) { w_check_exit(c->data); }
 
-/* ---- curl handle pool ------------------------------------------------------------- */
-
-/* curl_easy_init() allocates and initialises a large struct: reusing handles
- * saves that on every request. The pool never holds more than concurrency
- * handles, the most that can be in use at once. */
-CURL *worker_get_easy(worker *w) {
-    if (w->neasy > 0) {
-        CURL *e = w->easy_pool[--w->neasy];
-        curl_easy_reset(e);
-        return e;
-    }
-    return curl_easy_init();
-}
-
-void worker_put_easy(worker *w, CURL *easy) {
-    if (w->closing || w->neasy >= w->cfg->concurrency) {
-        curl_easy_cleanup(easy);
-        return;
-    }
-    w->easy_pool[w->neasy++] = easy;
-}
-
 /* ---- set-up ------------------------------------------------------------------------- */
 
 int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
@@ -405,24 +403,19 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->id = xstrdup(id);
     if (redis_target_parse(cfg->redis_url, &w->redis, err, sizeof err) != 0) {
         log_error("bad_redis_url", "error=%s", log_quote(err));
-        free(w->id);
-        return -1;
+        goto fail;
     }
     w->tok = json_tokener_new();
-    w->easy_pool = xcalloc((size_t)cfg->concurrency, sizeof *w->easy_pool);
     /* libcurl limits connections per host for the whole multi handle, so
      * the largest max_connections of the providers applies to every host. */
     long max_host = 0;
     for (int i = 0; i < cfg->nproviders; i++)
         if (cfg->providers[i].max_connections > max_host) max_host = cfg->providers[i].max_connections;
-    w->http = http_new(loop, cfg->concurrency + 16, max_host, w_on_done);
+    w->http = http_new(loop, cfg->concurrency + 16, max_host, cfg->concurrency,
+                      upstream_http_done);
     if (!w->http) {
         log_error("curl_init_failed", "reason=curl_multi_init");
-        json_tokener_free(w->tok);
-        free(w->easy_pool);
-        redis_target_free(&w->redis);
-        free(w->id);
-        return -1;
+        goto fail;
     }
     w->cmd = rconn_new(loop, &w->redis, "cmd", w_on_cmd_state, w);
     w->scripts[WS_FETCH] = rconn_add_script(w->cmd, scripts_fetch);
@@ -430,6 +423,7 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->scripts[WS_FINISH] = rconn_add_script(w->cmd, scripts_finish);
     w->scripts[WS_REQUEUE] = rconn_add_script(w->cmd, scripts_requeue);
     w->scripts[WS_RATELIMIT] = rconn_add_script(w->cmd, scripts_ratelimit);
+    w->scripts[WS_DEREGISTER] = rconn_add_script(w->cmd, scripts_deregister);
     w->control = rconn_new(loop, &w->redis, "control", w_on_control_state, w);
     w->waiters = xcalloc((size_t)cfg->nqueues, sizeof *w->waiters);
     w->waiting = xcalloc((size_t)cfg->nqueues, sizeof *w->waiting);
@@ -454,6 +448,13 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     uv_check_init(loop, &w->check);
     w->check.data = w;
     return 0;
+
+fail: /* nothing with a uv handle or a connection exists yet */
+    if (w->tok) json_tokener_free(w->tok);
+    redis_target_free(&w->redis);
+    free(w->id);
+    memset(w, 0, sizeof *w);
+    return -1;
 }
 
 void worker_start(worker *w) {
@@ -470,9 +471,6 @@ void worker_start(worker *w) {
 
 void worker_close(worker *w) {
     while (w->runs) jobrun_abort(w->runs);
-    w->closing = 1;
-    for (int i = 0; i < w->neasy; i++) curl_easy_cleanup(w->easy_pool[i]);
-    w->neasy = 0;
     rconn_free(w->cmd);
     rconn_free(w->control);
     for (int i = 0; i < w->cfg->nqueues; i++) {
@@ -495,7 +493,6 @@ void worker_close(worker *w) {
 }
 
 void worker_free(worker *w) {
-    free(w->easy_pool);
     json_tokener_free(w->tok);
     redis_target_free(&w->redis);
     free(w->id);

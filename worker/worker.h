@@ -13,25 +13,28 @@
  *            idle worker sends nothing at all, a job on any queue is seen at
  *            once, and a higher queue's job is always taken first;
  *   control  a Redis connection subscribed to P:control, for cancellations;
- *   http     one curl multi handle (worker/http.h) for all upstream calls.
+ *   http     one curl multi handle (worker/http.h) for all upstream calls,
+ *            with the pool of easy handles they reuse.
  *
- * Jobs in flight are jobruns (worker/jobrun.h) on a doubly linked list. The
+ * Jobs in flight are jobruns (worker/jobrun.h) on a doubly linked list, the
+ * running list, which this file links and unlinks (worker_run_add/remove). The
  * worker's identity is its id; its jobs live in P:processing:<id>:<queue>
  * until their result is stored, so nothing is lost if it dies. */
 #ifndef CHATQ_WORKER_H
 #define CHATQ_WORKER_H
 
-#include <curl/curl.h>
 #include <json-c/json.h>
 #include <uv.h>
 
 #include "common/config.h"
-#include "worker/http.h"
 #include "common/rconn.h"
+#include "worker/http.h"
 
 typedef struct jobrun jobrun;
 
-enum worker_script { WS_FETCH, WS_START, WS_FINISH, WS_REQUEUE, WS_RATELIMIT, WS_NSCRIPTS };
+enum worker_script {
+    WS_FETCH, WS_START, WS_FINISH, WS_REQUEUE, WS_RATELIMIT, WS_DEREGISTER, WS_NSCRIPTS
+};
 
 typedef struct worker {
     uv_loop_t *loop;
@@ -48,7 +51,6 @@ typedef struct worker {
     char **proc_keys;      /* P:processing:<id>:<name> */
     char *crashes_key;     /* P:crashes */
     int solo;              /* a suspect job runs or waits: fetch only when idle */
-    char *stream_prefix;   /* "P:stream:" etc., for building keys fast */
     jobrun *runs;          /* jobs in flight */
     int nruns;
     int fetching;          /* a FETCH is outstanding */
@@ -65,26 +67,22 @@ typedef struct worker {
     long long done, failed;
     unsigned long long starts; /* jobs started: makes START tokens unique */
     json_tokener *tok;     /* one JSON parser, reset for each use */
-    CURL **easy_pool;      /* idle curl handles, reused (curl_easy_reset) */
-    int neasy;
-    int closing;
     int supervised;        /* started by chatqd: SIGINT is not ours to handle */
 } worker;
 
-/* Sets up the worker on `loop` (config and id are borrowed). Returns 0 or -1. */
+/* Sets up the worker on `loop` (config and id are borrowed). Returns 0, or -1
+ * after logging why (nothing is left to free then). */
 int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id);
 void worker_start(worker *w);
-/* Called by a jobrun when it is over and its result is stored (or handed to
- * the outbox): frees its slot and fetches more. */
-void worker_run_over(worker *w, jobrun *jr);
+/* The running list: a jobrun is added when it starts, and removed when it is
+ * over (its result handed to the outbox, or dropped by a drain), which frees
+ * its slot and fetches more. The list does not own the jobruns. */
+void worker_run_add(worker *w, jobrun *jr);
+void worker_run_remove(worker *w, jobrun *jr);
 /* Asks for more jobs when there are free slots. */
 void worker_maybe_fetch(worker *w);
 /* Begins a drain: no new job; in-flight jobs get the grace period. */
 void worker_drain(worker *w);
-/* A curl handle from the pool (reset) or a new one; NULL on failure. */
-CURL *worker_get_easy(worker *w);
-/* Gives a handle (no longer in the multi) back to the pool. */
-void worker_put_easy(worker *w, CURL *easy);
 /* Closes connections and handles; run the loop afterwards so the close
  * callbacks run, then call worker_free(). */
 void worker_close(worker *w);

@@ -1,11 +1,15 @@
 /* test_usage.c — usage_extract() on the usage objects real providers send,
- * and on the broken ones they sometimes send. */
+ * and on the broken ones they sometimes send; the cost; and the metric names
+ * and "<tenant>|<model>|<metric>" fields of the usage hash, both ways. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/usage.h"
 
@@ -166,6 +170,102 @@ static void test_cost_from_usage_object(void **state) {
     assert_int_equal(usage_cost_micro_usd(&c, 2.5, 1.25, 10), 0);
 }
 
+/* ---- metric names and fields ---- */
+
+static void test_metric_names(void **state) {
+    (void)state;
+    /* the names of SPEC §7, in the order of `chatq usage --json` */
+    const char *want[USAGE_NMETRICS] = {
+        "requests",     "succeeded",     "failed",           "prompt_tokens", "completion_tokens",
+        "total_tokens", "cached_tokens", "reasoning_tokens", "cost_micro_usd"};
+    for (int i = 0; i < USAGE_NMETRICS; i++) {
+        assert_string_equal(usage_metric_name((usage_metric)i), want[i]);
+        usage_metric m = USAGE_NMETRICS;
+        assert_int_equal(usage_metric_parse(want[i], strlen(want[i]), &m), 0);
+        assert_int_equal(m, i);
+    }
+    assert_string_equal(usage_metric_name(USAGE_NMETRICS), "unknown");
+}
+
+static void test_metric_parse_unknown(void **state) {
+    (void)state;
+    usage_metric m = USAGE_REQUESTS;
+    assert_int_equal(usage_metric_parse("tokens", 6, &m), -1);
+    assert_int_equal(usage_metric_parse("", 0, &m), -1);
+    /* by length, not up to a NUL: a prefix or a longer text is not a name */
+    assert_int_equal(usage_metric_parse("requests", 7, &m), -1);
+    assert_int_equal(usage_metric_parse("requestsX", 9, &m), -1);
+    assert_int_equal(usage_metric_parse("Requests", 8, &m), -1);
+    assert_int_equal(usage_metric_parse("requestsX", 8, &m), 0);
+    assert_int_equal(m, USAGE_REQUESTS);
+}
+
+static void test_field_build(void **state) {
+    (void)state;
+    char *f = usage_field_prefix("acme", "gpt-4o");
+    assert_string_equal(f, "acme|gpt-4o|");
+    free(f);
+    f = usage_field_prefix(NULL, "gpt-4o"); /* no tenant: empty */
+    assert_string_equal(f, "|gpt-4o|");
+    free(f);
+    f = usage_field_prefix(NULL, NULL); /* an invalid job may have no model */
+    assert_string_equal(f, "||");
+    free(f);
+    f = usage_field("acme", "gpt-4o", USAGE_TOTAL_TOKENS);
+    assert_string_equal(f, "acme|gpt-4o|total_tokens");
+    free(f);
+    f = usage_field(NULL, "m", USAGE_COST_MICRO_USD);
+    assert_string_equal(f, "|m|cost_micro_usd");
+    free(f);
+}
+
+static void expect_parts(const char *field, const char *tenant, const char *model,
+                         usage_metric metric) {
+    usage_field_parts p;
+    if (usage_field_parse(field, strlen(field), &p) != 0)
+        fail_msg("usage_field_parse(\"%s\") failed", field);
+    assert_int_equal(p.tenant_len, strlen(tenant));
+    assert_memory_equal(p.tenant, tenant, p.tenant_len);
+    assert_int_equal(p.model_len, strlen(model));
+    assert_memory_equal(p.model, model, p.model_len);
+    assert_int_equal(p.metric, metric);
+}
+
+static void test_field_parse(void **state) {
+    (void)state;
+    expect_parts("acme|gpt-4o|requests", "acme", "gpt-4o", USAGE_REQUESTS);
+    expect_parts("|gpt-4o|failed", "", "gpt-4o", USAGE_FAILED);
+    expect_parts("||succeeded", "", "", USAGE_SUCCEEDED);
+    /* a model may hold '|': the tenant ends at the first, the metric starts
+     * after the last */
+    expect_parts("t|org|model|v2|cached_tokens", "t", "org|model|v2", USAGE_CACHED_TOKENS);
+    /* what usage_field builds comes back as it went in */
+    for (int i = 0; i < USAGE_NMETRICS; i++) {
+        char *f = usage_field("tn", "a|b", (usage_metric)i);
+        expect_parts(f, "tn", "a|b", (usage_metric)i);
+        free(f);
+    }
+}
+
+static void test_field_parse_bad(void **state) {
+    (void)state;
+    usage_field_parts p;
+    const char *bad[] = {"",           "requests",       "acme|requests", "acme|gpt|",
+                         "acme|gpt|x", "acme|gpt|Total", "|||",           "a|b|requests "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (usage_field_parse(bad[i], strlen(bad[i]), &p) != -1)
+            fail_msg("usage_field_parse(\"%s\") accepted", bad[i]);
+    /* a NUL byte inside the field */
+    assert_int_equal(usage_field_parse("a\0b|m|requests", 15, &p), -1);
+    assert_int_equal(usage_field_parse("a|m\0|requests", 14, &p), -1);
+    /* read by length: the bytes after len do not count */
+    assert_int_equal(usage_field_parse("a|m|requests|x", 12, &p), 0);
+    assert_int_equal(p.metric, USAGE_REQUESTS);
+    assert_int_equal(usage_field_parse("a|m|failedXYZ", 10, &p), 0);
+    assert_int_equal(p.metric, USAGE_FAILED);
+    assert_int_equal(usage_field_parse(NULL, 0, &p), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_openai_with_details),
@@ -179,6 +279,11 @@ int main(void) {
         cmocka_unit_test(test_cost_rounding),
         cmocka_unit_test(test_cost_cached_clamped),
         cmocka_unit_test(test_cost_from_usage_object),
+        cmocka_unit_test(test_metric_names),
+        cmocka_unit_test(test_metric_parse_unknown),
+        cmocka_unit_test(test_field_build),
+        cmocka_unit_test(test_field_parse),
+        cmocka_unit_test(test_field_parse_bad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-/* batch.c — `chatq batch IN.jsonl -o OUT.jsonl`: runs an OpenAI Batch API
+/* batch_cmd.c — `chatq batch IN.jsonl -o OUT.jsonl`: runs an OpenAI Batch API
  * input file through chatq's workers and writes the output lines.
  *
  * The run, in order:
@@ -23,9 +23,10 @@
  *
  * Crash safety, for Ctrl-C and kill -9 at any instant:
  * - Never queue a line twice: a chunk of jobs is pushed by one Lua script
- *   that also sets `submitted`, so the count and the queue change together
- *   (the LPUSH comes first: if it fails, the script stops before the count
- *   moves, and Redis runs a script with no other command in between).
+ *   (scripts_batch_push, common/scripts.c) that also sets `submitted`, so
+ *   the count and the queue change together (the LPUSH comes first: if it
+ *   fails, the script stops before the count moves, and Redis runs a
+ *   script with no other command in between).
  *   A resumed run continues from `submitted`, and also skips any line whose
  *   output is written already.
  * - Never lose or duplicate an output line: lines are read from the reply
@@ -44,7 +45,7 @@
  * The loop needs no threads: Redis commands are short, and when nothing
  * happened it sleeps a little (at most BATCH_IDLE_MAX_S), so answers wait
  * at most that long to be written. */
-#include "cli/batch.h"
+#include "cli/batch_cmd.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -63,6 +64,7 @@
 #include "cli/redis.h"
 #include "common/buf.h"
 #include "common/keys.h"
+#include "common/scripts.h"
 
 #define BATCH_DEFAULT_WINDOW 1000
 #define BATCH_CHUNK_LINES 500          /* jobs per push at most */
@@ -72,13 +74,6 @@
 #define BATCH_IDLE_MAX_S 0.05
 #define BATCH_TTY_REDRAW_S 0.1
 #define BATCH_LOG_EVERY_S 5.0
-
-/* Pushes a chunk and records how far the submission got, atomically.
- * KEYS[1] queue, KEYS[2] batch hash; ARGV[1] submitted, ARGV[2..] jobs. */
-static const char batch_push_script[] =
-    "redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))\n"
-    "redis.call('HSET', KEYS[2], 'submitted', ARGV[1])\n"
-    "return 1\n";
 
 /* The signal that asks the run to stop (SIGINT, SIGTERM), 0 until then. */
 static volatile sig_atomic_t batch_stop;
@@ -267,13 +262,14 @@ static int batch_load_submitted(batch_run *b) {
     return 0;
 }
 
-/* Runs the push script on a chunk: argv[6..] hold the jobs, argv[0..5]
- * are filled here. */
+/* Runs the push script (scripts_batch_push: KEYS queue and batch hash,
+ * ARGV the new `submitted` count and the jobs) on a chunk: argv[6..] hold
+ * the jobs, argv[0..5] are filled here. */
 static int batch_push(batch_run *b, char **argv, size_t *lens, int njobs) {
     char submitted[32];
     snprintf(submitted, sizeof submitted, "%lld", b->next - 1);
     argv[0] = (char *)"EVAL";
-    argv[1] = (char *)batch_push_script;
+    argv[1] = (char *)scripts_batch_push;
     argv[2] = (char *)"2";
     argv[3] = b->k_queue;
     argv[4] = b->k_meta;

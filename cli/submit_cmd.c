@@ -1,4 +1,4 @@
-/* submit.c — `chatq submit`, `chatq watch` and `chatq cancel`.
+/* submit_cmd.c — `chatq submit`: queues one chat-completion job.
  *
  * submit builds the job object (from the prompt and flags, or from a whole
  * job given with --json and then amended by the flags), checks it with
@@ -10,7 +10,7 @@
  * The job id is printed on stdout as the first line, once the job is
  * pushed. An id is always made explicit: the given --id, else the job's own
  * id or custom_id, else job_generate_id(). */
-#include "cli/submit.h"
+#include "cli/submit_cmd.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -257,20 +257,6 @@ static int submit_build(const cli_ctx *ctx, const submit_args *a, char **text, j
 
 /* ---- submit ---- */
 
-/* Connects the subscriber and subscribes to the job's channel. */
-static redisContext *submit_subscribe(cli_ctx *ctx, const char *id) {
-    redisContext *sub = cli_redis_connect(ctx);
-    if (!sub) return NULL;
-    char *chan = keys_stream(cli_ctx_prefix(ctx), id);
-    int rc = cli_redis_subscribe(sub, chan);
-    free(chan);
-    if (rc < 0) {
-        redisFree(sub);
-        return NULL;
-    }
-    return sub;
-}
-
 static int submit_push(cli_ctx *ctx, redisContext *c, const char *queue, const char *text) {
     char *key = keys_queue(cli_ctx_prefix(ctx), queue);
     redisReply *r = cli_redis_cmd(c, "LPUSH %s %s", key, text);
@@ -284,7 +270,7 @@ static int submit_push(cli_ctx *ctx, redisContext *c, const char *queue, const c
 static int submit_run(cli_ctx *ctx, const submit_args *a, const char *id, const char *text) {
     int follow = a->stream || a->wait, status = CLI_ERR;
     redisContext *cmd = cli_redis_connect(ctx), *sub = NULL;
-    if (cmd && (!follow || (sub = submit_subscribe(ctx, id))) &&
+    if (cmd && (!follow || (sub = follow_subscribe(ctx, id))) &&
         submit_push(ctx, cmd, a->queue ? a->queue : "default", text) == 0) {
         printf("%s\n", id);
         fflush(stdout);
@@ -315,75 +301,5 @@ int submit_cmd(cli_ctx *ctx, int argc, char **argv) {
         }
     }
     free(a.prompt);
-    return status;
-}
-
-/* ---- watch and cancel ---- */
-
-enum { WATCH_TIMEOUT = 1 };
-static const cli_opt watch_opts[] = {{"timeout", 0, 1, WATCH_TIMEOUT}, {NULL, 0, 0, 0}};
-
-enum { CANCEL_TTL = 1 };
-static const cli_opt cancel_opts[] = {{"ttl", 0, 1, CANCEL_TTL}, {NULL, 0, 0, 0}};
-
-/* watch and cancel take one valued option each. */
-static int submit_take_val(cli_ctx *ctx, void *arg, int id, const char *val) {
-    (void)ctx;
-    (void)id;
-    *(const char **)arg = val;
-    return CLI_OK;
-}
-
-int submit_watch_cmd(cli_ctx *ctx, int argc, char **argv) {
-    const char *id = NULL, *timeout = NULL;
-    double timeout_s = 0;
-    int status;
-    if (cli_parse_cmd(ctx, watch_opts, argc, argv, submit_take_val, &timeout, &id, &status))
-        return status;
-    if (timeout && cli_parse_seconds(timeout, &timeout_s) < 0)
-        return cli_usage_fail(ctx, "--timeout must be a positive number of seconds, not '%s'",
-                              timeout);
-    redisContext *cmd = cli_redis_connect(ctx);
-    if (!cmd) return CLI_ERR;
-    redisContext *sub = submit_subscribe(ctx, id);
-    if (!sub) {
-        redisFree(cmd);
-        return CLI_ERR;
-    }
-    follow_opts fo = {.cmd = cmd, .sub = sub, .prefix = cli_ctx_prefix(ctx), .id = id,
-                      .print_chunks = 1, .timeout_s = timeout_s};
-    status = follow_job(&fo);
-    redisFree(sub);
-    redisFree(cmd);
-    return status;
-}
-
-int submit_cancel_cmd(cli_ctx *ctx, int argc, char **argv) {
-    const char *id = NULL, *ttl_arg = NULL;
-    long long ttl = 86400;
-    int status;
-    if (cli_parse_cmd(ctx, cancel_opts, argc, argv, submit_take_val, &ttl_arg, &id, &status))
-        return status;
-    if (ttl_arg && cli_parse_ll(ttl_arg, 1, 100LL * 365 * 86400, &ttl) < 0)
-        return cli_usage_fail(ctx, "--ttl must be a positive number of seconds, not '%s'", ttl_arg);
-    redisContext *c = cli_redis_connect(ctx);
-    if (!c) return CLI_ERR;
-    const char *prefix = cli_ctx_prefix(ctx);
-    char *key = keys_cancel(prefix, id), *control = keys_control(prefix);
-    redisReply *r = cli_redis_cmd(c, "SET %s 1 EX %lld", key, ttl);
-    if (r) {
-        freeReplyObject(r);
-        r = cli_redis_cmd(c, "PUBLISH %s %s", control, id);
-    }
-    if (r) {
-        freeReplyObject(r);
-        printf("cancel requested for %s\n", id);
-        status = CLI_OK;
-    } else {
-        status = CLI_ERR;
-    }
-    free(key);
-    free(control);
-    redisFree(c);
     return status;
 }

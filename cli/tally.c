@@ -1,0 +1,119 @@
+/* tally.c — reading one day's usage counters into rows; see tally.h.
+ *
+ * The tenant cannot hold '|' (it ends at the first one) while a model name
+ * may (OpenRouter-style names do not today, but nothing forbids it), so the
+ * metric starts after the last '|' and the model is what lies between.
+ * The fields are split in place, sorted by (tenant, model) and then added
+ * up row by row, which keeps the whole read O(n log n) however many
+ * tenants there are. */
+#include "cli/tally.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/redis.h"
+#include "common/buf.h"
+#include "common/keys.h"
+
+const char *const tally_metrics[TALLY_NMETRICS + 1] = {
+    "requests", "succeeded", "failed", "prompt_tokens", "completion_tokens",
+    "total_tokens", "cached_tokens", "reasoning_tokens", "cost_micro_usd", NULL,
+};
+
+/* One counter field, split; the strings point into the HGETALL reply. */
+typedef struct tally_counter {
+    const char *tenant, *model;
+    size_t tlen, mlen;
+    int metric;
+    long long value;
+} tally_counter;
+
+/* Splits a "<tenant>|<model>|<metric>" field: the one place that reads
+ * the field format. Returns 0, or -1 for a field of another shape, an
+ * unknown metric or a value that is not an integer. */
+static int tally_field_parse(const redisReply *k, const redisReply *v, tally_counter *out) {
+    if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) return -1;
+    const char *first = memchr(k->str, '|', k->len), *last = strrchr(k->str, '|');
+    if (!first || last == first || strlen(k->str) != k->len) return -1;
+    out->metric = cli_str_index(tally_metrics, last + 1);
+    if (out->metric < 0 || cli_parse_ll(v->str, LLONG_MIN, LLONG_MAX, &out->value) < 0)
+        return -1;
+    out->tenant = k->str;
+    out->tlen = (size_t)(first - k->str);
+    out->model = first + 1;
+    out->mlen = (size_t)(last - first - 1);
+    return 0;
+}
+
+static int tally_bytes_cmp(const char *a, size_t alen, const char *b, size_t blen) {
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c ? c : (alen > blen) - (alen < blen);
+}
+
+/* By tenant, then model: the order of the rows. */
+static int tally_counter_cmp(const void *a, const void *b) {
+    const tally_counter *x = a, *y = b;
+    int c = tally_bytes_cmp(x->tenant, x->tlen, y->tenant, y->tlen);
+    return c ? c : tally_bytes_cmp(x->model, x->mlen, y->model, y->mlen);
+}
+
+/* Adds the sorted counters to rows, one row per (tenant, model). */
+static void tally_add_counters(const tally_counter *cs, size_t n, tally *out) {
+    tally_row *row = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!row || tally_counter_cmp(&cs[i], &cs[i - 1])) {
+            if (out->n == out->cap) {
+                out->cap = out->cap ? out->cap * 2 : 16;
+                out->v = xrealloc(out->v, out->cap * sizeof *out->v);
+            }
+            row = &out->v[out->n++];
+            memset(row, 0, sizeof *row);
+            row->tenant = xstrndup(cs[i].tenant, cs[i].tlen);
+            row->model = xstrndup(cs[i].model, cs[i].mlen);
+        }
+        row->m[cs[i].metric] += cs[i].value;
+        if (cs[i].metric == TALLY_COST) row->has_cost = 1;
+    }
+}
+
+int tally_read(redisContext *c, const char *prefix, const char *day, const char *tenant_filter,
+               tally *out) {
+    char *key = keys_usage(prefix, day);
+    redisReply *h = cli_redis_cmd(c, "HGETALL %s", key);
+    free(key);
+    if (!h) return -1;
+    size_t n = 0, max = h->type == REDIS_REPLY_ARRAY ? h->elements / 2 : 0;
+    tally_counter *cs = xcalloc(max, sizeof *cs);
+    for (size_t i = 0; i < max; i++) {
+        tally_counter *tc = &cs[n];
+        if (tally_field_parse(h->element[2 * i], h->element[2 * i + 1], tc) < 0) continue;
+        if (tenant_filter &&
+            tally_bytes_cmp(tenant_filter, strlen(tenant_filter), tc->tenant, tc->tlen))
+            continue;
+        n++;
+    }
+    if (n) qsort(cs, n, sizeof *cs, tally_counter_cmp);
+    tally_add_counters(cs, n, out);
+    free(cs);
+    freeReplyObject(h);
+    return 0;
+}
+
+void tally_sum(const tally *t, tally_row *sum) {
+    memset(sum, 0, sizeof *sum);
+    for (size_t i = 0; i < t->n; i++) {
+        for (int m = 0; m < TALLY_NMETRICS; m++) sum->m[m] += t->v[i].m[m];
+        sum->has_cost |= t->v[i].has_cost;
+    }
+}
+
+void tally_free(tally *t) {
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->v[i].tenant);
+        free(t->v[i].model);
+    }
+    free(t->v);
+    memset(t, 0, sizeof *t);
+}

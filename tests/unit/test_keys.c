@@ -1,0 +1,80 @@
+/* test_keys.c — the Redis key names of common/keys.c, each exactly as
+ * producers, workers, chatqd and the CLI must all spell it, and the UTC day
+ * of the usage hash. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/keys.h"
+
+/* Checks and frees a key made by a keys_* function. */
+static void expect_key(char *got, const char *want) {
+    if (!got || strcmp(got, want) != 0) fail_msg("key \"%s\", want \"%s\"", got, want);
+    free(got);
+}
+
+static void test_job_keys(void **state) {
+    (void)state;
+    expect_key(keys_queue("chatq", "default"), "chatq:queue:default");
+    expect_key(keys_job("chatq", "job-1"), "chatq:job:job-1");
+    expect_key(keys_stream("chatq", "job-1"), "chatq:stream:job-1");
+    expect_key(keys_events("chatq", "job-1"), "chatq:events:job-1");
+    expect_key(keys_cancel("chatq", "job-1"), "chatq:cancel:job-1");
+    expect_key(keys_dead("chatq"), "chatq:dead");
+    expect_key(keys_control("chatq"), "chatq:control");
+    expect_key(keys_usage("chatq", "2024-02-29"), "chatq:usage:2024-02-29");
+}
+
+static void test_bookkeeping_keys(void **state) {
+    (void)state;
+    expect_key(keys_processing("cq", "host.12.1700000000000.3", "high"),
+               "cq:processing:host.12.1700000000000.3:high");
+    expect_key(keys_workers("cq"), "cq:workers");
+    expect_key(keys_heartbeat("cq", "w1"), "cq:heartbeat:w1");
+    expect_key(keys_crashes("cq"), "cq:crashes");
+    expect_key(keys_ratelimit("cq", "openai", "gpt-4o*"), "cq:ratelimit:openai:gpt-4o*");
+    expect_key(keys_batch("cq", "b0123456789abcdef"), "cq:batch:b0123456789abcdef");
+    expect_key(keys_batch_out("cq", "b0123456789abcdef"), "cq:batch:b0123456789abcdef:out");
+}
+
+/* The prefix and the names are put in as they are: a prefix with ':' or an
+ * id with ':' and '.' (both allowed) make longer keys, never other ones. */
+static void test_prefix_and_names_verbatim(void **state) {
+    (void)state;
+    expect_key(keys_job("app:prod", "a.b:c-1_2"), "app:prod:job:a.b:c-1_2");
+    expect_key(keys_queue("p", ""), "p:queue:");
+    expect_key(keys_ratelimit("p", "gw", "*"), "p:ratelimit:gw:*");
+}
+
+static void expect_day(long long ms, const char *want) {
+    char day[11];
+    memset(day, 'x', sizeof day);
+    keys_day(ms, day);
+    if (strcmp(day, want) != 0) fail_msg("keys_day(%lld) = \"%s\", want \"%s\"", ms, day, want);
+}
+
+static void test_day(void **state) {
+    (void)state;
+    expect_day(0, "1970-01-01");
+    expect_day(86399999, "1970-01-01"); /* the last ms of the first day */
+    expect_day(86400000, "1970-01-02");
+    expect_day(1700000000000LL, "2023-11-14");
+    expect_day(1709164800000LL, "2024-02-29"); /* a leap day, at 00:00 UTC */
+    expect_day(1709251199999LL, "2024-02-29");
+    expect_day(1709251200000LL, "2024-03-01");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_job_keys),
+        cmocka_unit_test(test_bookkeeping_keys),
+        cmocka_unit_test(test_prefix_and_names_verbatim),
+        cmocka_unit_test(test_day),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
