@@ -801,7 +801,9 @@ static void sup_on_hup(uv_signal_t *h, int signum) {
 static void sup_on_redis_state(rconn *rc, int ready, void *ud) {
     supervisor *s = ud;
     (void)rc;
-    if (ready) sup_check_stopped(s);
+    if (!ready) return;
+    sup_check_stopped(s);
+    sup_quarantine_check(s); /* suspects left by an earlier run, or while Redis was away */
 }
 
 /* The worker program: $CHATQ_WORKER, else chatq-worker next to chatqd.
@@ -895,7 +897,6 @@ void supervisor_start(supervisor *s) {
         uv_timer_start(&s->watchdog, sup_on_watchdog, every ? every : 1, every ? every : 1);
     }
     sup_send_ready(s);
-    sup_quarantine_check(s); /* suspects left by an earlier run */
 }
 
 void supervisor_close(supervisor *s) {
