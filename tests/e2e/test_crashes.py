@@ -136,6 +136,7 @@ def test_sigkill_burst_never_stops_chatqd(start_chatqd, upstream):
     ids = [j["id"] for j in jobs]
     rng = random.Random(9)
     kills, i = 0, 0
+    killed = set()  # never count a kill of a pid not reaped yet twice
     t_next = time.monotonic()
     # Push jobs steadily and SIGKILL a random worker every 200-300 ms.
     while kills < 15 or i < n:
@@ -144,9 +145,11 @@ def test_sigkill_burst_never_stops_chatqd(start_chatqd, upstream):
                 cq.push(j)
             i += 5
         if kills < 15 and time.monotonic() >= t_next:
-            alive = cq.worker_pids()
+            alive = [p for p in cq.worker_pids() if p not in killed]
             if alive:
-                os.kill(rng.choice(alive), signal.SIGKILL)
+                victim = rng.choice(alive)
+                os.kill(victim, signal.SIGKILL)
+                killed.add(victim)
                 kills += 1
             t_next = time.monotonic() + rng.uniform(0.2, 0.3)
         time.sleep(0.02)
