@@ -81,8 +81,8 @@ static void test_round_trip_without_file_or_env(void **state) {
     char *snap = config_snapshot(&orig, &len);
     assert_int_equal(strlen(snap), len);
     /* The worker's world: the file now broken, the keys gone. */
-    write_file("chatq.json", "{not json");
-    write_file("key.txt", "sk-changed\n");
+    free(write_file("chatq.json", "{not json"));
+    free(write_file("key.txt", "sk-changed\n"));
     unsetenv("TEST_SNAP_KEY");
     config_args flags = {.concurrency = "7"};
     assert_int_equal(config_load_snapshot(&got, snap, len, &flags, err, sizeof err), 0);
