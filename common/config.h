@@ -95,6 +95,7 @@ typedef struct config {
     char *prefix;                 /* chatq */
     int workers;                  /* number of CPUs */
     int concurrency;              /* 256 */
+    int quarantine;               /* a worker that runs suspects apart (chatq-worker --quarantine) */
     char **queues;                /* {"default"}, priority order */
     int nqueues;
     char *log_level;              /* info */

@@ -57,9 +57,10 @@ typedef struct sup_recovery {
 static void sup_on_recovered(rconn *rc, redisReply *reply, void *priv) {
     sup_recovery *r = priv;
     (void)rc;
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0)
-        log_info("worker_recovered", "worker=%s jobs_requeued=%lld", log_quote(r->id),
-                 reply->integer);
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3)
+        log_info("worker_recovered", "worker=%s jobs_requeued=%lld jobs_quarantined=%lld jobs_dead=%lld",
+                 log_quote(r->id), reply->element[0]->integer, reply->element[1]->integer,
+                 reply->element[2]->integer);
     else if (reply->type == REDIS_REPLY_ERROR)
         log_error("recover_failed", "worker=%s error=%s", log_quote(r->id), log_quote(reply->str));
     supervisor *s = r->sup;
@@ -70,40 +71,58 @@ static void sup_on_recovered(rconn *rc, redisReply *reply, void *priv) {
 
 /* Puts the jobs of worker `id` (which served `queues`) back on their queues,
  * reliably: if Redis is down, as soon as it is back. only_if_expired: leave
- * it alone if its heartbeat still lives (for workers we did not start). */
+ * it alone if its heartbeat still lives (for workers we did not start).
+ * fault: it died of a fault signal, while running the job whose SHA1 is
+ * culprit (NULL: not known). */
 static void sup_recover(supervisor *s, const char *id, char **queues, int nqueues,
-                        int only_if_expired) {
+                        int only_if_expired, int fault, const char *culprit) {
     const config *cfg = s->cfg;
-    rargs a = {0};
     char day[11];
     long long now = sup_now_ms();
     keys_day(now, day);
-    char *fixed[4] = {keys_workers(cfg->prefix), keys_heartbeat(cfg->prefix, id),
-                      keys_crashes(cfg->prefix), keys_dead(cfg->prefix)};
-    char **keys = xcalloc((size_t)nqueues * 2 + 1, sizeof *keys);
-    rargs_addll(&a, 4 + 2 * nqueues);
-    for (int i = 0; i < 4; i++) rargs_adds(&a, fixed[i]);
+    char *workers = keys_workers(cfg->prefix), *heartbeat = keys_heartbeat(cfg->prefix, id);
+    char *crashes = keys_crashes(cfg->prefix), *dead = keys_dead(cfg->prefix);
+    char *requeued = keys_requeued(cfg->prefix);
+    char **keys = xcalloc((size_t)nqueues * 3 + 1, sizeof *keys);
     for (int i = 0; i < nqueues; i++) {
-        keys[2 * i] = keys_processing(cfg->prefix, id, queues[i]);
-        keys[2 * i + 1] = keys_queue(cfg->prefix, queues[i]);
-        rargs_adds(&a, keys[2 * i]);
-        rargs_adds(&a, keys[2 * i + 1]);
+        keys[i] = keys_processing(cfg->prefix, id, queues[i]);
+        keys[nqueues + i] = keys_queue(cfg->prefix, queues[i]);
+        keys[2 * nqueues + i] = keys_quarantine(cfg->prefix, queues[i]);
     }
-    rargs_adds(&a, id);
-    rargs_adds(&a, only_if_expired ? "1" : "0");
-    rargs_adds(&a, cfg->prefix);
-    rargs_addll(&a, now);
-    rargs_addll(&a, POISON_LIMIT);
-    rargs_addll(&a, cfg->result_ttl_s);
-    rargs_adds(&a, day);
+    scripts_recover_call call = {
+        .workers_key = workers,
+        .heartbeat_key = heartbeat,
+        .crashes_key = crashes,
+        .dead_key = dead,
+        .requeued_key = requeued,
+        .processing_keys = keys,
+        .queue_keys = keys + nqueues,
+        .quarantine_keys = keys + 2 * nqueues,
+        .nqueues = nqueues,
+        .worker_id = id,
+        .only_if_expired = only_if_expired,
+        .prefix = cfg->prefix,
+        .now_ms = now,
+        .poison_limit = POISON_LIMIT,
+        .result_ttl_s = cfg->result_ttl_s,
+        .day = day,
+        .fault = fault,
+        .culprit_sha1 = culprit,
+    };
+    rargs a = {0};
+    scripts_recover_args(&call, &a);
     sup_recovery *r = xmalloc(sizeof *r);
     r->sup = s;
     r->id = xstrdup(id);
     rconn_eval_reliable(s->redis, s->recover_script, sup_on_recovered, r, a.argc, a.argv, a.lens);
-    for (int i = 0; i < 2 * nqueues; i++) free(keys[i]);
-    for (int i = 0; i < 4; i++) free(fixed[i]);
-    free(keys);
     rargs_free(&a);
+    for (int i = 0; i < 3 * nqueues; i++) free(keys[i]);
+    free(keys);
+    free(workers);
+    free(heartbeat);
+    free(crashes);
+    free(dead);
+    free(requeued);
 }
 
 /* ---- the sweep: workers of other processes whose heartbeat expired -------- */
@@ -136,7 +155,7 @@ static void sup_on_workers(rconn *rc, redisReply *reply, void *priv) {
             if (json_object_is_type(q, json_type_string))
                 queues[k++] = (char *)json_object_get_string(q);
         }
-        sup_recover(s, id, queues, k, 1);
+        sup_recover(s, id, queues, k, 1, 0, NULL);
         free(queues);
         json_object_put(o);
     }
@@ -233,7 +252,9 @@ static void sup_on_exit(uv_process_t *proc, int64_t status, int term_signal) {
         log_warn("worker_exited", "worker=%s pid=%d status=%lld signal=%d lived_ms=%llu",
                  log_quote(p->id), proc->pid, (long long)status, term_signal,
                  (unsigned long long)lived);
-    sup_recover(s, p->id, p->queues, p->nqueues, 0);
+    int fault = term_signal == SIGSEGV || term_signal == SIGBUS || term_signal == SIGILL ||
+                term_signal == SIGFPE || term_signal == SIGABRT;
+    sup_recover(s, p->id, p->queues, p->nqueues, 0, fault, NULL);
     int slot = p->slot;
     uv_close((uv_handle_t *)proc, sup_on_proc_closed);
     if (slot < 0) return;
