@@ -69,6 +69,10 @@ typedef struct jobrun_priv {
     int aborted;            /* dropped by a drain while START was pending */
     char sha1[41];          /* of the job text: its name in the scripts */
     char *token;            /* this start's token, "<worker id>/<n>" */
+    buf events;             /* events not sent yet, one after another ... */
+    size_t *ev_ends;        /* ... event i ends at ev_ends[i] */
+    int nev, ev_cap;
+    int ev_queued;          /* on the worker's list of jobs with events to send */
     const char *end_code;   /* set: the job cannot run, and ends so after START */
     char *end_msg;
     long long job_bytes;    /* > 0: an oversized job, of which raw is the marker */
@@ -95,34 +99,80 @@ static void jr_note_output(jobrun *jr) {
 
 /* ---- publishing events (best effort, pipelined) -------------------------- */
 
-static void jr_publish(jobrun *jr, const char *text, size_t len) {
+/* Events are written into p->events, one after another (p->ev_ends[i] is
+ * where event i ends), and sent when the loop iteration's I/O is done
+ * (jobrun_flush_events, from the worker): each is PUBLISHed, and all of
+ * them go to the events list in one RPUSH. So the chunks of one read cost
+ * one list command, and no allocation once the buffer has grown. */
+static buf *jr_event_begin(jobrun *jr) {
     jobrun_priv *p = jr->p;
-    const char *pub[] = {"PUBLISH", p->k_stream, text};
-    size_t publ[] = {7, strlen(p->k_stream), len};
-    const char *push[] = {"RPUSH", p->k_events, text};
-    size_t pushl[] = {5, strlen(p->k_events), len};
-    rconn_send(jr->w->cmd, NULL, NULL, 3, pub, publ);
-    rconn_send(jr->w->cmd, NULL, NULL, 3, push, pushl);
+    if (p->nev == 0 && !p->ev_queued) {
+        worker_events_pending(jr->w, jr);
+        p->ev_queued = 1;
+    }
+    return &p->events;
+}
+
+static void jr_event_end(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    if (p->nev == p->ev_cap) {
+        p->ev_cap = p->ev_cap ? 2 * p->ev_cap : 8;
+        p->ev_ends = xrealloc(p->ev_ends, sizeof *p->ev_ends * (size_t)p->ev_cap);
+    }
+    p->ev_ends[p->nev++] = p->events.len;
+}
+
+/* A buffer grown past this by a burst is given back once sent: a slow
+ * stream keeps only what its next events need. */
+#define JR_EVENTS_KEEP 4096
+
+void jobrun_flush_events(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    p->ev_queued = 0;
+    if (p->nev == 0) return;
+    rconn *rc = jr->w->cmd;
+    rargs push = {0};
+    rargs_adds(&push, "RPUSH");
+    rargs_adds(&push, p->k_events);
+    size_t start = 0;
+    for (int i = 0; i < p->nev; i++) {
+        const char *text = p->events.data + start;
+        size_t len = p->ev_ends[i] - start;
+        const char *pub[] = {"PUBLISH", p->k_stream, text};
+        size_t publ[] = {7, strlen(p->k_stream), len};
+        rconn_send(rc, NULL, NULL, 3, pub, publ);
+        rargs_add(&push, text, len);
+        start = p->ev_ends[i];
+    }
+    rconn_send(rc, NULL, NULL, push.argc, push.argv, push.lens);
+    rargs_free(&push);
+    p->nev = 0;
+    if (p->events.cap > JR_EVENTS_KEEP) {
+        buf_free(&p->events);
+        free(p->ev_ends);
+        p->ev_ends = NULL;
+        p->ev_cap = 0;
+    } else {
+        buf_reset(&p->events);
+    }
 }
 
 static void jr_publish_retry(jobrun *jr, json_object *error) {
-    buf b = {0};
-    buf_printf(&b, "{\"seq\":%lld,\"type\":\"retry\",\"attempt\":%d,\"error\":%s}",
+    buf *b = jr_event_begin(jr);
+    buf_printf(b, "{\"seq\":%lld,\"type\":\"retry\",\"attempt\":%d,\"error\":%s}",
                jr->p->seq++, jr->p->attempt, json_object_to_json_string_ext(error, JSON_FLAGS));
-    jr_publish(jr, b.data, b.len);
-    buf_free(&b);
+    jr_event_end(jr);
 }
 
 /* A chunk of the upstream's stream: published as it came. */
 static void jr_on_chunk(jobrun *jr, const char *data, size_t len) {
     jobrun_priv *p = jr->p;
-    buf ev = {0};
-    buf_printf(&ev, "{\"seq\":%lld,\"type\":\"chunk\",\"attempt\":%d,\"data\":", p->seq++,
+    buf *b = jr_event_begin(jr);
+    buf_printf(b, "{\"seq\":%lld,\"type\":\"chunk\",\"attempt\":%d,\"data\":", p->seq++,
                p->attempt);
-    buf_append(&ev, data, len);
-    buf_putc(&ev, '}');
-    jr_publish(jr, ev.data, ev.len);
-    buf_free(&ev);
+    buf_append(b, data, len);
+    buf_putc(b, '}');
+    jr_event_end(jr);
     p->chunks++;
 }
 
@@ -225,6 +275,7 @@ static void jr_finish(jobrun *jr, jr_end *e) {
     long long end = now_ms();
     int has_id = p->job.id != NULL;
     p->state = JR_FINISHING;
+    jobrun_flush_events(jr); /* they come before the final event */
     if (e->status == JOB_SUCCEEDED)
         w->done++;
     else
@@ -369,6 +420,8 @@ static void jr_on_timer_closed(uv_handle_t *h) {
     free(p->k_cancel);
     free(p->token);
     free(p->end_msg);
+    buf_free(&p->events);
+    free(p->ev_ends);
     free(p);
     free(jr->raw);
     free(jr);
@@ -384,6 +437,7 @@ static void jr_free(jobrun *jr) {
 }
 
 void jobrun_abort(jobrun *jr) {
+    if (jr->p->ev_queued) worker_events_forget(jr->w, jr);
     upstream_stop(jr->p->up);
     worker_run_remove(jr->w, jr);
     /* A START or a rate-limit take still in flight holds a pointer to us:

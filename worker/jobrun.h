@@ -57,6 +57,9 @@ int jobrun_start_add(jobrun *jr, scripts_batch *b);
 /* START answered: v points to the job's SCRIPTS_START_REPLY values, or is
  * NULL when the script failed. */
 void jobrun_started(jobrun *jr, redisReply *const *v);
+/* Sends the job's events written in this loop iteration (the worker calls
+ * it for every job it was told of with worker_events_pending). */
+void jobrun_flush_events(jobrun *jr);
 /* FINISH answered with reply (the job's integer, or the script's error). */
 void jobrun_finished(jobrun *jr, const redisReply *reply);
 /* Cancels the jobs whose id is `id`. */

@@ -472,8 +472,25 @@ void worker_finish(worker *w, jobrun *jr, const scripts_finish_call *c) {
     scripts_finish_add(&w->finish, c);
 }
 
-/* Sends the FINISHes of this loop iteration in one call. */
+void worker_events_pending(worker *w, jobrun *jr) {
+    if (w->nevq == w->evq_cap) {
+        w->evq_cap = w->evq_cap ? 2 * w->evq_cap : 16;
+        w->evq = xrealloc(w->evq, sizeof *w->evq * (size_t)w->evq_cap);
+    }
+    w->evq[w->nevq++] = jr;
+}
+
+void worker_events_forget(worker *w, jobrun *jr) {
+    for (int i = 0; i < w->nevq; i++)
+        if (w->evq[i] == jr) w->evq[i] = NULL;
+}
+
+/* Sends the stream events, then the FINISHes, of this loop iteration: the
+ * FINISHes in one call. */
 static void w_flush(worker *w) {
+    for (int i = 0; i < w->nevq; i++)
+        if (w->evq[i]) jobrun_flush_events(w->evq[i]);
+    w->nevq = 0;
     if (w->finish.n == 0) return;
     scripts_finish_shared shared = {.crashes_key = w->crashes_key,
                                     .requeued_key = w->requeued_key,
@@ -649,6 +666,7 @@ void worker_close(worker *w) {
     free(w->dead_key);
     scripts_batch_free(&w->finish);
     free(w->finishing);
+    free(w->evq);
     http_free(w->http);
     uv_close((uv_handle_t *)&w->heartbeat, NULL);
     uv_close((uv_handle_t *)&w->grace, NULL);

@@ -62,6 +62,8 @@ typedef struct worker {
     jobrun *ending;        /* jobs whose FINISH or DROP has not answered: their
                               entries are still in a processing list */
     int nending;
+    jobrun **evq;          /* jobs with events to send at the end of this loop */
+    int nevq, evq_cap;     /*   iteration (NULL: forgotten) */
     scripts_batch finish;  /* the FINISHes of this loop iteration ... */
     jobrun **finishing;    /* ... and their jobs, sent together (w_flush) */
     int finishing_cap;
@@ -99,6 +101,10 @@ void worker_run_gone(worker *w, jobrun *jr);
  * loop iteration, with every other job that ended in it; jobrun_finished()
  * gets the answer. */
 void worker_finish(worker *w, jobrun *jr, const scripts_finish_call *c);
+/* jr has stream events to send: jobrun_flush_events(jr) is called at the end
+ * of this loop iteration, unless worker_events_forget(jr) came first. */
+void worker_events_pending(worker *w, jobrun *jr);
+void worker_events_forget(worker *w, jobrun *jr);
 /* Asks for more jobs when there are free slots. */
 void worker_maybe_fetch(worker *w);
 /* Begins a drain: no new job; in-flight jobs get the grace period. */

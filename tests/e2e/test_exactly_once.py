@@ -95,12 +95,12 @@ def test_invalid_copy_of_a_stored_id_writes_nothing(cq, upstream):
 # ------------------------------------------------------------ oversized jobs
 
 def test_oversized_job_never_leaves_redis(start_chatqd, upstream):
-    """A 30 MB job is refused by FETCH: the worker holds only its first
+    """A 24 MB job is refused by FETCH: the worker holds only its first
     4 KiB, which still give its id and reply_to."""
     cq = start_chatqd(config={"max_job_bytes": 65536})
     R = cq.k("replies")
     pids = cq.wait_workers(2)
-    pad = "\u0001" * (30 * 1024 * 1024)
+    pad = "\u0001" * (4 * 1024 * 1024)  # 24 MB once escaped
     raw = json.dumps({"id": "huge", "reply_to": R, "body": {"model": "mock-1", "messages": [
         {"role": "user", "content": pad}]}})
     size = len(raw.encode())
@@ -117,7 +117,7 @@ def test_oversized_job_never_leaves_redis(start_chatqd, upstream):
     for pid in pids:  # the job never reached a worker's memory
         with open("/proc/%d/status" % pid) as f:
             hwm = [l for l in f if l.startswith("VmHWM:")][0]
-        assert int(hwm.split()[1]) < 30 * 1024, hwm
+        assert int(hwm.split()[1]) < 24 * 1024, hwm
     ok = cq.mkjob()
     assert cq.run(ok)["status"] == "succeeded"
 
