@@ -20,13 +20,13 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
 #include "common/keys.h"
 #include "common/log.h"
+#include "common/random.h"
 #include "common/scripts.h"
 
 #define RESTART_MIN_MS 100
@@ -59,18 +59,6 @@ static long long sup_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static unsigned sup_random(void) {
-    unsigned r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned)rand();
-    return r;
-}
-
-/* P:quarantine:<queue>, where RECOVER puts suspect jobs.
- * TODO(issue 9, lead's side): keys_quarantine() once it is in common/keys.c. */
-static char *sup_quarantine_key(const char *prefix, const char *queue) {
-    return xasprintf("%s:quarantine:%s", prefix, queue);
 }
 
 /* ---- recovery ------------------------------------------------------------ */
@@ -131,24 +119,21 @@ static void sup_recover(supervisor *s, const sup_gone *g) {
     for (int i = 0; i < g->nqueues; i++) {
         proc[i] = keys_processing(cfg->prefix, g->id, g->queues[i]);
         /* a suspect never goes back to its queue from the quarantine worker */
-        back[i] = g->quarantine ? sup_quarantine_key(cfg->prefix, g->queues[i])
+        back[i] = g->quarantine ? keys_quarantine(cfg->prefix, g->queues[i])
                                 : keys_queue(cfg->prefix, g->queues[i]);
     }
     char *workers = keys_workers(cfg->prefix), *hb = keys_heartbeat(cfg->prefix, g->id);
     char *crashes = keys_crashes(cfg->prefix), *dead = keys_dead(cfg->prefix);
-    /* TODO(issue 9, lead's side): the new RECOVER's fields, once
-     * scripts_recover_call has them:
-     *   .fault = g->fault, .culprit = g->culprit,
-     *   .quarantine_keys = the P:quarantine:<queue> lists (keys_quarantine),
-     * with .queue_keys = back (the quarantine lists themselves for the
-     * quarantine worker). Until then this is the old RECOVER, which counts
-     * every death against every job it held. */
+    char *requeued = keys_requeued(cfg->prefix);
+    char **quar = xcalloc((size_t)g->nqueues + 1, sizeof *quar);
+    for (int i = 0; i < g->nqueues; i++) quar[i] = keys_quarantine(cfg->prefix, g->queues[i]);
     scripts_recover_call c = {
         .workers_key = workers, .heartbeat_key = hb, .crashes_key = crashes, .dead_key = dead,
-        .processing_keys = proc, .queue_keys = back, .nqueues = g->nqueues,
-        .worker_id = g->id, .only_if_expired = g->only_if_expired, .prefix = cfg->prefix,
-        .now_ms = now, .poison_limit = POISON_LIMIT, .result_ttl_s = cfg->result_ttl_s,
-        .day = day};
+        .requeued_key = requeued, .processing_keys = proc, .queue_keys = back,
+        .quarantine_keys = quar, .nqueues = g->nqueues, .worker_id = g->id,
+        .only_if_expired = g->only_if_expired, .prefix = cfg->prefix, .now_ms = now,
+        .poison_limit = POISON_LIMIT, .result_ttl_s = cfg->result_ttl_s, .day = day,
+        .fault = g->fault, .culprit_sha1 = g->culprit};
     rargs a = {0};
     scripts_recover_args(&c, &a);
     sup_recovery *r = xmalloc(sizeof *r);
@@ -159,13 +144,16 @@ static void sup_recover(supervisor *s, const sup_gone *g) {
     for (int i = 0; i < g->nqueues; i++) {
         free(proc[i]);
         free(back[i]);
+        free(quar[i]);
     }
     free(proc);
     free(back);
+    free(quar);
     free(workers);
     free(hb);
     free(crashes);
     free(dead);
+    free(requeued);
 }
 
 /* ---- the quarantine worker ------------------------------------------------ */
@@ -195,7 +183,7 @@ static void sup_on_quarantine_len(rconn *rc, redisReply *reply, void *priv) {
 static void sup_quarantine_check(supervisor *s) {
     if (s->stopping || sup_quarantine_busy(s)) return;
     for (int i = 0; i < s->cfg->nqueues; i++) {
-        char *k = sup_quarantine_key(s->cfg->prefix, s->cfg->queues[i]);
+        char *k = keys_quarantine(s->cfg->prefix, s->cfg->queues[i]);
         const char *a[] = {"LLEN", k};
         size_t l[] = {4, strlen(k)};
         rconn_send(s->redis, sup_on_quarantine_len, NULL, 2, a, l);
@@ -426,7 +414,7 @@ static void sup_schedule_restart(sup_slot *sl, const sup_proc *p) {
         delay = RESTART_MIN_MS;
     } else {
         delay = (uint64_t)(sl->backoff_ms / 2 +
-                           (long)(sup_random() % (unsigned)(sl->backoff_ms / 2 + 1)));
+                           (long)(random_u32() % (unsigned)(sl->backoff_ms / 2 + 1)));
         sl->backoff_ms = sl->backoff_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : sl->backoff_ms * 2;
     }
     uv_timer_start(&sl->restart, sup_on_restart, delay, 0);
