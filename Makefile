@@ -10,7 +10,7 @@
 # libchatq.a. Adding a module needs no Makefile change.
 
 CC      ?= cc
-PKGS    := libuv hiredis libcurl json-c
+PKGS    := libuv hiredis libcurl json-c libcrypto
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
