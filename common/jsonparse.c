@@ -210,6 +210,7 @@ static int jsonparse_scan_text(jsonparse_scan *sc, char *err, size_t errlen) {
         } else if (jsonparse_scan_out(sc, i, err, errlen) < 0) {
             if (sc->bad_why && err)
                 snprintf(err, errlen, "%s at byte %zu", sc->bad_why, sc->bad_at);
+            sc->info->limit_hit = !sc->bad_why;
             return -1;
         }
     }

@@ -59,6 +59,8 @@ typedef struct jsonparse_info {
                         or array (an upper bound, cheap to count) */
     int depth;       /* deepest nesting */
     long first_nul;  /* byte offset of the first "\u0000" escape, -1 if none */
+    int limit_hit;   /* 1 when the text was refused for passing a limit (the
+                        counts then stop where the scan stopped) */
 } jsonparse_info;
 
 /* Flags of jsonparse_strict(). */

@@ -289,6 +289,7 @@ static void test_strict_depth_limit(void **state) {
     assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), -1);
     assert_string_equal(err, "nested deeper than 128 at byte 128");
     assert_null(o);
+    assert_int_equal(info.limit_hit, 1);
     free(s);
 }
 
@@ -372,9 +373,11 @@ static void test_strict_first_problem_named(void **state) {
     const char *t = "[NaN,[[[[1]]]]]";
     assert_int_equal(strict_n(t, strlen(t), &lim, 0, &o), -1);
     assert_string_equal(err, "NaN or Infinity at byte 1");
+    assert_int_equal(info.limit_hit, 0);
     t = "[[[[NaN]]]]";
     assert_int_equal(strict_n(t, strlen(t), &lim, 0, &o), -1);
     assert_string_equal(err, "nested deeper than 3 at byte 3");
+    assert_int_equal(info.limit_hit, 1);
 }
 
 static void test_strict_info_and_reuse(void **state) {
@@ -390,6 +393,7 @@ static void test_strict_info_and_reuse(void **state) {
     assert_int_equal(info.containers, 4);
     assert_int_equal(info.depth, 3);
     assert_int_equal(info.first_nul, -1);
+    assert_int_equal(info.limit_hit, 0);
     json_object_put(o);
     json_tokener_free(tok);
 }
