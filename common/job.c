@@ -141,6 +141,7 @@ static size_t job_utf8_chars(const char *s) {
 int job_check_reply_to(const char *prefix, const char *key, char *err, size_t errlen) {
     job_check c = {.err = err, .errlen = errlen};
     if (err && errlen) err[0] = '\0';
+    if (!key) key = "";
     size_t n = strlen(key);
     if (n == 0 || n > JOB_REPLY_TO_MAX) {
         job_fail(&c, "reply_to must be 1-%d bytes", JOB_REPLY_TO_MAX);

@@ -107,7 +107,8 @@ int job_parse(job *j, const char *raw, size_t len, size_t max_bytes, char *err, 
  * other key there is chatq's state (queues, processing lists, job hashes,
  * events, the dead list, usage, cancel and control keys, workers,
  * heartbeats, crash counts, rate limits, batch hashes, and any key a later
- * version adds). Returns 0, or -1 with a message naming reply_to. */
+ * version adds). key NULL counts as empty. Returns 0, or -1 with a message
+ * naming reply_to. */
 int job_check_reply_to(const char *prefix, const char *key, char *err, size_t errlen);
 
 /* The JSON text of the body to send upstream (malloc'd): body unchanged

@@ -545,6 +545,7 @@ static void test_reply_to_shape(void **state) {
     assert_int_equal(job_check_reply_to("chatq", "mine", e, sizeof e), 0);
     assert_string_equal(e, "");
     assert_int_equal(job_check_reply_to(NULL, "chatq:dead", NULL, 0), 0);
+    assert_int_equal(job_check_reply_to("chatq", NULL, e, sizeof e), -1);
 }
 
 /* ---- cost of the JSON ---- */
