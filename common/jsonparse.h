@@ -13,7 +13,7 @@
  * runs one byte scan over the text before json-c sees it:
  *
  *   - cost: json-c spends hundreds of bytes on every object and array (an
- *     empty object is a hash table of 16 slots, about 700 bytes) and tens
+ *     empty object is a hash table of 16 slots, about 780 bytes) and tens
  *     on every other value, so a 1 MiB text of "[{},{},...]" would become
  *     about 260 MB. The scan counts objects and arrays, and values (array
  *     elements and object members, see jsonparse_info), and measures the
@@ -80,9 +80,10 @@ typedef struct jsonparse_info {
  * values (byte 200001)", "invalid UTF-8 at byte 7", "unescaped control
  * character in a string at byte 12", "NaN or Infinity at byte 3", "\u0000
  * (NUL) in a string at byte 9", or one of json-c's. When the text breaks
- * more than one rule, the cost limits are reported first (they are checked
- * before parsing), then whichever of the other problems comes first in the
- * text. */
+ * more than one rule, the first in the text is named; but json-c's own
+ * syntax errors are looked for only when the scan found the cost within the
+ * limits (a text past a limit is never handed to json-c). info->limit_hit
+ * tells a refusal for cost from the others. */
 int jsonparse_strict(json_tokener *tok, const char *s, size_t len, const jsonparse_limits *lim,
                      unsigned flags, json_object **out, jsonparse_info *info, char *err,
                      size_t errlen);
