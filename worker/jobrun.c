@@ -751,7 +751,8 @@ static void jr_read_oversized(jobrun *jr, long long bytes, const char *ex, size_
     const char *id = pk.id ? pk.id : pk.custom_id;
     if (id && job_id_valid(id)) p->job.id = xstrdup(id);
     if (pk.custom_id && job_id_valid(pk.custom_id)) p->job.custom_id = xstrdup(pk.custom_id);
-    if (pk.reply_to && *pk.reply_to) p->job.reply_to = xstrdup(pk.reply_to);
+    if (pk.reply_to && job_check_reply_to(cfg->prefix, pk.reply_to, NULL, 0) == 0)
+        p->job.reply_to = xstrdup(pk.reply_to);
     jobpeek_free(&pk);
     p->job_bytes = bytes;
     char msg[256];
@@ -775,7 +776,8 @@ static void jr_prepare(jobrun *jr) {
         jr_read_oversized(jr, bytes, ex, exlen);
         return;
     }
-    if (job_parse(&p->job, jr->raw, jr->raw_len, (size_t)cfg->max_job_bytes, err, sizeof err) != 0) {
+    job_opts opts = {.max_bytes = (size_t)cfg->max_job_bytes, .prefix = cfg->prefix};
+    if (job_parse_opts(&p->job, jr->raw, jr->raw_len, &opts, err, sizeof err) != 0) {
         jr_cannot_run(jr, "invalid_job", err);
         return;
     }

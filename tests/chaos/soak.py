@@ -630,7 +630,7 @@ class Soak:
                                    tail(self.daemons[0].log_path, 30))
             time.sleep(0.05)
 
-        replies = self.k("replies")
+        replies = self.prefix + "-replies"  # reply_to may not name a key under P:
         jobs = make_jobs(self.rng_jobs, self.prefix, replies)
         self.specs = {jid: spec for jid, _, spec in jobs}
         ids = [jid for jid, _, _ in jobs]

@@ -194,7 +194,7 @@ class Run:
         job, dead entries by code, usage requests."""
         st = self.statuses()
         lines = collections.Counter()
-        for raw in retry(lambda: self.r.lrange(self.k("replies"), 0, -1)):
+        for raw in retry(lambda: self.r.lrange(self.prefix + "-replies", 0, -1)):
             lines[json.loads(raw).get("id")] += 1
         p = self.r.pipeline(transaction=False)
         for jid in self.ids:
@@ -281,7 +281,7 @@ def job(prefix, jid, mock, stream, body=None):
     b = {"model": MODEL, "messages": [{"role": "user", "content": "hi " + jid}],
          "mock": dict(mock, key="%s:%s" % (prefix, jid))}
     b.update(body or {})
-    return json.dumps({"id": jid, "tenant": TENANT, "reply_to": prefix + ":replies",
+    return json.dumps({"id": jid, "tenant": TENANT, "reply_to": prefix + "-replies",
                        "stream": stream, "body": b})
 
 

@@ -5,9 +5,6 @@
     chatqd alive, wall time within 2x of the same run without kills;
   - B: one poison pill among 500 jobs: dead-lettered after exactly three
     crashes, the rest succeed at no less than half the unharmed throughput.
-    B needs the lead's RECOVER (fault, culprit, quarantine lists); until it
-    is in the tree it is expected to fail (xfail, not strict: the old rules
-    may pass it by luck).
 Each runs storm.py in its own redis-server and upstream; its report is
 printed when it fails. The full sizes run in `make chaos`."""
 
@@ -15,10 +12,8 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from conftest import BIN, REPO, SCALE
-from test_crashes import LEAD_RECOVER
 
 STORM = os.path.join(REPO, "tests", "chaos", "storm.py")
 
@@ -38,7 +33,5 @@ def test_storm_a_kills_and_redis_restarts():
     run_storm("A")
 
 
-@pytest.mark.xfail(not LEAD_RECOVER, strict=False,
-                   reason="needs the issue-9 RECOVER (culprit, quarantine) and the quarantine fetch")
 def test_storm_b_one_poison_pill():
     run_storm("B")

@@ -11,8 +11,7 @@ What each test proves:
   - workers that die at once (a worker program that exits 1) make chatqd
     exit 1 after ten deaths (crash_loop), and a job finished in between
     resets that count;
-  - needs the lead's RECOVER (fault, culprit, quarantine lists), else xfail:
-    a job in flight at three SIGKILLs still succeeds, attempts not used up;
+  - a job in flight at three SIGKILLs still succeeds, attempts not used up;
     a real poison pill ends in P:dead after three attributed crashes while
     the other jobs flow past it, never waiting behind it.
 
@@ -25,27 +24,10 @@ import random
 import signal
 import time
 
-import pytest
 
 from conftest import API_KEY, REPO, SCALE, wait_for
 from test_supervision import (hooks_worker_path, log_lines, logfmt_field, processing_ids,
                               statuses, wait_all_succeeded, wait_registered, worker_ids_by_pid)
-
-
-def _lead_recover_landed():
-    """The RECOVER of issue 9 (fault, culprit, quarantine lists) is in the
-    tree: its typed call has a culprit field."""
-    try:
-        with open(os.path.join(REPO, "common", "scripts.h")) as f:
-            return "culprit" in f.read()
-    except OSError:
-        return False
-
-
-LEAD_RECOVER = _lead_recover_landed()
-needs_lead_recover = pytest.mark.xfail(
-    not LEAD_RECOVER, strict=True,
-    reason="needs the issue-9 RECOVER (fault/culprit/quarantine) from the job-flow rewrite")
 
 
 def sha1(text):
@@ -127,7 +109,7 @@ def test_bad_config_on_disk_reaches_no_worker(start_chatqd, upstream):
 
 def test_sigkill_burst_never_stops_chatqd(start_chatqd, upstream):
     cq = start_chatqd(workers=2, concurrency=32)
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"
     pids = cq.wait_workers(2)
     wait_registered(cq, pids)
     n = 300
@@ -170,14 +152,12 @@ def test_sigkill_burst_never_stops_chatqd(start_chatqd, upstream):
     assert len(log_lines(cq, "worker_started")) == 2 + kills
     st = statuses(cq, ids)
     crashed = [j for j, s in st.items() if s != "succeeded"]
-    if LEAD_RECOVER:
-        # outside kills are no evidence against a job
-        assert crashed == [], {j: cq.job(j).get("error") for j in crashed[:5]}
-        assert cq.r.llen(cq.k("dead")) == 0
+    # outside kills are no evidence against a job
+    assert crashed == [], {j: cq.job(j).get("error") for j in crashed[:5]}
+    assert cq.r.llen(cq.k("dead")) == 0
     assert len(cq.replies(R)) == n
 
 
-@needs_lead_recover
 def test_job_in_flight_at_three_sigkills_succeeds(start_chatqd, upstream):
     """The job stalls on its first three attempts (so it is in flight when
     its worker is killed) and answers on the fourth; max_attempts is the
@@ -267,10 +247,9 @@ def test_progress_resets_the_crash_count(start_chatqd, upstream):
 
 # ------------------------------------------------------------ poison pill, apart
 
-@needs_lead_recover
 def test_poison_pill_proven_apart_while_jobs_flow(start_chatqd, upstream):
     cq = start_chatqd(workers=2, concurrency=16, env={"CHATQ_WORKER": hooks_worker_path()})
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"
     pids = cq.wait_workers(2)
     wait_registered(cq, pids)
     n = 200

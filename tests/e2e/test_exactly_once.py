@@ -28,7 +28,7 @@ def settle(cq, upstream):
 
 def test_same_text_pushed_twice_runs_once(cq, upstream):
     """A producer that retries its LPUSH: the second copy is a duplicate."""
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"
     job = cq.mkjob(reply_to=R, tenant="t", mock={"delay_ms": 300})
     raw = cq.push(job)
     cq.push(raw)
@@ -51,7 +51,7 @@ def test_same_text_pushed_twice_runs_once(cq, upstream):
 def test_other_text_with_a_running_id_is_a_duplicate(cq, upstream):
     """Two different texts with one id: the first runs, the second writes
     nothing, neither its own result nor attempts nor events."""
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"
     first = cq.mkjob(id="same", reply_to=R, mock={"delay_ms": 500, "content": ["first"]})
     second = cq.mkjob(id="same", reply_to=R, mock={"content": ["second"]},
                       metadata={"copy": 2})
@@ -98,7 +98,7 @@ def test_oversized_job_never_leaves_redis(start_chatqd, upstream):
     """A 24 MB job is refused by FETCH: the worker holds only its first
     4 KiB, which still give its id and reply_to."""
     cq = start_chatqd(config={"max_job_bytes": 65536})
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"
     pids = cq.wait_workers(2)
     pad = "\u0001" * (4 * 1024 * 1024)  # 24 MB once escaped
     raw = json.dumps({"id": "huge", "reply_to": R, "body": {"model": "mock-1", "messages": [
@@ -138,7 +138,7 @@ def test_an_overflowing_usage_counter_does_not_stop_results(cq, upstream):
     """HINCRBY on a counter near INT64_MAX fails: the job's result, reply
     and other counters are stored all the same, and later jobs too."""
     from conftest import utc_day
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"
     cq.r.hset(cq.k("usage", utc_day()), "ov|mock-1|total_tokens", 2 ** 63 - 10)
     jobs = [cq.mkjob(reply_to=R, tenant="ov") for _ in range(3)]
     for j in jobs:
@@ -150,7 +150,7 @@ def test_an_overflowing_usage_counter_does_not_stop_results(cq, upstream):
 
 
 def test_reply_to_of_another_type_does_not_stop_the_result(cq, upstream):
-    key = cq.k("not-a-list")
+    key = cq.prefix + "-not-a-list"
     cq.r.set(key, "x")
     job = cq.mkjob(reply_to=key)
     assert cq.run(job)["status"] == "succeeded"
