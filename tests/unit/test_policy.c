@@ -344,7 +344,11 @@ static long long estimate_of(const char *max_tokens, long long tpm) {
                           max_tokens ? ",\"max_tokens\":" : "", max_tokens ? max_tokens : "");
     job j;
     char err[256];
-    assert_int_equal(job_parse(&j, raw, strlen(raw), 0, err, sizeof err), 0);
+    if (job_parse(&j, raw, strlen(raw), 0, err, sizeof err) != 0) {
+        job_free(&j);
+        free(raw);
+        return -1; /* the job itself is refused */
+    }
     limit_cfg lim = {"*", 0, tpm};
     provider_cfg p = test_providers[0];
     p.limits = &lim;
@@ -363,13 +367,14 @@ static void test_target_token_estimate(void **state) {
     (void)state;
     assert_int_equal(estimate_of("100", 600000), 100);
     assert_int_equal(estimate_of(NULL, 600000), 0);
-    assert_int_equal(estimate_of("1000.0", 600000), 1000);
-    /* negative, fractional junk or not a number: nothing added */
-    assert_int_equal(estimate_of("-1000000", 600000), 0);
-    assert_int_equal(estimate_of("\"500\"", 600000), 0);
-    /* 1e15 (as an integer or as a double): one minute of the limit at most */
+    /* not a non-negative integer: the job is refused before any estimate */
+    assert_int_equal(estimate_of("1000.0", 600000), -1);
+    assert_int_equal(estimate_of("-1000000", 600000), -1);
+    assert_int_equal(estimate_of("\"500\"", 600000), -1);
+    assert_int_equal(estimate_of("1e15", 600000), -1);
+    /* 1e15: one minute of the limit at most */
     assert_true(estimate_of("1000000000000000", 600000) <= 600000);
-    assert_true(estimate_of("1e15", 600000) <= 600000);
+    assert_true(estimate_of("1000000000000000", 600000) > 0);
     assert_true(estimate_of("9223372036854775807", 600000) <= 600000);
     /* and without a token limit, RL_MAX_TOKENS */
     assert_true(estimate_of("1000000000000000", 0) <= RL_MAX_TOKENS);
