@@ -10,7 +10,7 @@
 # libchatq.a. Adding a module needs no Makefile change.
 
 CC      ?= cc
-PKGS    := libuv hiredis libcurl json-c
+PKGS    := libuv hiredis libcurl json-c libcrypto
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
@@ -97,9 +97,11 @@ bench: deps all
 	@if [ "$${CHATQ_BENCH_BATCH:-1}" != 0 ]; then sh bench/batch_memory.sh; fi
 
 # `make chaos`: the soak test that kills workers, whole chatqds and Redis
-# while jobs run, then checks that every job has exactly one result.
-chaos: deps all
+# while jobs run, then checks that every job has exactly one result; then
+# the kill-storm and poison-pill scenarios of tests/chaos/storm.py.
+chaos: deps all $(BUILD)/chatq-worker-testhooks
 	CHATQ_BIN=$(abspath $(BUILD)) /usr/bin/python3 tests/chaos/soak.py
+	CHATQ_BIN=$(abspath $(BUILD)) /usr/bin/python3 tests/chaos/storm.py
 
 clean:
 	rm -rf build build-asan

@@ -9,7 +9,11 @@
  * still missing after that is skipped.
  *
  * Stale chunks: a retry event for attempt a means the chunks of attempts
- * <= a are void, so a late chunk of such an attempt is not printed. */
+ * <= a are void, so a late chunk of such an attempt is not printed.
+ *
+ * Upstream text (the content, the tool calls, an error message) goes to a
+ * terminal through output_term_safe() (common/output.h), so it cannot move
+ * the cursor or retitle the window; to a file or a pipe it goes as it is. */
 #include "cli/follow.h"
 
 #include <json-c/json.h>
@@ -17,11 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/redis.h"
 #include "common/buf.h"
 #include "common/keys.h"
+#include "common/output.h"
 
 #define FOLLOW_HASH_CHECK_S 1.0
 /* How long the job hash may lag behind the final event before we give up
@@ -37,6 +43,7 @@ typedef struct follow_state {
     long long min_attempt;  /* chunks of earlier attempts are stale */
     int printed;            /* content printed in the current attempt */
     int line_open;          /* stdout's last printed byte is not '\n' */
+    int tty;                /* stdout is a terminal: upstream text is filtered */
     int ended;              /* final event seen, or the hash says it ended */
     char *status;           /* the final status (owned) */
     json_object *error;     /* the final event's error (owned), may be NULL */
@@ -64,11 +71,28 @@ static int follow_reply_ended(const redisReply *v) {
     return v && v->type == REDIS_REPLY_STRING && follow_outcome_of(v->str) != FOLLOW_NOT_ENDED;
 }
 
+/* Prints upstream text: filtered for a terminal, as it is for anything else. */
 static void follow_write(follow_state *fs, const char *s, size_t len) {
-    if (!len) return;
-    fwrite(s, 1, len, stdout);
-    fflush(stdout);
-    fs->line_open = s[len - 1] != '\n';
+    buf safe = {0};
+    if (fs->tty) {
+        output_term_safe(&safe, s, len);
+        s = safe.data;
+        len = safe.len;
+    }
+    if (len) {
+        fwrite(s, 1, len, stdout);
+        fflush(stdout);
+        fs->line_open = s[len - 1] != '\n';
+    }
+    buf_free(&safe);
+}
+
+/* Text for stderr, filtered when stderr is a terminal (owned by *b; valid
+ * until b is freed). */
+static const char *follow_err_text(buf *b, const char *s) {
+    if (!s || !isatty(fileno(stderr))) return s ? s : "";
+    output_term_safe(b, s, strlen(s));
+    return buf_cstr(b);
 }
 
 /* Ends a partly printed line, so what follows starts on its own. */
@@ -302,10 +326,13 @@ static int follow_print_failure(follow_state *fs, const redisReply *h) {
     json_object *err = fs->error ? fs->error : from_hash;
     json_object *code = follow_get(err, "code", json_type_string);
     json_object *msg = follow_get(err, "message", json_type_string);
+    buf c = {0}, m = {0};
     follow_close_line(fs);
     cli_fail("job %s failed: %s: %s", fs->o->id,
-             code ? json_object_get_string(code) : fs->status,
-             msg ? json_object_get_string(msg) : "no error message");
+             follow_err_text(&c, code ? json_object_get_string(code) : fs->status),
+             follow_err_text(&m, msg ? json_object_get_string(msg) : "no error message"));
+    buf_free(&c);
+    buf_free(&m);
     json_object_put(from_hash);
     return CLI_ERR;
 }
@@ -340,6 +367,7 @@ int follow_job(const follow_opts *o) {
     follow_state fs;
     memset(&fs, 0, sizeof fs);
     fs.o = o;
+    fs.tty = isatty(fileno(stdout));
     fs.events_key = keys_events(o->prefix, o->id);
     fs.job_key = keys_job(o->prefix, o->id);
     int rc = follow_wait(&fs) < 0 ? CLI_ERR : follow_finish(&fs);

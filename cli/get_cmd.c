@@ -5,7 +5,8 @@
  * attempt count as numbers, unless --raw. A value that does not parse stays
  * a string: a damaged hash is shown, not refused. The fields come in a
  * fixed order (the known ones first, the rest by name), since a hash has
- * none of its own. */
+ * none of its own. chatq's own bookkeeping fields (docs/protocol.md §6) are
+ * left out unless --raw. */
 #include "cli/get_cmd.h"
 
 #include <json-c/json.h>
@@ -21,6 +22,7 @@ static const char *const get_job_order[] = {
     "response", NULL,
 };
 static const char *const get_json_fields[] = {"response", "error", "usage", "metadata", NULL};
+static const char *const get_internal_fields[] = {"start", "sha", "charged", "done", NULL};
 static const char *const get_int_fields[] = {"attempts", "started_at", "first_token_at",
                                              "finished_at", NULL};
 
@@ -43,8 +45,10 @@ static json_object *get_job_object(const char *id, const redisReply *h, int raw)
     cli_redis_field *f = cli_redis_hash_fields(h, get_job_order, &n);
     json_object *o = json_object_new_object();
     if (!cli_redis_hash_get(h, "id")) json_object_object_add(o, "id", json_object_new_string(id));
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        if (!raw && cli_str_index(get_internal_fields, f[i].name->str) >= 0) continue;
         json_object_object_add(o, f[i].name->str, get_value(f[i].name->str, f[i].value, raw));
+    }
     free(f);
     return o;
 }

@@ -245,7 +245,8 @@ static int submit_build(const cli_ctx *ctx, const submit_args *a, char **text, j
     *text = xstrdup(json_object_to_json_string_ext(
         root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(root);
-    if (job_parse(j, *text, strlen(*text), (size_t)ctx->cfg.max_job_bytes, err, sizeof err) < 0) {
+    job_opts opts = {.max_bytes = (size_t)ctx->cfg.max_job_bytes, .prefix = ctx->cfg.prefix};
+    if (job_parse_opts(j, *text, strlen(*text), &opts, err, sizeof err) < 0) {
         cli_fail("invalid job: %s", err);
         job_free(j);
         free(*text);

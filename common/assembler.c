@@ -13,9 +13,10 @@
  * grown on demand (NULL where no chunk named that index), so the output comes
  * out sorted for free. Tool calls of a choice live in `calls` in order of
  * first appearance; `call_slot` maps a tool-call index to its position there.
- * Indexes above ASM_MAX_INDEX (or negative, or not whole numbers) are
- * ignored: no real stream has them, and honouring them would let one bad
- * chunk make us allocate a huge array.
+ * Indexes at or above the limits of assembler.h spoil the assembler (asm_fail)
+ * rather than grow those arrays; negative ones, or ones that are not whole
+ * numbers, are ignored. The logprobs entries kept are counted as they come
+ * (asm_count), since they are the one part of a stream kept whole.
  *
  * Provider quirks handled here (besides the plain OpenAI stream):
  *   - Azure's first chunk has "choices": [] and id "", model "", created 0:
@@ -30,13 +31,12 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
-
-#define ASM_MAX_INDEX 1024
 
 typedef struct asm_tool_call {
     char *id, *type, *name; /* first non-empty value seen, or NULL */
@@ -70,26 +70,58 @@ struct assembler {
     json_object *top[ASM_NTOP]; /* referenced, NULL until seen */
     json_object *usage;         /* last non-null usage object, referenced */
     int has_output;
+    size_t lp_values, lp_containers; /* in the logprobs entries kept */
+    char *error;                /* the limit passed, NULL while none was */
 };
 
 /* ---------------------------------------------------------------- helpers */
 
-/* Reads an index: a whole number in [0, ASM_MAX_INDEX]. Some encoders send
- * numbers as doubles, so 1.0 is accepted. Returns 0, or -1 when unusable. */
-static int asm_index(json_object *v, int *out) {
+/* Records the first limit passed; the assembler is spoiled from then on. */
+static void asm_fail(assembler *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void asm_fail(assembler *a, const char *fmt, ...) {
+    if (a->error) return;
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[160];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    a->error = xstrdup(msg);
+}
+
+/* Reads an index: a whole number >= 0, at most `limit` (anything larger
+ * reads as limit). Some encoders send numbers as doubles, so 1.0 is
+ * accepted. Returns 0, or -1 when unusable (negative, not a whole number). */
+static int asm_index(json_object *v, int limit, int *out) {
     if (json_object_is_type(v, json_type_int)) {
         int64_t n = json_object_get_int64(v);
-        if (n < 0 || n > ASM_MAX_INDEX) return -1;
-        *out = (int)n;
+        if (n < 0) return -1;
+        *out = n > limit ? limit : (int)n;
         return 0;
     }
     if (json_object_is_type(v, json_type_double)) {
         double d = json_object_get_double(v);
-        if (!(d >= 0 && d <= ASM_MAX_INDEX) || d != floor(d)) return -1;
-        *out = (int)d;
+        if (!(d >= 0) || d != floor(d)) return -1; /* NaN fails d >= 0 */
+        *out = d > limit ? limit : (int)d;
         return 0;
     }
     return -1;
+}
+
+/* Adds the values and containers of v to the counts, as strictjson counts. */
+static void asm_count(json_object *v, size_t *values, size_t *containers) {
+    size_t i, n;
+    (*values)++;
+    if (json_object_is_type(v, json_type_object)) {
+        (*containers)++;
+        json_object_object_foreach(v, key, member) {
+            (void)key;
+            asm_count(member, values, containers);
+        }
+    } else if (json_object_is_type(v, json_type_array)) {
+        (*containers)++;
+        n = json_object_array_length(v);
+        for (i = 0; i < n; i++) asm_count(json_object_array_get_idx(v, i), values, containers);
+    }
 }
 
 /* obj[key] when it is a string, else NULL; *len gets its length (strings may
@@ -131,12 +163,21 @@ static json_object *asm_new_string(const buf *b) {
     return json_object_new_string_len(buf_cstr(b), n);
 }
 
-/* Appends every element of `src` (if an array) to *dst, creating it. */
-static void asm_array_extend(json_object **dst, json_object *src) {
-    size_t i, n;
+/* Appends every element of `src` (if an array) to *dst, creating it, unless
+ * that would keep more logprobs values than the limits allow. */
+static void asm_array_extend(assembler *a, json_object **dst, json_object *src) {
+    size_t i, n, values = a->lp_values, containers = a->lp_containers;
     if (!json_object_is_type(src, json_type_array)) return;
-    if (!*dst) *dst = json_object_new_array();
     n = json_object_array_length(src);
+    for (i = 0; i < n; i++) asm_count(json_object_array_get_idx(src, i), &values, &containers);
+    if (values > ASSEMBLER_MAX_LOGPROB_VALUES || containers > ASSEMBLER_MAX_LOGPROB_CONTAINERS) {
+        asm_fail(a, "logprobs of more than %d values or %d objects and arrays",
+                 ASSEMBLER_MAX_LOGPROB_VALUES, ASSEMBLER_MAX_LOGPROB_CONTAINERS);
+        return;
+    }
+    a->lp_values = values;
+    a->lp_containers = containers;
+    if (!*dst) *dst = json_object_new_array();
     for (i = 0; i < n; i++)
         json_object_array_add(*dst, json_object_get(json_object_array_get_idx(src, i)));
 }
@@ -162,26 +203,39 @@ static asm_tool_call *asm_call_push(asm_choice *c) {
     return &c->calls[c->ncalls++];
 }
 
+/* The call with tool-call index idx (< ASSEMBLER_MAX_TOOL_CALLS), made when
+ * new; NULL when a new one would be one call too many. */
 static asm_tool_call *asm_call_by_index(asm_choice *c, int idx) {
     asm_grow_slots(&c->call_slot, &c->call_slot_len, idx);
     if (c->call_slot[idx] < 0) {
+        if (c->ncalls >= ASSEMBLER_MAX_TOOL_CALLS) return NULL;
         c->call_slot[idx] = c->ncalls;
         asm_call_push(c);
     }
     return &c->calls[c->call_slot[idx]];
 }
 
-static void asm_tool_call_add(assembler *a, asm_choice *c, json_object *jt) {
+/* One element of delta.tool_calls of choice c (index ci). */
+static void asm_tool_call_add(assembler *a, asm_choice *c, int ci, json_object *jt) {
     json_object *v, *fn;
     asm_tool_call *t;
     int idx;
 
     if (!json_object_is_type(jt, json_type_object)) return;
     if (json_object_object_get_ex(jt, "index", &v) && v) {
-        if (asm_index(v, &idx) != 0) return; /* absurd index: ignored */
+        if (asm_index(v, ASSEMBLER_MAX_TOOL_CALLS, &idx) != 0) return; /* -1, "0": ignored */
+        if (idx >= ASSEMBLER_MAX_TOOL_CALLS) {
+            asm_fail(a, "a tool-call index over %d in choice %d", ASSEMBLER_MAX_TOOL_CALLS - 1, ci);
+            return;
+        }
         t = asm_call_by_index(c, idx);
     } else {
-        t = asm_call_push(c); /* no index: a call of its own */
+        /* no index: a call of its own */
+        t = c->ncalls < ASSEMBLER_MAX_TOOL_CALLS ? asm_call_push(c) : NULL;
+    }
+    if (!t) {
+        asm_fail(a, "more than %d tool calls in choice %d", ASSEMBLER_MAX_TOOL_CALLS, ci);
+        return;
     }
     asm_take_first(&t->id, jt, "id");
     asm_take_first(&t->type, jt, "type");
@@ -226,7 +280,7 @@ static void asm_text_add(assembler *a, json_object *delta, const char *key, buf 
     if (len) a->has_output = 1;
 }
 
-static void asm_delta_add(assembler *a, asm_choice *c, json_object *delta) {
+static void asm_delta_add(assembler *a, asm_choice *c, int ci, json_object *delta) {
     json_object *tcs;
     size_t i, n;
 
@@ -241,15 +295,16 @@ static void asm_delta_add(assembler *a, asm_choice *c, json_object *delta) {
         !json_object_is_type(tcs, json_type_array))
         return;
     n = json_object_array_length(tcs);
-    for (i = 0; i < n; i++) asm_tool_call_add(a, c, json_object_array_get_idx(tcs, i));
+    for (i = 0; i < n && !a->error; i++)
+        asm_tool_call_add(a, c, ci, json_object_array_get_idx(tcs, i));
 }
 
-static void asm_logprobs_add(asm_choice *c, json_object *lp) {
+static void asm_logprobs_add(assembler *a, asm_choice *c, json_object *lp) {
     json_object *v;
     if (!json_object_is_type(lp, json_type_object)) return;
     c->has_logprobs = 1;
-    if (json_object_object_get_ex(lp, "content", &v)) asm_array_extend(&c->lp_content, v);
-    if (json_object_object_get_ex(lp, "refusal", &v)) asm_array_extend(&c->lp_refusal, v);
+    if (json_object_object_get_ex(lp, "content", &v)) asm_array_extend(a, &c->lp_content, v);
+    if (json_object_object_get_ex(lp, "refusal", &v)) asm_array_extend(a, &c->lp_refusal, v);
 }
 
 /* One element of a chunk's "choices"; `pos` is its place in that array,
@@ -263,19 +318,22 @@ static void asm_choice_add(assembler *a, json_object *jc, size_t pos) {
 
     if (!json_object_is_type(jc, json_type_object)) return;
     if (json_object_object_get_ex(jc, "index", &v) && v) {
-        if (asm_index(v, &idx) != 0) return;
+        if (asm_index(v, ASSEMBLER_MAX_CHOICES, &idx) != 0) return; /* -1, "0": ignored */
     } else {
-        if (pos > ASM_MAX_INDEX) return;
-        idx = (int)pos;
+        idx = pos > ASSEMBLER_MAX_CHOICES ? ASSEMBLER_MAX_CHOICES : (int)pos;
+    }
+    if (idx >= ASSEMBLER_MAX_CHOICES) {
+        asm_fail(a, "a choice index over %d", ASSEMBLER_MAX_CHOICES - 1);
+        return;
     }
     c = asm_choice_get(a, idx);
-    if (json_object_object_get_ex(jc, "delta", &v)) asm_delta_add(a, c, v);
+    if (json_object_object_get_ex(jc, "delta", &v)) asm_delta_add(a, c, idx, v);
     fr = asm_str(jc, "finish_reason", &len);
     if (fr) {
         free(c->finish_reason);
         c->finish_reason = xstrndup(fr, len);
     }
-    if (json_object_object_get_ex(jc, "logprobs", &v)) asm_logprobs_add(c, v);
+    if (json_object_object_get_ex(jc, "logprobs", &v)) asm_logprobs_add(a, c, v);
 }
 
 /* Keeps the first real value of each top-level field. "" and 0 are not real
@@ -302,12 +360,15 @@ int assembler_add(assembler *a, json_object *chunk) {
     size_t i, n;
 
     if (!json_object_is_type(chunk, json_type_object)) return -1;
+    if (a->error) return -2;
     asm_top_add(a, chunk);
     if (json_object_object_get_ex(chunk, "choices", &v) &&
         json_object_is_type(v, json_type_array)) {
         n = json_object_array_length(v);
-        for (i = 0; i < n; i++) asm_choice_add(a, json_object_array_get_idx(v, i), i);
+        for (i = 0; i < n && !a->error; i++)
+            asm_choice_add(a, json_object_array_get_idx(v, i), i);
     }
+    if (a->error) return -2;
     if (json_object_object_get_ex(chunk, "usage", &v) &&
         json_object_is_type(v, json_type_object)) {
         json_object_put(a->usage);
@@ -315,6 +376,8 @@ int assembler_add(assembler *a, json_object *chunk) {
     }
     return 0;
 }
+
+const char *assembler_error(const assembler *a) { return a->error; }
 
 int assembler_choices(const assembler *a) { return a->nchoices; }
 
@@ -431,5 +494,6 @@ void assembler_free(assembler *a) {
     free(a->slot);
     for (i = 0; i < ASM_NTOP; i++) json_object_put(a->top[i]);
     json_object_put(a->usage);
+    free(a->error);
     free(a);
 }

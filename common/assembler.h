@@ -33,6 +33,22 @@
  *     chunk).
  * A chunk with no "choices" (or an empty array) is fine.
  *
+ * Limits. An upstream is not trusted to stay within reason, so what one
+ * answer may make the assembler keep is bounded (the bytes of text are
+ * bounded already by the stream's, max_response_bytes):
+ *   - choice indexes below ASSEMBLER_MAX_CHOICES (OpenAI allows n <= 128);
+ *   - at most ASSEMBLER_MAX_TOOL_CALLS tool calls per choice, whatever their
+ *     index (each delta without "index" is a call of its own), and indexes
+ *     below that;
+ *   - logprobs entries kept: at most ASSEMBLER_MAX_LOGPROB_VALUES JSON
+ *     values in all, ASSEMBLER_MAX_LOGPROB_CONTAINERS of them objects or
+ *     arrays (as common/strictjson.h counts them; the same bounds as a
+ *     plain answer's, see worker/upstream.h).
+ * A chunk that would pass one of them spoils the assembler: assembler_add()
+ * returns -2 and assembler_error() says which limit; the answer is then
+ * too large to be kept. Indexes that are not whole numbers >= 0 (a string,
+ * -1, 1.5) are ignored, as they always were.
+ *
  * Ownership: the assembler keeps its own references; assembler_result()
  * returns a new object the caller must json_object_put(). */
 #ifndef CHATQ_ASSEMBLER_H
@@ -40,12 +56,21 @@
 
 #include <json-c/json.h>
 
+#define ASSEMBLER_MAX_CHOICES 128
+#define ASSEMBLER_MAX_TOOL_CALLS 128
+#define ASSEMBLER_MAX_LOGPROB_VALUES 1000000
+#define ASSEMBLER_MAX_LOGPROB_CONTAINERS 250000
+
 typedef struct assembler assembler;
 
 assembler *assembler_new(void);
-/* Adds one chunk. Returns 0, or -1 when `chunk` is not a JSON object (the
- * assembler is unchanged then). */
+/* Adds one chunk. Returns 0, -1 when `chunk` is not a JSON object (the
+ * assembler is unchanged then), or -2 when it passes a limit (above; this
+ * and every later call return -2). */
 int assembler_add(assembler *a, json_object *chunk);
+/* Which limit a chunk passed ("more than 128 tool calls in choice 0"), or
+ * NULL while none was. Borrowed. */
+const char *assembler_error(const assembler *a);
 /* Number of choices seen so far. */
 int assembler_choices(const assembler *a);
 /* 1 when at least one choice was seen and every choice seen has a finish

@@ -102,6 +102,34 @@ void buf_printf(buf *b, const char *fmt, ...) {
     b->len += (size_t)n;
 }
 
+/* The UTF-8 sequence at s[0..n) (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF): returns its length and sets *valid,
+ * or, when it is not valid, the length of its "maximal subpart" (the lead
+ * byte and the continuation bytes that fit it, at least 1), which becomes
+ * one U+FFFD, as Unicode recommends and most decoders do. */
+static size_t utf8_seq(const unsigned char *s, size_t n, int *valid) {
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    *valid = 0;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else return 1;
+    size_t i = 1;
+    for (; i < len && i < n; i++) {
+        unsigned char min = i == 1 ? lo : 0x80, max = i == 1 ? hi : 0xBF;
+        if (s[i] < min || s[i] > max) return i;
+    }
+    if (i < len) return i; /* cut short by the end of the text */
+    *valid = 1;
+    return len;
+}
+
 void buf_json_str(buf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     reserve(b, n + 2);
@@ -118,8 +146,18 @@ void buf_json_str(buf *b, const char *s, size_t n) {
             if (c < 0x20) {
                 char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
                 buf_append(b, e, 6);
-            } else {
+            } else if (c < 0x80) {
                 buf_putc(b, (char)c);
+            } else {
+                /* valid UTF-8 goes as it is; any other byte becomes U+FFFD,
+                 * so the text is JSON whatever the input was */
+                int valid;
+                size_t k = utf8_seq((const unsigned char *)s + i, n - i, &valid);
+                if (valid)
+                    buf_append(b, s + i, k);
+                else
+                    buf_append(b, "\\ufffd", 6);
+                i += k - 1;
             }
         }
     }

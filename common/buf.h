@@ -20,7 +20,8 @@ void buf_append(buf *b, const void *p, size_t n);
 void buf_puts(buf *b, const char *s);
 void buf_putc(buf *b, char c);
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s as a JSON string literal, quotes included. */
+/* Appends s as a JSON string literal, quotes included; bytes that are not
+ * valid UTF-8 become U+FFFD, so the result is always valid JSON text. */
 void buf_json_str(buf *b, const char *s, size_t n);
 void buf_reset(buf *b);              /* len = 0, keeps the block */
 char *buf_steal(buf *b);             /* returns the block (never NULL), b becomes empty */

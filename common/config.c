@@ -17,8 +17,15 @@
  * redis_url is checked with redis_target_parse() (redisurl.h) and kept as
  * text: each program parses it again where it connects.
  *
+ * Snapshots: chatqd hands its validated configuration down to its workers
+ * as a snapshot (config_snapshot: the file's text as read, and the resolved
+ * API keys), and a worker rebuilds it with config_load_snapshot(): the same
+ * layers, with the snapshot's text in place of the file and its keys in
+ * place of api_key_env/api_key_file. So a file edited on disk reaches no
+ * worker before chatqd has validated it (SIGHUP).
+ *
  * Secrets: API keys are read (from the environment or a file) into
- * provider_cfg.api_key and go nowhere else. Error messages name the variable
+ * provider_cfg.api_key and go nowhere else but a snapshot. Error messages name the variable
  * or path that holds a key, never the key; config_dump() masks keys and
  * passwords in URLs. */
 #include "common/config.h"
@@ -643,7 +650,7 @@ static int config_default_provider(config *c, char *err, size_t errlen) {
     p->api_key_env = xstrdup("OPENAI_API_KEY");
     p->models = xcalloc(1, sizeof(char *));
     p->models[p->nmodels++] = xstrdup("*");
-    return config_provider_key_env(p, "default provider", err, errlen);
+    return c->no_secrets ? 0 : config_provider_key_env(p, "default provider", err, errlen);
 }
 
 /* ---- the layers -------------------------------------------------------- */
@@ -762,18 +769,15 @@ static int config_pick_file(const config_args *a, const char **path, char *err, 
     return 0;
 }
 
-static int config_apply_file(config *c, const char *path, char *err, size_t errlen) {
-    char *text;
-    size_t len;
-    int rc = config_slurp(path, CONFIG_MAX_FILE, &text, &len);
-    if (rc)
-        return config_err(err, errlen, "%s: cannot read: %s", path,
-                          config_slurp_error(rc, "file too large"));
+/* The file layer from the file's text; `path` names it in messages. The
+ * text is kept (c->file_text) for config_snapshot(). */
+static int config_apply_text(config *c, const char *path, const char *text, size_t len,
+                             char *err, size_t errlen) {
     json_object *root;
-    rc = config_parse_text(path, text, len, &root, err, errlen);
-    free(text);
-    if (rc < 0) return -1;
+    if (config_parse_text(path, text, len, &root, err, errlen) < 0) return -1;
     c->file = xstrdup(path);
+    c->file_text = xstrndup(text, len);
+    c->file_len = len;
     json_object_object_foreach(root, key, v) {
         if (config_file_member(c, path, key, v, err, errlen) < 0) {
             json_object_put(root);
@@ -782,6 +786,18 @@ static int config_apply_file(config *c, const char *path, char *err, size_t errl
     }
     json_object_put(root);
     return 0;
+}
+
+static int config_apply_file(config *c, const char *path, char *err, size_t errlen) {
+    char *text;
+    size_t len;
+    int rc = config_slurp(path, CONFIG_MAX_FILE, &text, &len);
+    if (rc)
+        return config_err(err, errlen, "%s: cannot read: %s", path,
+                          config_slurp_error(rc, "file too large"));
+    rc = config_apply_text(c, path, text, len, err, errlen);
+    free(text);
+    return rc;
 }
 
 static int config_apply_env(config *c, char *err, size_t errlen) {
@@ -831,43 +847,138 @@ static int config_apply_flags(config *c, const config_args *a, char *err, size_t
     return 0;
 }
 
+/* The layers above the file (environment, flags, the default provider) and
+ * the checks across keys; shared by config_load and config_load_snapshot. */
+static int config_finish(config *c, const config_args *args, char *err, size_t errlen) {
+    if (config_apply_env(c, err, errlen) < 0 || config_apply_flags(c, args, err, errlen) < 0 ||
+        (c->nproviders == 0 && config_default_provider(c, err, errlen) < 0))
+        return -1;
+    const char *file = c->file ? c->file : "", *sep = c->file ? ": " : "";
+    for (int i = 0; i < c->nfallbacks; i++) {
+        for (int j = 0; j < c->fallbacks[i].nsteps; j++) {
+            const char *pn = c->fallbacks[i].steps[j].provider;
+            const char *mn = c->fallbacks[i].steps[j].model;
+            if (pn && !config_provider(c, pn))
+                return config_err(err, errlen, "%s%sfallbacks.%s[%d]: no provider named \"%s\"",
+                                  file, sep, c->fallbacks[i].pattern, j, pn);
+            if (!pn && !config_route(c, mn))
+                return config_err(err, errlen,
+                                  "%s%sfallbacks.%s[%d]: no provider serves model \"%s\"", file,
+                                  sep, c->fallbacks[i].pattern, j, mn);
+        }
+    }
+    if (c->retry_base_ms > c->retry_max_ms)
+        return config_err(err, errlen, "%s%sretry_base_ms (%lld) must not exceed retry_max_ms (%lld)",
+                          file, sep, c->retry_base_ms, c->retry_max_ms);
+    return 0;
+}
+
 int config_load(config *c, const config_args *args, char *err, size_t errlen) {
     const char *file;
     config_defaults(c);
     c->no_secrets = args ? args->no_secrets : 0;
     if (config_pick_file(args, &file, err, errlen) < 0 ||
         (file && config_apply_file(c, file, err, errlen) < 0) ||
-        config_apply_env(c, err, errlen) < 0 || config_apply_flags(c, args, err, errlen) < 0 ||
-        (c->nproviders == 0 && config_default_provider(c, err, errlen) < 0))
-        goto fail;
-    for (int i = 0; i < c->nfallbacks; i++) {
-        for (int j = 0; j < c->fallbacks[i].nsteps; j++) {
-            const char *pn = c->fallbacks[i].steps[j].provider;
-            const char *mn = c->fallbacks[i].steps[j].model;
-            if (pn && !config_provider(c, pn)) {
-                config_err(err, errlen, "%s%sfallbacks.%s[%d]: no provider named \"%s\"",
-                           c->file ? c->file : "", c->file ? ": " : "", c->fallbacks[i].pattern,
-                           j, pn);
-                goto fail;
-            }
-            if (!pn && !config_route(c, mn)) {
-                config_err(err, errlen, "%s%sfallbacks.%s[%d]: no provider serves model \"%s\"",
-                           c->file ? c->file : "", c->file ? ": " : "", c->fallbacks[i].pattern,
-                           j, mn);
-                goto fail;
-            }
-        }
-    }
-    if (c->retry_base_ms > c->retry_max_ms) {
-        config_err(err, errlen, "%s%sretry_base_ms (%lld) must not exceed retry_max_ms (%lld)",
-                   c->file ? c->file : "", c->file ? ": " : "", c->retry_base_ms,
-                   c->retry_max_ms);
-        goto fail;
+        config_finish(c, args, err, errlen) < 0) {
+        config_free(c);
+        return -1;
     }
     return 0;
-fail:
-    config_free(c);
-    return -1;
+}
+
+/* ---- snapshots ---------------------------------------------------------- */
+
+char *config_snapshot(const config *c, size_t *len) {
+    buf b = {0};
+    buf_puts(&b, "{\"version\":1,\"file\":");
+    if (c->file && c->file_text)
+        buf_json_str(&b, c->file, strlen(c->file));
+    else
+        buf_puts(&b, "null");
+    buf_puts(&b, ",\"text\":");
+    buf_json_str(&b, c->file_text ? c->file_text : "", c->file_text ? c->file_len : 0);
+    /* the keys last, so that growing the buffer rarely leaves a copy of one
+     * in a freed block */
+    buf_puts(&b, ",\"keys\":{");
+    int n = 0;
+    for (int i = 0; i < c->nproviders; i++) {
+        const provider_cfg *p = &c->providers[i];
+        if (!p->api_key) continue;
+        if (n++) buf_putc(&b, ',');
+        buf_json_str(&b, p->name, strlen(p->name));
+        buf_putc(&b, ':');
+        buf_json_str(&b, p->api_key, strlen(p->api_key));
+    }
+    buf_puts(&b, "}}");
+    *len = b.len;
+    return buf_steal(&b);
+}
+
+void config_snapshot_free(char *snap, size_t len) {
+    if (!snap) return;
+    explicit_bzero(snap, len);
+    free(snap);
+}
+
+/* Takes the keys of the snapshot's "keys" object: every provider's key is
+ * the snapshot's or none, whatever the environment says. */
+static int config_snapshot_keys(config *c, json_object *keys, char *err, size_t errlen) {
+    for (int i = 0; i < c->nproviders; i++) {
+        provider_cfg *p = &c->providers[i];
+        xfree_secret(p->api_key);
+        p->api_key = NULL;
+        json_object *k;
+        if (!keys || !json_object_object_get_ex(keys, p->name, &k)) continue;
+        if (!json_object_is_type(k, json_type_string))
+            return config_err(err, errlen, "config snapshot: the key of provider %s is not a string",
+                              p->name);
+        size_t n = (size_t)json_object_get_string_len(k);
+        p->api_key = xstrndup(json_object_get_string(k), n);
+        if (strlen(p->api_key) != n || config_key_clean(p->api_key) < 0)
+            return config_err(err, errlen, "config snapshot: the key of provider %s holds control "
+                              "characters", p->name);
+    }
+    return 0;
+}
+
+int config_load_snapshot(config *c, const char *snap, size_t len, const config_args *args,
+                         char *err, size_t errlen) {
+    json_object *root = NULL, *v;
+    const char *file = NULL, *text = "";
+    size_t text_len = 0;
+    config_defaults(c);
+    json_tokener *tok = json_tokener_new();
+    root = json_tokener_parse_ex(tok, snap, (int)len);
+    int ok = root && json_tokener_get_error(tok) == json_tokener_success &&
+             json_tokener_get_parse_end(tok) == len && json_object_is_type(root, json_type_object) &&
+             json_object_object_get_ex(root, "version", &v) && json_object_get_int(v) == 1 &&
+             json_object_object_get_ex(root, "text", &v) && json_object_is_type(v, json_type_string);
+    json_tokener_free(tok);
+    if (!ok) {
+        json_object_put(root);
+        config_free(c);
+        return config_err(err, errlen, "config snapshot: not a chatq configuration snapshot");
+    }
+    text = json_object_get_string(v);
+    text_len = (size_t)json_object_get_string_len(v);
+    if (json_object_object_get_ex(root, "file", &v) && json_object_is_type(v, json_type_string))
+        file = json_object_get_string(v);
+    json_object *keys = NULL;
+    json_object_object_get_ex(root, "keys", &keys);
+    if (keys && !json_object_is_type(keys, json_type_object)) keys = NULL;
+    /* no_secrets while building: no key is read from the environment or a
+     * key file; the snapshot's keys are put in afterwards */
+    c->no_secrets = 1;
+    int rc = (file && config_apply_text(c, file, text, text_len, err, errlen) < 0) ||
+             config_finish(c, args, err, errlen) < 0 ||
+             config_snapshot_keys(c, keys, err, errlen) < 0;
+    json_object_put(root);
+    if (rc) {
+        config_free(c);
+        return -1;
+    }
+    c->no_secrets = args ? args->no_secrets : 0;
+    return 0;
 }
 
 /* ---- lookups ----------------------------------------------------------- */
@@ -1071,6 +1182,10 @@ static void config_provider_free(provider_cfg *p) {
 void config_free(config *c) {
     if (!c) return;
     free(c->file);
+    if (c->file_text) { /* may hold header values that are secrets */
+        explicit_bzero(c->file_text, c->file_len);
+        free(c->file_text);
+    }
     xfree_secret(c->redis_url); /* may hold a password */
     free(c->prefix);
     config_free_list(c->queues, c->nqueues);

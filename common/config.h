@@ -26,7 +26,8 @@
  *
  * Ownership: config_load() fills a caller-owned struct; config_free()
  * releases what it allocated. Secrets live only in provider_cfg.api_key and
- * redis_url: config_dump() masks both. */
+ * redis_url (config_dump() masks both) and in a snapshot (config_snapshot()),
+ * which goes to a worker through a pipe and nowhere else. */
 #ifndef CHATQ_CONFIG_H
 #define CHATQ_CONFIG_H
 
@@ -114,6 +115,9 @@ typedef struct config {
     provider_cfg *providers;
     int nproviders;
     int no_secrets;               /* from config_args: API keys were not read */
+    int quarantine;               /* chatq-worker --quarantine: runs suspect jobs */
+    char *file_text;              /* the file's text as read and validated (for */
+    size_t file_len;              /*   config_snapshot); NULL when no file */
 } config;
 
 /* Command-line values, each NULL when the flag was not given. */
@@ -130,6 +134,25 @@ typedef struct config_args {
 /* Returns 0, or -1 with a one-line message in err (naming the file, key or
  * flag at fault). On -1 the struct is freed already. */
 int config_load(config *c, const config_args *args, char *err, size_t errlen);
+
+/* A snapshot of a loaded configuration, for chatqd to hand down to a worker
+ * (SPEC §2: workers run with the configuration chatqd validated, never with a
+ * file that may have changed since): the file's text as it was read, its
+ * path, and the API keys that were resolved from api_key_env or
+ * api_key_file. JSON text (malloc'd, *len bytes; free it with
+ * config_snapshot_free, which wipes it: it holds the keys):
+ *   {"version": 1, "file": PATH or null, "text": TEXT, "keys": {PROVIDER: KEY}}
+ * The environment and the flags are not in it: the worker has the same
+ * environment (less the key variables) and gets the effective flags. */
+char *config_snapshot(const config *c, size_t *len);
+void config_snapshot_free(char *snap, size_t len);
+
+/* Builds the configuration from a snapshot instead of a file: defaults, the
+ * snapshot's text (errors name its file), the environment, the flags; API
+ * keys come from the snapshot only (never from the environment or a key
+ * file). Returns 0, or -1 with a message in err (then c is freed already). */
+int config_load_snapshot(config *c, const char *snap, size_t len, const config_args *args,
+                         char *err, size_t errlen);
 
 /* The provider called `name`, or NULL. */
 const provider_cfg *config_provider(const config *c, const char *name);

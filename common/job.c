@@ -1,15 +1,22 @@
 /* job.c — parsing and validating one job (SPEC §4), and the upstream body.
  *
- * job_parse() checks the size first (an oversized job costs no parse), then
- * parses with json-c in strict mode plus a byte scan for what strict mode
- * still lets through (single quotes, NaN, raw control characters). It then
- * reads every field leniently — a field of the right type is kept, one of the
- * wrong type is left NULL/-1 — and each rule that fails calls job_fail(),
- * which keeps only the first message. So an invalid job still comes back with
- * everything that could be read, and the caller can store the failure under
- * its id and answer reply_to. An id is generated only when the job has
- * neither id nor custom_id; an id or custom_id that is present but unusable
- * leaves j->id NULL.
+ * job_parse_opts() checks the size first (an oversized job costs no parse),
+ * then parses with jsonparse_strict(): a byte scan that refuses a job whose
+ * objects, arrays, values or nesting would cost too much before json-c builds
+ * anything, then json-c in strict mode, then the strict rules json-c leaves
+ * out (NaN, raw control characters, bad UTF-8). It then reads every field —
+ * a field that keeps its rule is filled, one that breaks it is left
+ * NULL/-1 — and each rule that fails calls job_fail(), which keeps only the
+ * first message. So an invalid job still comes back with everything that
+ * could safely be read, and the caller can store the failure under its id
+ * and answer reply_to. A "\u0000" anywhere is refused last, so that one in a
+ * named field is reported with the field's name; json-c would read
+ * "victim\u0000x" as "victim", so a string field is compared with its C
+ * length before anything else.
+ *
+ * The id is id, else custom_id, else made from the SHA1 of the text (only
+ * when the job has neither field); an id or custom_id that is present but
+ * unusable leaves j->id NULL.
  *
  * job_request_body() never changes j->body: it builds a new top-level object
  * that shares (by reference count) every member except "stream" and
@@ -19,32 +26,36 @@
  * so one job must not be used from two threads at once. */
 #include "common/job.h"
 
-#include "common/jsonparse.h"
-
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/digest.h"
+#include "common/jsonparse.h"
 #include "common/random.h"
-
-/* Deep enough for large tool JSON schemas; json-c's default is 32. */
-#define JOB_MAX_DEPTH 128
 
 #define JOB_ID_RULE "1-128 characters of [A-Za-z0-9._:-]"
 
-/* Records the first failure only: later rules keep reading fields. */
-static void job_fail(int *failed, char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* The state of one parse: the first failure's message goes to err. */
+typedef struct job_check {
+    int failed;
+    char *err;
+    size_t errlen;
+} job_check;
 
-static void job_fail(int *failed, char *err, size_t errlen, const char *fmt, ...) {
-    if (*failed) return;
-    *failed = 1;
-    if (!err || !errlen) return;
+/* Records the first failure only: later rules keep reading fields. */
+static void job_fail(job_check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void job_fail(job_check *c, const char *fmt, ...) {
+    if (c->failed) return;
+    c->failed = 1;
+    if (!c->err || !c->errlen) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vsnprintf(c->err, c->errlen, fmt, ap);
     va_end(ap);
 }
 
@@ -78,238 +89,328 @@ int job_id_valid(const char *s) {
         unsigned char c = (unsigned char)s[n];
         int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok || n >= 128) return 0;
+        if (!ok || n >= JOB_ID_MAX) return 0;
     }
     return n >= 1;
 }
 
-void job_generate_id(char out[32]) {
+/* "job-" + the first 12 bytes of `bytes` as 24 hex digits. */
+static void job_id_of_bytes(const unsigned char bytes[12], char out[32]) {
     static const char hex[] = "0123456789abcdef";
-    unsigned char r[12];
-    random_bytes(r, sizeof r);
     memcpy(out, "job-", 4);
-    for (size_t i = 0; i < sizeof r; i++) {
-        out[4 + 2 * i] = hex[r[i] >> 4];
-        out[5 + 2 * i] = hex[r[i] & 15];
+    for (size_t i = 0; i < 12; i++) {
+        out[4 + 2 * i] = hex[bytes[i] >> 4];
+        out[5 + 2 * i] = hex[bytes[i] & 15];
     }
-    out[4 + 2 * sizeof r] = '\0';
+    out[28] = '\0';
 }
 
-/* json-c's strict mode still takes 'single quotes', NaN, Infinity and raw
- * control characters in strings; RFC 8259 does not, and neither does an
- * upstream. Run after json-c accepted the text, so the structure is known to
- * be sound and a byte scan suffices. Returns the offending offset or -1. */
-static long job_strict_scan(const char *raw, size_t len, const char **why) {
-    int in_str = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)raw[i];
-        if (in_str) {
-            if (c == '\\') {
-                i++; /* the escaped byte cannot end the string */
-            } else if (c == '"') {
-                in_str = 0;
-            } else if (c < 0x20) {
-                *why = "unescaped control character in a string";
-                return (long)i;
-            }
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (!strchr("{}[],:+-.0123456789eE \t\r\n" "truefalsn", c) || c == '\0') {
-            *why = c == '\'' ? "single-quoted string" : "unexpected character";
-            return (long)i;
+void job_id_from_text(const char *raw, size_t len, char out[32]) {
+    char sha[41];
+    digest_sha1_hex(raw, len, sha);
+    memcpy(out, "job-", 4);
+    memcpy(out + 4, sha, 24);
+    out[28] = '\0';
+}
+
+void job_generate_id(char out[32]) {
+    unsigned char r[12];
+    random_bytes(r, sizeof r);
+    job_id_of_bytes(r, out);
+}
+
+/* ---- string rules ---- */
+
+/* 1 when s holds a control character: C0, DEL or C1 (U+0080-U+009F, which
+ * is C2 80-9F in UTF-8; the text is valid UTF-8 by now). */
+static int job_has_control(const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+            return 1;
+    return 0;
+}
+
+/* The number of characters (code points) of the UTF-8 string s. */
+static size_t job_utf8_chars(const char *s) {
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        n += (*p & 0xc0) != 0x80;
+    return n;
+}
+
+int job_check_reply_to(const char *prefix, const char *key, char *err, size_t errlen) {
+    job_check c = {.err = err, .errlen = errlen};
+    if (err && errlen) err[0] = '\0';
+    if (!key) key = "";
+    size_t n = strlen(key);
+    if (n == 0 || n > JOB_REPLY_TO_MAX) {
+        job_fail(&c, "reply_to must be 1-%d bytes", JOB_REPLY_TO_MAX);
+    } else if (job_has_control(key)) {
+        job_fail(&c, "reply_to must not contain a control character");
+    } else if (prefix) {
+        size_t pn = strlen(prefix);
+        if (n > pn && !strncmp(key, prefix, pn) && key[pn] == ':') {
+            /* under P: only P:batch:<batch>:out, <batch> without ':' */
+            const char *b = key + pn + 1;
+            size_t bn = strlen(b);
+            int batch_out = !strncmp(b, "batch:", 6) && bn > 10 && !strcmp(b + bn - 4, ":out") &&
+                            !memchr(b + 6, ':', bn - 10);
+            if (!batch_out)
+                job_fail(&c,
+                         "reply_to must not name a key of chatq's own (under \"%s:\"); there "
+                         "only a batch's output list %s:batch:<batch>:out may be used",
+                         prefix, prefix);
         }
+    }
+    return c.failed ? -1 : 0;
+}
+
+/* Reads optional string field `key` of obj, named `name` in messages: NULL
+ * when absent; NULL and a failure when not a string or holding a NUL. The
+ * string is borrowed from obj. */
+static const char *job_str(json_object *obj, const char *key, const char *name, job_check *c) {
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, key, &v)) return NULL;
+    if (!json_object_is_type(v, json_type_string)) {
+        job_fail(c, "%s must be a string, not %s", name,
+                 v ? json_type_to_name(json_object_get_type(v)) : "null");
+        return NULL;
+    }
+    const char *s = json_object_get_string(v);
+    if (strlen(s) != (size_t)json_object_get_string_len(v)) {
+        job_fail(c, "%s must not contain \\u0000 (NUL)", name);
+        return NULL;
+    }
+    return s;
+}
+
+/* A copy of s when it passes: bounded (max bytes, or characters when
+ * in_chars), no control character, and no '|' when no_bar. */
+static char *job_str_rule(const char *s, const char *name, size_t max, int in_chars,
+                          int no_bar, job_check *c) {
+    if (!s) return NULL;
+    size_t n = in_chars ? job_utf8_chars(s) : strlen(s);
+    if (n > max)
+        job_fail(c, "%s must be at most %zu %s", name, max, in_chars ? "characters" : "bytes");
+    else if (job_has_control(s))
+        job_fail(c, "%s must not contain a control character", name);
+    else if (no_bar && strchr(s, '|'))
+        job_fail(c, "%s must not contain '|'", name);
+    else
+        return xstrdup(s);
+    return NULL;
+}
+
+/* ---- number rules ---- */
+
+/* Reads optional integer field `key` of obj: -1 when absent or refused;
+ * refused unless a JSON integer from min to max. */
+static long long job_int(json_object *obj, const char *key, const char *name, long long min,
+                         long long max, job_check *c) {
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, key, &v)) return -1;
+    if (json_object_is_type(v, json_type_int)) {
+        int64_t x = json_object_get_int64(v);
+        if (x >= min && x <= max && x != INT64_MAX) return x;
+        if (x == INT64_MAX || x == INT64_MIN) /* json-c saturates at the int64 range */
+            job_fail(c, "%s must be an integer from %lld to %lld, not a number that large", name,
+                     min, max);
+        else
+            job_fail(c, "%s must be an integer from %lld to %lld, not %lld", name, min, max,
+                     (long long)x);
+    } else if (json_object_is_type(v, json_type_double)) {
+        /* json-c keeps the number's text: say what was written (1e16, 2.5) */
+        job_fail(c, "%s must be an integer from %lld to %lld, not %.40s", name, min, max,
+                 json_object_get_string(v));
+    } else {
+        job_fail(c, "%s must be an integer from %lld to %lld, not %s", name, min, max,
+                 v ? json_type_to_name(json_object_get_type(v)) : "null");
     }
     return -1;
 }
 
-/* Parses exactly one JSON value from raw[0..len), allowing only whitespace
- * after it. Returns 0 with *out set (may be NULL for a JSON null) or -1 with
- * a message. */
-static int job_parse_json(const char *raw, size_t len, json_object **out, char *msg,
-                          size_t msglen) {
-    *out = NULL;
-    json_tokener *tok = json_tokener_new_ex(JOB_MAX_DEPTH);
-    if (!tok) {
-        snprintf(msg, msglen, "job is not valid JSON: out of memory");
-        return -1;
-    }
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    char why_json[200];
-    json_object *o;
-    int rc = jsonparse_whole(tok, raw, len, &o, why_json, sizeof why_json);
-    size_t end = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    if (rc < 0) {
-        snprintf(msg, msglen, "job is not valid JSON: %.120s", why_json);
-        return -1;
-    }
-    const char *why;
-    long bad = job_strict_scan(raw, end, &why);
-    if (bad >= 0) {
-        snprintf(msg, msglen, "job is not valid JSON: %s at byte %ld", why, bad);
-        json_object_put(o);
-        return -1;
-    }
-    *out = o;
-    return 0;
-}
-
-static const char *job_type_name(json_object *o) {
-    return o ? json_type_to_name(json_object_get_type(o)) : "null";
-}
-
-/* Reads optional string field `key`: NULL when absent, a copy when a string,
- * and a failure when present with another type. */
-static char *job_opt_string(json_object *root, const char *key, int *failed, char *err,
-                            size_t errlen) {
-    json_object *v;
-    if (!json_object_object_get_ex(root, key, &v)) return NULL;
-    if (!json_object_is_type(v, json_type_string)) {
-        job_fail(failed, err, errlen, "%s must be a string, not %s", key, job_type_name(v));
-        return NULL;
-    }
-    return xstrdup(json_object_get_string(v));
-}
-
-/* Optional positive integer: -1 when absent or invalid. */
-static long long job_opt_posint(json_object *root, const char *key, int *failed, char *err,
-                                size_t errlen) {
-    json_object *v;
-    if (!json_object_object_get_ex(root, key, &v)) return -1;
-    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) <= 0) {
-        job_fail(failed, err, errlen, "%s must be a positive integer", key);
-        return -1;
-    }
-    return (long long)json_object_get_int64(v);
-}
+/* ---- the fields ---- */
 
 /* A field that may be absent but, when present, must equal `want`. */
-static void job_check_fixed(json_object *root, const char *key, const char *want,
-                            int *failed, char *err, size_t errlen) {
+static void job_check_fixed(json_object *root, const char *key, const char *want, job_check *c) {
     json_object *v;
     if (!json_object_object_get_ex(root, key, &v)) return;
-    if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), want))
-        job_fail(failed, err, errlen, "%s must be \"%s\"", key, want);
+    if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), want) ||
+        strlen(want) != (size_t)json_object_get_string_len(v))
+        job_fail(c, "%s must be \"%s\"", key, want);
 }
 
-/* id, else custom_id, else a generated one (only when both are absent). */
-static void job_read_id(job *j, int *failed, char *err, size_t errlen) {
-    json_object *v;
-    int has_id = json_object_object_get_ex(j->root, "id", &v);
-    j->custom_id = job_opt_string(j->root, "custom_id", failed, err, errlen);
+/* id, else custom_id, else one made from the text (only when both are
+ * absent). */
+static void job_read_id(job *j, const char *raw, size_t len, job_check *c) {
+    int has_id = json_object_object_get_ex(j->root, "id", NULL);
+    int has_custom = json_object_object_get_ex(j->root, "custom_id", NULL);
+    j->custom_id = job_str_rule(job_str(j->root, "custom_id", "custom_id", c), "custom_id",
+                                JOB_CUSTOM_ID_MAX, 0, 0, c);
     if (has_id) {
-        if (!json_object_is_type(v, json_type_string))
-            job_fail(failed, err, errlen, "id must be a string of " JOB_ID_RULE);
-        else if (!job_id_valid(json_object_get_string(v)))
-            job_fail(failed, err, errlen, "id must be " JOB_ID_RULE);
-        else
-            j->id = xstrdup(json_object_get_string(v));
+        const char *id = job_str(j->root, "id", "id", c);
+        if (id && job_id_valid(id))
+            j->id = xstrdup(id);
+        else if (id)
+            job_fail(c, "id must be " JOB_ID_RULE);
         return;
     }
-    if (j->custom_id) {
-        if (job_id_valid(j->custom_id))
+    if (has_custom) {
+        if (j->custom_id && job_id_valid(j->custom_id))
             j->id = xstrdup(j->custom_id);
-        else
-            job_fail(failed, err, errlen,
-                     "custom_id must be " JOB_ID_RULE " to serve as the job id "
-                     "(or give a valid id)");
+        else if (j->custom_id)
+            job_fail(c, "custom_id must be " JOB_ID_RULE " to serve as the job id "
+                        "(or give a valid id)");
         return;
     }
-    if (json_object_object_get_ex(j->root, "custom_id", NULL)) return; /* wrong type */
     char gen[32];
-    job_generate_id(gen);
+    job_id_from_text(raw, len, gen);
     j->id = xstrdup(gen);
     j->id_generated = 1;
 }
 
-/* body, body.model, body.messages. */
-static void job_read_body(job *j, int *failed, char *err, size_t errlen) {
+/* body, body.model, body.messages, and the numbers of body chatq reads. */
+static void job_read_body(job *j, job_check *c) {
     json_object *body, *v;
     if (!json_object_object_get_ex(j->root, "body", &body)) {
-        job_fail(failed, err, errlen, "body is required");
+        job_fail(c, "body is required");
         return;
     }
     if (!json_object_is_type(body, json_type_object)) {
-        job_fail(failed, err, errlen, "body must be an object, not %s", job_type_name(body));
+        job_fail(c, "body must be an object, not %s",
+                 body ? json_type_to_name(json_object_get_type(body)) : "null");
         return;
     }
     j->body = body;
-    if (!json_object_object_get_ex(body, "model", &v))
-        job_fail(failed, err, errlen, "body.model is required");
-    else if (!json_object_is_type(v, json_type_string) || !json_object_get_string_len(v))
-        job_fail(failed, err, errlen, "body.model must be a non-empty string");
+    const char *model = job_str(body, "model", "body.model", c);
+    if (!json_object_object_get_ex(body, "model", NULL))
+        job_fail(c, "body.model is required");
+    else if (model && !*model)
+        job_fail(c, "body.model must be a non-empty string");
     else
-        j->model = xstrdup(json_object_get_string(v));
+        j->model = job_str_rule(model, "body.model", JOB_MODEL_MAX, 0, 1, c);
     if (!json_object_object_get_ex(body, "messages", &v) ||
         !json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
-        job_fail(failed, err, errlen, "body.messages must be a non-empty array");
+        job_fail(c, "body.messages must be a non-empty array");
+    job_int(body, "n", "body.n", 1, JOB_N_MAX, c);
+    job_int(body, "max_tokens", "body.max_tokens", 0, INT64_MAX - 1, c);
+    job_int(body, "max_completion_tokens", "body.max_completion_tokens", 0, INT64_MAX - 1, c);
 }
 
 /* The effective stream flag: job.stream, else body.stream, else false. */
-static void job_read_stream(job *j, int *failed, char *err, size_t errlen) {
+static void job_read_stream(job *j, job_check *c) {
     json_object *v;
     if (json_object_object_get_ex(j->root, "stream", &v)) {
         if (json_object_is_type(v, json_type_boolean)) {
             j->stream = json_object_get_boolean(v);
             return;
         }
-        job_fail(failed, err, errlen, "stream must be a boolean, not %s", job_type_name(v));
+        job_fail(c, "stream must be a boolean, not %s",
+                 v ? json_type_to_name(json_object_get_type(v)) : "null");
     }
     if (j->body && json_object_object_get_ex(j->body, "stream", &v) &&
         json_object_is_type(v, json_type_boolean))
         j->stream = json_object_get_boolean(v);
 }
 
-int job_parse(job *j, const char *raw, size_t len, size_t max_bytes, char *err, size_t errlen) {
-    int failed = 0;
+/* reply_to: job_check_reply_to()'s rules; kept only when it passes, so that
+ * a refused key is never written to. */
+static void job_read_reply_to(job *j, const char *prefix, job_check *c) {
+    const char *key = job_str(j->root, "reply_to", "reply_to", c);
+    char msg[256];
+    if (!key) return;
+    if (job_check_reply_to(prefix, key, msg, sizeof msg) < 0)
+        job_fail(c, "%s", msg);
+    else
+        j->reply_to = xstrdup(key);
+}
+
+/* Parses the text; on failure returns NULL after job_fail(). */
+static json_object *job_parse_text(const char *raw, size_t len, const job_opts *o,
+                                   jsonparse_info *info, job_check *c) {
+    jsonparse_limits lim = {
+        .max_depth = JOB_MAX_DEPTH,
+        .max_containers = o->max_containers > 0 ? o->max_containers : JOB_MAX_CONTAINERS,
+        .max_values = o->max_values > 0 ? o->max_values : JOB_MAX_VALUES,
+    };
+    json_tokener *tok = json_tokener_new_ex(JOB_MAX_DEPTH + 1);
+    if (!tok) {
+        job_fail(c, "job is not valid JSON: out of memory");
+        return NULL;
+    }
+    char why[200];
+    json_object *root;
+    int rc = jsonparse_strict(tok, raw, len, &lim, 0, &root, info, why, sizeof why);
+    json_tokener_free(tok);
+    if (rc < 0) {
+        job_fail(c, "job is %s: %.160s", info->limit_hit ? "too complex" : "not valid JSON", why);
+        return NULL;
+    }
+    if (!json_object_is_type(root, json_type_object)) {
+        job_fail(c, "job must be a JSON object, not %s",
+                 root ? json_type_to_name(json_object_get_type(root)) : "null");
+        json_object_put(root);
+        return NULL;
+    }
+    return root;
+}
+
+int job_parse_opts(job *j, const char *raw, size_t len, const job_opts *o, char *err,
+                   size_t errlen) {
+    static const job_opts none;
+    job_check c = {.err = err, .errlen = errlen};
     memset(j, 0, sizeof *j);
     j->timeout_ms = j->max_attempts = j->result_ttl_s = -1;
     if (err && errlen) err[0] = '\0';
+    if (!o) o = &none;
     if (!raw) {
         raw = "";
         len = 0;
     }
 
     /* Before parsing, so an oversized job costs no parse. */
-    if (max_bytes && len > max_bytes) {
-        job_fail(&failed, err, errlen, "job is %zu bytes, longer than max_job_bytes (%zu)", len,
-                 max_bytes);
+    if (o->max_bytes && len > o->max_bytes) {
+        job_fail(&c, "job is %zu bytes, longer than max_job_bytes (%zu)", len, o->max_bytes);
         return -1;
     }
-    char msg[160];
-    json_object *root;
-    if (job_parse_json(raw, len, &root, msg, sizeof msg) < 0) {
-        job_fail(&failed, err, errlen, "%s", msg);
-        return -1;
-    }
-    if (!json_object_is_type(root, json_type_object)) {
-        job_fail(&failed, err, errlen, "job must be a JSON object, not %s", job_type_name(root));
-        json_object_put(root);
-        return -1;
-    }
-    j->root = root;
+    jsonparse_info info;
+    j->root = job_parse_text(raw, len, o, &info, &c);
+    if (!j->root) return -1;
+    json_object *root = j->root;
 
-    job_read_id(j, &failed, err, errlen);
-    job_check_fixed(root, "method", "POST", &failed, err, errlen);
-    job_check_fixed(root, "url", "/v1/chat/completions", &failed, err, errlen);
-    job_read_body(j, &failed, err, errlen);
-    job_read_stream(j, &failed, err, errlen);
-    j->tenant = job_opt_string(root, "tenant", &failed, err, errlen);
-    j->reply_to = job_opt_string(root, "reply_to", &failed, err, errlen);
-    j->provider = job_opt_string(root, "provider", &failed, err, errlen);
+    job_read_id(j, raw, len, &c);
+    job_check_fixed(root, "method", "POST", &c);
+    job_check_fixed(root, "url", "/v1/chat/completions", &c);
+    job_read_body(j, &c);
+    job_read_stream(j, &c);
+    j->tenant = job_str_rule(job_str(root, "tenant", "tenant", &c), "tenant", JOB_TENANT_MAX, 1,
+                             1, &c);
+    job_read_reply_to(j, o->prefix, &c);
+    const char *provider = job_str(root, "provider", "provider", &c);
+    j->provider = provider ? xstrdup(provider) : NULL;
 
     json_object *v;
     if (json_object_object_get_ex(root, "metadata", &v)) {
         if (json_object_is_type(v, json_type_object))
             j->metadata = v;
         else
-            job_fail(&failed, err, errlen, "metadata must be an object, not %s",
-                     job_type_name(v));
+            job_fail(&c, "metadata must be an object, not %s",
+                     v ? json_type_to_name(json_object_get_type(v)) : "null");
     }
-    j->timeout_ms = job_opt_posint(root, "timeout_ms", &failed, err, errlen);
-    j->max_attempts = job_opt_posint(root, "max_attempts", &failed, err, errlen);
-    j->result_ttl_s = job_opt_posint(root, "result_ttl_s", &failed, err, errlen);
-    return failed ? -1 : 0;
+    j->timeout_ms = job_int(root, "timeout_ms", "timeout_ms", 1, JOB_TIMEOUT_MS_MAX, &c);
+    j->max_attempts = job_int(root, "max_attempts", "max_attempts", 1, JOB_MAX_ATTEMPTS_MAX, &c);
+    j->result_ttl_s = job_int(root, "result_ttl_s", "result_ttl_s", 1, JOB_RESULT_TTL_S_MAX, &c);
+
+    /* Last, so that a NUL in a named field was reported by its name. */
+    if (info.first_nul >= 0)
+        job_fail(&c, "a string holds \\u0000 (NUL) at byte %ld: no string in a job may",
+                 info.first_nul);
+    return c.failed ? -1 : 0;
+}
+
+int job_parse(job *j, const char *raw, size_t len, size_t max_bytes, char *err, size_t errlen) {
+    job_opts o = {.max_bytes = max_bytes};
+    return job_parse_opts(j, raw, len, &o, err, errlen);
 }
 
 /* stream_options for a streaming request: the job's own options (when an

@@ -15,6 +15,9 @@ char *keys_control(const char *p) { return xasprintf("%s:control", p); }
 char *keys_usage(const char *p, const char *day) { return xasprintf("%s:usage:%s", p, day); }
 char *keys_workers(const char *p) { return xasprintf("%s:workers", p); }
 char *keys_crashes(const char *p) { return xasprintf("%s:crashes", p); }
+char *keys_requeued(const char *p) { return xasprintf("%s:requeued", p); }
+char *keys_quarantine(const char *p, const char *q) { return xasprintf("%s:quarantine:%s", p, q); }
+char *keys_drop(const char *p, const char *token) { return xasprintf("%s:drop:%s", p, token); }
 char *keys_batch(const char *p, const char *b) { return xasprintf("%s:batch:%s", p, b); }
 char *keys_batch_out(const char *p, const char *b) { return xasprintf("%s:batch:%s:out", p, b); }
 

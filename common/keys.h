@@ -7,8 +7,12 @@
  *   P:processing:<worker>:<queue>  list   jobs a worker has taken from <queue>
  *   P:workers                      hash   worker id -> JSON {host,pid,queues,started_at}
  *   P:heartbeat:<worker>           string set with a TTL while the worker lives
- *   P:crashes                      hash   SHA1 of a job's text -> times it was
- *                                         recovered from a dead worker
+ *   P:crashes                      hash   SHA1 of a job's text -> times a worker
+ *                                         died of a fault while running it
+ *   P:requeued                     hash   SHA1 of a job's text -> the worker it was
+ *                                         taken back from (lets START resume it)
+ *   P:quarantine:<queue>           list   suspects of <queue>, run apart, one at a time
+ *   P:drop:<token>                 string a duplicate's DROP is done (expires in 1 h)
  *   P:ratelimit:<provider>:<glob>  hash   a shared rate-limit bucket (worker/ratelimit.h)
  *   P:batch:<batch>                hash   a `chatq batch` run: lines submitted
  *   P:batch:<batch>:out            list   its jobs' output lines (their reply_to) */
@@ -28,6 +32,10 @@ char *keys_processing(const char *prefix, const char *worker, const char *queue)
 char *keys_workers(const char *prefix);
 char *keys_heartbeat(const char *prefix, const char *worker);
 char *keys_crashes(const char *prefix);
+char *keys_requeued(const char *prefix);
+char *keys_quarantine(const char *prefix, const char *queue);
+/* token: a START token; the key marks its DROP as done (expires) */
+char *keys_drop(const char *prefix, const char *token);
 /* the bucket of the rate limit `pattern` (a model glob) at provider `provider` */
 char *keys_ratelimit(const char *prefix, const char *provider, const char *pattern);
 char *keys_batch(const char *prefix, const char *batch);

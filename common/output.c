@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#include "common/buf.h"
+#include "common/strictjson.h"
 
 #define OUTPUT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
@@ -59,4 +59,40 @@ char *output_line(const char *id, const char *custom_id, int status_code,
         buf_puts(&b, "}}");
     }
     return buf_steal(&b);
+}
+
+/* ---- text for a terminal ---------------------------------------------------- */
+
+/* 1 for the code points shown as <U+XXXX>: C1 controls, bidi overrides and
+ * isolates. */
+static int output_hidden_cp(uint32_t cp) {
+    return (cp >= 0x80 && cp <= 0x9F) || (cp >= 0x202A && cp <= 0x202E) ||
+           (cp >= 0x2066 && cp <= 0x2069);
+}
+
+void output_term_safe(buf *out, const char *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7F)) {
+            buf_putc(out, (char)c);
+            i++;
+        } else if (c == '\r' && i + 1 < len && s[i + 1] == '\n') {
+            i++; /* CRLF: the LF alone */
+        } else if (c < 0x80) { /* C0 or DEL: ^@ .. ^_, ^? */
+            buf_putc(out, '^');
+            buf_putc(out, (char)(c ^ 0x40));
+            i++;
+        } else {
+            uint32_t cp;
+            int n = strictjson_utf8(s + i, len - i, &cp);
+            if (n == 0)
+                buf_printf(out, "<%02X>", c);
+            else if (output_hidden_cp(cp))
+                buf_printf(out, "<U+%04X>", (unsigned)cp);
+            else
+                buf_append(out, s + i, (size_t)n);
+            i += n ? (size_t)n : 1;
+        }
+    }
 }

@@ -229,6 +229,19 @@ void rargs_take(rargs *a, char *s) {
     rargs_adds(a, s);
 }
 
+void rargs_addcopy(rargs *a, const char *s, size_t len) {
+    char *c = xstrndup(s, len); /* a copy of len bytes, NULs and all */
+    rargs_own(a, c);
+    rargs_add(a, c, len);
+}
+
+void rargs_setcopy(rargs *a, int i, const char *s, size_t len) {
+    char *c = xstrndup(s, len);
+    rargs_own(a, c);
+    a->argv[i] = c;
+    a->lens[i] = len;
+}
+
 void rargs_addf(rargs *a, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -112,6 +112,8 @@ void rargs_adds(rargs *a, const char *s);
 void rargs_addf(rargs *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rargs_addll(rargs *a, long long v); /* a number, without printf's cost */
 void rargs_take(rargs *a, char *s);      /* s is freed by rargs_free() */
+void rargs_addcopy(rargs *a, const char *s, size_t len); /* a copy the rargs owns */
+void rargs_setcopy(rargs *a, int i, const char *s, size_t len); /* argument i becomes a copy */
 void rargs_free(rargs *a);
 
 #endif

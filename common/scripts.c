@@ -8,38 +8,27 @@
  * prefix (RECOVER's poison pills are the one exception, said there). */
 #include "common/scripts.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-/* FETCH: take up to `want` jobs, higher-priority queues first.
- * Each job moves atomically from the right (consuming) end of its queue to the
- * left of this worker's processing list for that queue, so a job is always in
- * exactly one list.
- * Suspects: a job that was in flight at two worker deaths already (crashes
- * count >= 2) runs alone, so that if it kills its worker again it takes no
- * innocent job with it (a job that only shared a worker with a poison pill
- * would otherwise die with it three times too). It is taken only by a worker
- * with nothing in flight, as the only job of its fetch; anyone else stops at
- * it and leaves it at the head of its queue. */
+/* FETCH: take up to ARGV[1] jobs, higher-priority queues first.
+ * Each job moves atomically from the consuming (right) end of its queue to
+ * the left of the worker's processing list for that queue. A job longer than
+ * max_job_bytes never leaves Redis whole: its place in the processing list
+ * takes a marker, "\0chatq-oversized\0<bytes>\0<first excerpt bytes>", which
+ * the worker ends as invalid_job (the marker is what FINISH removes).
+ * Returns {queue number (1-based), job, ...}. */
 const char scripts_fetch[] =
-    "local want, busy = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "local crashes = KEYS[#KEYS]\n"
-    "local check = redis.call('EXISTS', crashes) == 1\n"
-    "local out = {0}\n"
-    "local got = 0\n"
-    "for i = 1, #KEYS - 1, 2 do\n"
+    "local want, max, ex = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local out, got = {}, 0\n"
+    "for i = 1, #KEYS, 2 do\n"
     "  while got < want do\n"
     "    local j = redis.call('LMOVE', KEYS[i], KEYS[i+1], 'RIGHT', 'LEFT')\n"
     "    if not j then break end\n"
-    "    if check and tonumber(redis.call('HGET', crashes, redis.sha1hex(j)) or '0') >= 2 then\n"
-    "      if busy > 0 or got > 0 then\n"
-    "        redis.call('LMOVE', KEYS[i+1], KEYS[i], 'LEFT', 'RIGHT')\n"
-    "        out[1] = 2\n"
-    "      else\n"
-    "        out[1] = 1\n"
-    "        out[2] = (i + 1) / 2\n"
-    "        out[3] = j\n"
-    "      end\n"
-    "      return out\n"
+    "    if max > 0 and #j > max then\n"
+    "      j = '\\0chatq-oversized\\0' .. #j .. '\\0' .. string.sub(j, 1, ex)\n"
+    "      redis.call('LSET', KEYS[i+1], 0, j)\n"
     "    end\n"
     "    out[#out+1] = (i + 1) / 2\n"
     "    out[#out+1] = j\n"
@@ -48,98 +37,202 @@ const char scripts_fetch[] =
     "end\n"
     "return out\n";
 
-/* START: a worker begins (or resumes) a job.
- * A job whose hash says "running" was cut short (its worker died or was
- * stopped): keep its attempts, started_at and events, so seq numbers go on.
- * Otherwise this is a fresh run: what an earlier job with the same id left is
- * dropped. The next seq follows the last stored event, not just the list's
- * length: events published while Redis was away are missing from the list
- * but may have numbers below stored ones. The hash's attempts counter is
- * advanced for the attempt about to start (unless the job is cancelled).
- * The answer is kept in the hash with the start
- * token, so a START resent after its reply was lost in a disconnect gets the
- * same answer instead of counting an attempt twice. */
+/* START: workers begin (or resume) jobs; one call for many jobs.
+ * taken back from), then per job: job hash, events list, cancel key.
+ * tenant, provider, now (unix ms), start token (unique to this start).
+ * For each job, in order:
+ *   duplicate  the hash holds a final status (succeeded, failed,
+ *              cancelled), or says running and this text is not the copy
+ *              taken back from the worker that ran it: nothing is written;
+ *   resumed    the hash says running and this very text (same SHA1) was
+ *              taken back from that hash's worker (its worker died or was
+ *              stopped; RECOVER/REQUEUE left the mark): attempts, charged
+ *              attempts, started_at and events are kept, seq goes on after
+ *              the last stored event;
+ *   fresh      anything else: what an earlier job with this id left (events,
+ *              an expired run) is dropped.
+ * The answer is kept in the hash's "start" field with the token, so a START
+ * resent after its reply was lost gets the same answer instead of counting
+ * an attempt twice.
+ * Returns per job {kind (0 fresh, 1 resumed, 2 duplicate), cancel requested
+ * 0/1, next seq, attempts made before, charged attempts before, started_at}. */
 const char scripts_start[] =
-    "local st = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'started_at', 'start')\n"
-    "local mine = st[4] and string.sub(st[4], 1, #ARGV[7] + 1) == ARGV[7] .. '|'\n"
-    "if st[1] == 'running' and mine then\n"
-    "  local s, a, r = string.match(string.sub(st[4], #ARGV[7] + 2), '^(%d+)|(%d+)|(%d+)$')\n"
-    "  return {redis.call('EXISTS', KEYS[3]), tonumber(s), tonumber(a), tonumber(r), st[3]}\n"
-    "end\n"
-    "local resumed, attempts, seq, started = 0, 0, 0, ARGV[6]\n"
-    "if st[1] == 'running' then\n"
-    "  resumed = 1\n"
-    "  attempts = tonumber(st[2] or '0') or 0\n"
-    "  started = st[3] or started\n"
-    "  seq = redis.call('LLEN', KEYS[2])\n"
-    "  local ok, last = pcall(cjson.decode, redis.call('LINDEX', KEYS[2], -1) or '{}')\n"
-    "  if ok and type(last) == 'table' and tonumber(last.seq) then\n"
-    "    seq = math.max(seq, tonumber(last.seq) + 1)\n"
+    "local RQ = KEYS[1]\n"
+    "local out = {}\n"
+    "local n = (#KEYS - 1) / 3\n"
+    "for k = 0, n - 1 do\n"
+    "  local h, ev, ck = KEYS[2 + 3 * k], KEYS[3 + 3 * k], KEYS[4 + 3 * k]\n"
+    "  local b = 8 * k\n"
+    "  local sha, worker, tok = ARGV[b + 1], ARGV[b + 2], ARGV[b + 8]\n"
+    "  local okh, st = pcall(redis.call, 'HMGET', h, 'status', 'attempts', 'started_at', 'start',\n"
+    "    'sha', 'worker', 'charged')\n"
+    "  if not okh then st = {} end\n"
+    "  local r\n"
+    "  if st[4] and string.sub(st[4], 1, #tok + 1) == tok .. '|' then\n"
+    "    local kind, seq, a, c = string.match(string.sub(st[4], #tok + 2), '^(%d)|(%d+)|(%d+)|(%d+)$')\n"
+    "    r = {tonumber(kind), redis.call('EXISTS', ck), tonumber(seq), tonumber(a), tonumber(c), st[3] or ''}\n"
+    "  elseif st[1] == 'succeeded' or st[1] == 'failed' or st[1] == 'cancelled' then\n"
+    "    r = {2, 0, 0, 0, 0, ''}\n"
+    "  else\n"
+    "    local kind, attempts, charged, seq, started = 0, 0, 0, 0, ARGV[b + 7]\n"
+    "    if st[1] == 'running' then\n"
+    "      if st[5] == sha and st[6] and redis.call('HGET', RQ, sha) == st[6] then\n"
+    "        kind = 1\n"
+    "      else\n"
+    "        kind = 2\n"
+    "      end\n"
+    "    end\n"
+    "    if kind == 2 then\n"
+    "      r = {2, 0, 0, 0, 0, ''}\n"
+    "    else\n"
+    "      if kind == 1 then\n"
+    "        redis.call('HDEL', RQ, sha)\n"
+    "        attempts = tonumber(st[2] or '0') or 0\n"
+    "        charged = tonumber(st[7] or '0') or 0\n"
+    "        started = st[3] or started\n"
+    "        local okl, len = pcall(redis.call, 'LLEN', ev)\n"
+    "        seq = okl and len or 0\n"
+    "        local okx, lasttext = pcall(redis.call, 'LINDEX', ev, -1)\n"
+    "        local ok, last = pcall(cjson.decode, okx and lasttext or '{}')\n"
+    "        if ok and type(last) == 'table' and tonumber(last.seq) then\n"
+    "          seq = math.max(seq, tonumber(last.seq) + 1)\n"
+    "        end\n"
+    "      end\n"
+    "      if not okh or kind == 0 then redis.call('DEL', h) end\n"
+    "      if kind == 0 then redis.call('DEL', ev) end\n"
+    "      local cancel = redis.call('EXISTS', ck)\n"
+    "      redis.call('HSET', h, 'status', 'running', 'worker', worker, 'queue', ARGV[b + 3],\n"
+    "        'model', ARGV[b + 4], 'tenant', ARGV[b + 5], 'provider', ARGV[b + 6],\n"
+    "        'started_at', started, 'sha', sha, 'attempts', attempts + 1 - cancel,\n"
+    "        'charged', charged,\n"
+    "        'start', tok .. '|' .. kind .. '|' .. seq .. '|' .. attempts .. '|' .. charged)\n"
+    "      r = {kind, cancel, seq, attempts, charged, started}\n"
+    "    end\n"
     "  end\n"
-    "else\n"
-    "  redis.call('DEL', KEYS[1], KEYS[2])\n"
-    "  redis.call('HSET', KEYS[1], 'started_at', started)\n"
+    "  for i = 1, 6 do out[#out + 1] = r[i] end\n"
     "end\n"
-    "local cancel = redis.call('EXISTS', KEYS[3])\n"
-    "redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'queue', ARGV[2],\n"
-    "  'model', ARGV[3], 'tenant', ARGV[4], 'provider', ARGV[5],\n"
-    "  'attempts', attempts + 1 - cancel,\n"
-    "  'start', ARGV[7] .. '|' .. seq .. '|' .. attempts .. '|' .. resumed)\n"
-    "return {cancel, seq, attempts, resumed, started}\n";
+    "return out\n";
 
-/* FINISH: store a job's final result, exactly once: the job hash, the
- * final event (list and channel), the usage counters (prefix .. metric),
- * reply_to, the dead list; the cancel key and the job's crash count (see
- * RECOVER) are cleared.
- * LREM scans from the tail (count -1), where the oldest jobs, the ones
- * most likely to end first, are.
- * The guard: the job must still be in this worker's processing list. If it is
- * not, another worker owns it now (it was recovered after this one was
- * presumed dead) or this result was stored already (a resend after a lost
- * reply): nothing is written and 0 is returned. A reply_to key the producer
- * made something other than a list must not undo the rest (a script is not
- * rolled back half way): that LPUSH runs under pcall, and 2 is returned.
- * A processing key of '' skips the guard. */
+/* FINISH: store jobs' final results, each exactly once; one call for many.
+ * job 7 keys: processing list, job hash ('' = none: the job has no id),
+ * events list, stream channel, usage hash, reply_to list ('' = none), cancel
+ * key ('' = none).
+ * ('' = none), SHA1 of the text, result ttl (s), final event, output line,
+ * dead entry ('' = none), usage field prefix "tenant|model|", m, m pairs
+ * (metric, increment), f, f pairs (field, value) for the job hash.
+ * Each job is atomic on its own, and nothing can fail after its first write:
+ *   - a resend whose first run stored the result (its token is in the
+ *     hash's "done" field) changes nothing;
+ *   - the job must still be in this worker's processing list (LREM, the
+ *     first write); if it is not, it was recovered and runs elsewhere;
+ *   - the hash must hold this run's start token (or none: it was deleted):
+ *     else another run owns the id (a resumed run elsewhere): the entry is
+ *     removed, nothing else;
+ *   - every number was checked by the worker, and the ttl is clamped here
+ *     too; usage increments are summed per field and added at the end with
+ *     pcall (an overflowing counter stays as it is), reply_to is pushed with
+ *     pcall (a key the producer made something else than a list).
+ * Returns per job 0 (skipped), 1 (stored) or 2 (stored, reply_to not a list). */
 const char scripts_finish[] =
-    "if KEYS[1] ~= '' and redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end\n"
-    "local ttl = tonumber(ARGV[2])\n"
-    "local m = tonumber(ARGV[7])\n"
-    "local i = 8\n"
-    "for k = 1, m do\n"
-    "  redis.call('HINCRBY', KEYS[5], ARGV[6] .. ARGV[i], ARGV[i+1])\n"
-    "  i = i + 2\n"
+    "local crashes, requeued, dead = KEYS[1], KEYS[2], KEYS[3]\n"
+    "local any_crash = redis.call('EXISTS', crashes) == 1\n"
+    "local any_rq = redis.call('EXISTS', requeued) == 1\n"
+    "local usage, order = {}, {}\n"
+    "local out = {}\n"
+    "local a, k = 2, 4\n"
+    "local function clamp_ttl(v)\n"
+    "  v = tonumber(v) or tonumber(ARGV[1]) or 86400\n"
+    "  if v ~= v or v < 1 then v = 1 end\n"
+    "  if v > 31536000 then v = 31536000 end\n"
+    "  return math.floor(v)\n"
     "end\n"
-    "if KEYS[2] ~= '' then\n"
-    "  redis.call('DEL', KEYS[2])\n"
-    "  if i <= #ARGV then redis.call('HSET', KEYS[2], unpack(ARGV, i)) end\n"
-    "  redis.call('EXPIRE', KEYS[2], ttl)\n"
-    "  redis.call('RPUSH', KEYS[3], ARGV[3])\n"
-    "  redis.call('EXPIRE', KEYS[3], ttl)\n"
-    "  redis.call('PUBLISH', KEYS[4], ARGV[3])\n"
+    "while a <= #ARGV do\n"
+    "  local proc, h, ev, ch, uk, rt, ck = KEYS[k], KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4], KEYS[k+5], KEYS[k+6]\n"
+    "  k = k + 7\n"
+    "  local raw, tok, sha, ttl, event, line, deadent, upfx = ARGV[a], ARGV[a+1], ARGV[a+2],\n"
+    "    ARGV[a+3], ARGV[a+4], ARGV[a+5], ARGV[a+6], ARGV[a+7]\n"
+    "  local m = tonumber(ARGV[a+8])\n"
+    "  local mb = a + 9\n"
+    "  local f = tonumber(ARGV[mb + 2 * m])\n"
+    "  local fb = mb + 2 * m + 1\n"
+    "  a = fb + 2 * f\n"
+    "  local res, skip, mine = 0, false, true\n"
+    "  if h ~= '' then\n"
+    "    local okh, st = pcall(redis.call, 'HMGET', h, 'done', 'start')\n"
+    "    if not okh then st = {false, false} end\n"
+    "    if st[1] == tok then\n"
+    "      skip = true\n"
+    "    else\n"
+    "      mine = st[2] == false or string.sub(st[2], 1, #tok + 1) == tok .. '|'\n"
+    "    end\n"
+    "  end\n"
+    "  if not skip and redis.call('LREM', proc, -1, raw) == 1 and mine then\n"
+    "    ttl = clamp_ttl(ttl)\n"
+    "    for i = 0, m - 1 do\n"
+    "      local key = uk .. '\\0' .. upfx .. ARGV[mb + 2 * i]\n"
+    "      if not usage[key] then usage[key] = 0; order[#order + 1] = key end\n"
+    "      usage[key] = usage[key] + tonumber(ARGV[mb + 2 * i + 1])\n"
+    "    end\n"
+    "    if h ~= '' then\n"
+    "      redis.call('DEL', h)\n"
+    "      local args = {}\n"
+    "      for i = fb, fb + 2 * f - 1 do args[#args + 1] = ARGV[i] end\n"
+    "      args[#args + 1] = 'done'; args[#args + 1] = tok\n"
+    "      redis.call('HSET', h, unpack(args))\n"
+    "      redis.call('EXPIRE', h, ttl)\n"
+    "      if type(redis.pcall('RPUSH', ev, event)) == 'table' then\n"
+    "        redis.call('DEL', ev)\n"
+    "        redis.call('RPUSH', ev, event)\n"
+    "      end\n"
+    "      redis.call('EXPIRE', ev, ttl)\n"
+    "      redis.call('PUBLISH', ch, event)\n"
+    "    end\n"
+    "    res = 1\n"
+    "    if rt ~= '' and type(redis.pcall('LPUSH', rt, line)) == 'table' then res = 2 end\n"
+    "    if deadent ~= '' and type(redis.pcall('LPUSH', dead, deadent)) == 'table' then\n"
+    "      redis.call('DEL', dead)\n"
+    "      redis.call('LPUSH', dead, deadent)\n"
+    "    end\n"
+    "    if ck ~= '' then redis.call('DEL', ck) end\n"
+    "    if any_crash then redis.call('HDEL', crashes, sha) end\n"
+    "    if any_rq then redis.call('HDEL', requeued, sha) end\n"
+    "  end\n"
+    "  out[#out + 1] = res\n"
     "end\n"
-    "local rt = 1\n"
-    "if KEYS[6] ~= '' and type(redis.pcall('LPUSH', KEYS[6], ARGV[4])) == 'table' then rt = 2 end\n"
-    "if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[7], ARGV[5]) end\n"
-    "if KEYS[8] ~= '' then redis.call('DEL', KEYS[8]) end\n"
-    "if redis.call('EXISTS', KEYS[9]) == 1 then redis.call('HDEL', KEYS[9], redis.sha1hex(ARGV[1])) end\n"
-    "return rt\n";
+    "for _, key in ipairs(order) do\n"
+    "  local z = string.find(key, '\\0', 1, true)\n"
+    "  redis.pcall('HINCRBY', string.sub(key, 1, z - 1), string.sub(key, z + 1),\n"
+    "    string.format('%d', usage[key]))\n"
+    "end\n"
+    "return out\n";
 
 /* REQUEUE: put jobs a worker holds back at the consuming end of their queues.
- * The processing list holds the newest job on the left, so moving from the
+ * once from whichever processing list holds it); with no job text, every
+ * job of every processing list.
+ * The processing list holds the newest job on the left, so moving from its
  * left to the right end of the queue leaves the oldest job to be consumed
- * first. */
+ * first. Each job put back is marked in the requeued hash (SHA1 of its text
+ * -> this worker), which lets its next START resume the run instead of
+ * taking it for a duplicate. Returns the number of jobs moved. */
 const char scripts_requeue[] =
     "local n = 0\n"
-    "if #ARGV == 0 then\n"
-    "  for i = 1, #KEYS, 2 do\n"
-    "    while redis.call('LMOVE', KEYS[i], KEYS[i+1], 'LEFT', 'RIGHT') do n = n + 1 end\n"
+    "local function mark(j) redis.call('HSET', KEYS[1], redis.sha1hex(j), ARGV[1]) end\n"
+    "if #ARGV == 1 then\n"
+    "  for i = 2, #KEYS, 2 do\n"
+    "    while true do\n"
+    "      local j = redis.call('LMOVE', KEYS[i], KEYS[i+1], 'LEFT', 'RIGHT')\n"
+    "      if not j then break end\n"
+    "      mark(j)\n"
+    "      n = n + 1\n"
+    "    end\n"
     "  end\n"
     "  return n\n"
     "end\n"
-    "for a = 1, #ARGV do\n"
-    "  for i = 1, #KEYS, 2 do\n"
+    "for a = 2, #ARGV do\n"
+    "  for i = 2, #KEYS, 2 do\n"
     "    if redis.call('LREM', KEYS[i], 1, ARGV[a]) == 1 then\n"
     "      redis.call('RPUSH', KEYS[i+1], ARGV[a])\n"
+    "      mark(ARGV[a])\n"
     "      n = n + 1\n"
     "      break\n"
     "    end\n"
@@ -148,75 +241,120 @@ const char scripts_requeue[] =
     "return n\n";
 
 /* RECOVER: put back the jobs of a worker that is gone, and forget it.
+ * list its jobs go back to, quarantine list).
+ * sweep of other hosts' workers) else "0", ARGV[3] prefix, ARGV[4] now (unix
+ * ms), ARGV[5] poison limit, ARGV[6] default result ttl (s), ARGV[7] UTC
+ * day, ARGV[8] "1" when the worker died of a fault signal (its jobs may have
+ * caused it) else "0", ARGV[9] SHA1 of the job it was running when it
+ * faulted ('' = not known).
  * Atomic, so when two supervisors notice the same death at once, the second
- * finds nothing left to move. Each job put back is counted in the crashes
- * hash (by the SHA1 of its text; FINISH clears it). A job that was in flight
- * at the death of ARGV[5] workers is a poison pill: it is not requeued but
- * ends failed with code worker_crashed (dead list, job hash, final event,
- * reply_to, usage), so it cannot kill another worker. Job keys of a poison
- * pill are built here from the prefix: its id is known only by decoding it;
- * so is its usage field (usage.h's format, tenant|model|metric). */
+ * finds nothing left to move. Only a fault counts against jobs: against the
+ * culprit when it is known, else against every job in flight. A counted job
+ * goes to the quarantine list (run apart, one at a time) when it is the
+ * culprit or has been counted twice; after ARGV[5] counts it is a poison
+ * pill: it ends failed with code worker_crashed (dead list, and when the id
+ * is this job's own run: job hash, final event, reply_to, usage). Any other
+ * job goes back to its list unharmed. Every job put back is marked in the
+ * requeued hash (see START). Job keys of a poison pill are built here from
+ * the prefix: its id is known only by decoding it.
+ * Nothing can fail after the first write: numbers from the job are clamped,
+ * a reply_to that is not a list and counters that would overflow are
+ * skipped (pcall).
+ * Returns {requeued, quarantined, dead}, or {-1} when the worker was unknown
+ * and held nothing, {-2} when its heartbeat is alive (nothing done). */
 const char scripts_recover[] =
-    "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return -2 end\n"
+    "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end\n"
     "local known = redis.call('HDEL', KEYS[1], ARGV[1])\n"
     "redis.call('DEL', KEYS[2])\n"
     "local P, now, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local fault, culprit = ARGV[8] == '1', ARGV[9]\n"
     "local function str(v) if type(v) == 'string' then return v end return nil end\n"
-    "local function poison(raw, count)\n"
+    "local function ttl_of(v)\n"
+    "  v = tonumber(v) or tonumber(ARGV[6]) or 86400\n"
+    "  if v ~= v or v < 1 then v = 1 end\n"
+    "  if v > 31536000 then v = 31536000 end\n"
+    "  return math.floor(v)\n"
+    "end\n"
+    "local function poison(raw, sha, count)\n"
     "  local ok, j = pcall(cjson.decode, raw)\n"
     "  if not ok or type(j) ~= 'table' then j = {} end\n"
     "  local body = type(j.body) == 'table' and j.body or {}\n"
     "  local id = str(j.id) or str(j.custom_id)\n"
-    "  if id and not string.match(id, '^[A-Za-z0-9._:-]+$') then id = nil end\n"
-    "  local msg = 'the job was in flight each time its worker died (' .. count ..\n"
+    "  if id and (#id > 128 or not string.match(id, '^[A-Za-z0-9._:-]+$')) then id = nil end\n"
+    "  local msg = 'the job was running each time its worker died of a fault (' .. count ..\n"
     "    ' times): it is not run again'\n"
     "  local err = {code = 'worker_crashed', message = msg, status = 0, upstream = cjson.null}\n"
     "  local errtext = cjson.encode(err)\n"
     "  redis.call('LPUSH', KEYS[4], cjson.encode({job = raw, error = err, failed_at = now}))\n"
-    "  if id then\n"
-    "    local h, ev = P .. ':job:' .. id, P .. ':events:' .. id\n"
-    "    local ttl = tonumber(j.result_ttl_s) or tonumber(ARGV[6])\n"
-    "    redis.call('HSET', h, 'status', 'failed', 'error', errtext, 'finished_at', now)\n"
-    "    redis.call('EXPIRE', h, ttl)\n"
-    "    local seq = redis.call('LLEN', ev)\n"
-    "    local ok, last = pcall(cjson.decode, redis.call('LINDEX', ev, -1) or '{}')\n"
-    "    if ok and type(last) == 'table' and tonumber(last.seq) then\n"
-    "      seq = math.max(seq, tonumber(last.seq) + 1)\n"
-    "    end\n"
-    "    local e = '{\"seq\":' .. seq ..\n"
-    "      ',\"type\":\"error\",\"status\":\"failed\",\"error\":' .. errtext .. '}'\n"
-    "    redis.call('RPUSH', ev, e)\n"
-    "    redis.call('EXPIRE', ev, ttl)\n"
-    "    redis.call('PUBLISH', P .. ':stream:' .. id, e)\n"
+    "  if not id then return end\n"
+    "  local h, ev = P .. ':job:' .. id, P .. ':events:' .. id\n"
+    "  local st = redis.call('HMGET', h, 'status', 'sha')\n"
+    "  if st[1] and not (st[1] == 'running' and st[2] == sha) then return end\n"
+    "  local ttl = ttl_of(j.result_ttl_s)\n"
+    "  redis.call('HSET', h, 'status', 'failed', 'error', errtext, 'finished_at', now)\n"
+    "  redis.call('EXPIRE', h, ttl)\n"
+    "  local seq = redis.call('LLEN', ev)\n"
+    "  local okl, last = pcall(cjson.decode, redis.call('LINDEX', ev, -1) or '{}')\n"
+    "  if okl and type(last) == 'table' and tonumber(last.seq) then\n"
+    "    seq = math.max(seq, tonumber(last.seq) + 1)\n"
     "  end\n"
+    "  local e = '{\"seq\":' .. string.format('%d', seq) ..\n"
+    "    ',\"type\":\"error\",\"status\":\"failed\",\"error\":' .. errtext .. '}'\n"
+    "  redis.call('RPUSH', ev, e)\n"
+    "  redis.call('EXPIRE', ev, ttl)\n"
+    "  redis.call('PUBLISH', P .. ':stream:' .. id, e)\n"
     "  local rt = str(j.reply_to)\n"
     "  if rt then\n"
-    "    redis.pcall('LPUSH', rt, cjson.encode({id = id or cjson.null,\n"
-    "      custom_id = str(j.custom_id) or id or cjson.null, response = cjson.null,\n"
-    "      error = {code = 'worker_crashed', message = msg}}))\n"
+    "    redis.pcall('LPUSH', rt, cjson.encode({id = id, custom_id = str(j.custom_id) or id,\n"
+    "      response = cjson.null, error = {code = 'worker_crashed', message = msg}}))\n"
     "  end\n"
-    "  local f = (str(j.tenant) or '') .. '|' .. (str(body.model) or '') .. '|'\n"
-    "  redis.call('HINCRBY', P .. ':usage:' .. ARGV[7], f .. 'requests', 1)\n"
-    "  redis.call('HINCRBY', P .. ':usage:' .. ARGV[7], f .. 'failed', 1)\n"
+    "  local tenant, model = str(j.tenant) or '', str(body.model) or ''\n"
+    "  if not string.find(tenant .. model, '|', 1, true) then\n"
+    "    local f = tenant .. '|' .. model .. '|'\n"
+    "    redis.pcall('HINCRBY', P .. ':usage:' .. ARGV[7], f .. 'requests', 1)\n"
+    "    redis.pcall('HINCRBY', P .. ':usage:' .. ARGV[7], f .. 'failed', 1)\n"
+    "  end\n"
     "end\n"
-    "local n = 0\n"
-    "for i = 5, #KEYS, 2 do\n"
+    "local n, nq, nd = 0, 0, 0\n"
+    "for i = 6, #KEYS, 3 do\n"
     "  while true do\n"
     "    local raw = redis.call('LPOP', KEYS[i])\n"
     "    if not raw then break end\n"
     "    local sha = redis.sha1hex(raw)\n"
-    "    local count = redis.call('HINCRBY', KEYS[3], sha, 1)\n"
-    "    if count >= limit then\n"
-    "      redis.call('HDEL', KEYS[3], sha)\n"
-    "      poison(raw, count)\n"
-    "    else\n"
-    "      redis.call('RPUSH', KEYS[i+1], raw)\n"
-    "      n = n + 1\n"
+    "    local to = KEYS[i + 1]\n"
+    "    local gone = false\n"
+    "    if fault and (culprit == '' or culprit == sha) then\n"
+    "      local count = redis.call('HINCRBY', KEYS[3], sha, 1)\n"
+    "      if count >= limit then\n"
+    "        redis.call('HDEL', KEYS[3], sha)\n"
+    "        poison(raw, sha, count)\n"
+    "        nd = nd + 1\n"
+    "        gone = true\n"
+    "      elseif culprit == sha or count >= 2 then\n"
+    "        to = KEYS[i + 2]\n"
+    "      end\n"
+    "    end\n"
+    "    if not gone then\n"
+    "      redis.call('RPUSH', to, raw)\n"
+    "      redis.call('HSET', KEYS[5], sha, ARGV[1])\n"
+    "      if to == KEYS[i + 1] then n = n + 1 else nq = nq + 1 end\n"
     "    end\n"
     "  end\n"
     "end\n"
-    "if known == 0 and n == 0 then return -1 end\n"
-    "return n\n";
+    "if known == 0 and n + nq + nd == 0 then return {-1} end\n"
+    "return {n, nq, nd}\n";
+
+/* DROP: a worker lets go of a duplicate (START said another job with this id
+ * is queued, running or stored): its entry leaves the processing list and
+ * nothing else is written.
+ * start token). ARGV[1] the job text.
+ * The marker makes a resend after a lost reply harmless: without it, a second
+ * LREM could take an identical text the same worker still runs. */
+const char scripts_drop[] =
+    "if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) then\n"
+    "  return redis.call('LREM', KEYS[1], -1, ARGV[1])\n"
+    "end\n"
+    "return 0\n";
 
 /* DEREGISTER: forget a worker that drained (it holds no job any more). */
 const char scripts_deregister[] =
@@ -292,119 +430,179 @@ const char scripts_batch_push[] =
 
 /* ---- the builders of the calls -------------------------------------------- */
 
-/* A string argument; NULL goes as "". */
-static void sc_str(rargs *a, const char *s) { rargs_adds(a, s ? s : ""); }
-
-/* A (field, value) pair of the job hash, when there is a value. */
-static void sc_field(rargs *a, const char *k, const char *v) {
-    if (!v) return;
-    rargs_adds(a, k);
-    rargs_adds(a, v);
+void scripts_fetch_args(const scripts_fetch_call *c, rargs *out) {
+    rargs_addll(out, 2 * c->nqueues);
+    for (int i = 0; i < c->nqueues; i++) {
+        rargs_adds(out, c->queue_keys[i]);
+        rargs_adds(out, c->processing_keys[i]);
+    }
+    rargs_addll(out, c->want);
+    rargs_addll(out, c->max_job_bytes);
+    rargs_addll(out, c->excerpt_bytes);
 }
 
-static void sc_field_ll(rargs *a, const char *k, long long v) {
+#define SC_MARK "\0chatq-oversized\0"
+#define SC_MARK_LEN (sizeof SC_MARK - 1)
+
+int scripts_oversized_parse(const char *text, size_t len, long long *bytes,
+                            const char **excerpt, size_t *excerpt_len) {
+    if (len < SC_MARK_LEN + 2 || memcmp(text, SC_MARK, SC_MARK_LEN) != 0) return 0;
+    const char *p = text + SC_MARK_LEN, *end = text + len;
+    long long n = 0;
+    int digits = 0;
+    for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++) n = n * 10 + (*p - '0');
+    if (!digits || p == end || *p != '\0') return 0;
+    *bytes = n;
+    *excerpt = p + 1;
+    *excerpt_len = (size_t)(end - p - 1);
+    return 1;
+}
+
+void scripts_batch_free(scripts_batch *b) {
+    rargs_free(&b->keys);
+    rargs_free(&b->args);
+    b->n = 0;
+}
+
+/* A copy of s (NULL = "") that the batch owns. */
+static void sc_copy(rargs *a, const char *s, size_t len) {
+    rargs_addcopy(a, s ? s : "", s ? len : 0);
+}
+
+static void sc_copys(rargs *a, const char *s) { sc_copy(a, s, s ? strlen(s) : 0); }
+
+/* Appends every argument of `from` to `out` (borrowed: `from` must live
+ * as long as `out`). */
+static void sc_append(rargs *out, const rargs *from) {
+    for (int i = 0; i < from->argc; i++) rargs_add(out, from->argv[i], from->lens[i]);
+}
+
+void scripts_start_add(scripts_batch *b, const scripts_start_call *c) {
+    sc_copys(&b->keys, c->job_key);
+    sc_copys(&b->keys, c->events_key);
+    sc_copys(&b->keys, c->cancel_key);
+    sc_copys(&b->args, c->sha1);
+    sc_copys(&b->args, c->worker_id);
+    sc_copys(&b->args, c->queue);
+    sc_copys(&b->args, c->model);
+    sc_copys(&b->args, c->tenant);
+    sc_copys(&b->args, c->provider);
+    rargs_addll(&b->args, c->now_ms);
+    sc_copys(&b->args, c->token);
+    b->n++;
+}
+
+void scripts_start_args(const scripts_batch *b, const char *requeued_key, rargs *out) {
+    rargs_addll(out, 1 + b->keys.argc);
+    rargs_adds(out, requeued_key);
+    sc_append(out, &b->keys);
+    sc_append(out, &b->args);
+}
+
+/* A (field, value) pair of the job hash, when there is a value. */
+static void sc_field(rargs *a, int *f, const char *k, const char *v) {
+    if (!v) return;
+    rargs_adds(a, k);
+    sc_copys(a, v);
+    (*f)++;
+}
+
+static void sc_field_ll(rargs *a, int *f, const char *k, long long v) {
     if (!v) return;
     rargs_adds(a, k);
     rargs_addll(a, v);
+    (*f)++;
 }
 
-void scripts_fetch_args(const scripts_fetch_call *c, rargs *out) {
-    rargs_addll(out, 2 * c->nqueues + 1);
-    for (int i = 0; i < c->nqueues; i++) {
-        rargs_adds(out, c->queue_keys[i]);
-        rargs_adds(out, c->processing_keys[i]);
-    }
-    rargs_adds(out, c->crashes_key);
-    rargs_addll(out, c->want);
-    rargs_addll(out, c->busy);
-}
-
-void scripts_start_args(const scripts_start_call *c, rargs *out) {
-    rargs_adds(out, "3");
-    rargs_adds(out, c->job_key);
-    rargs_adds(out, c->events_key);
-    rargs_adds(out, c->cancel_key);
-    rargs_adds(out, c->worker_id);
-    rargs_adds(out, c->queue);
-    sc_str(out, c->model);
-    sc_str(out, c->tenant);
-    sc_str(out, c->provider);
-    rargs_addll(out, c->now_ms);
-    rargs_addf(out, "%s/%llu", c->worker_id, c->start_number);
-}
-
-void scripts_finish_args(const scripts_finish_call *c, rargs *out) {
-    rargs_adds(out, "9");
-    sc_str(out, c->processing_key);
-    sc_str(out, c->job_key);
-    sc_str(out, c->events_key);
-    sc_str(out, c->stream_key);
-    rargs_adds(out, c->usage_key);
-    sc_str(out, c->reply_to);
-    rargs_adds(out, c->dead_key);
-    sc_str(out, c->cancel_key);
-    rargs_adds(out, c->crashes_key);
-    rargs_add(out, c->raw, c->raw_len);
-    rargs_addll(out, c->ttl_s);
-    rargs_add(out, c->event, c->event_len);
-    sc_str(out, c->output_line);
-    if (c->dead_entry)
-        rargs_add(out, c->dead_entry, c->dead_entry_len);
-    else
-        rargs_adds(out, "");
+void scripts_finish_add(scripts_batch *b, const scripts_finish_call *c) {
+    rargs *k = &b->keys, *a = &b->args;
+    sc_copys(k, c->processing_key);
+    sc_copys(k, c->job_key);
+    sc_copys(k, c->events_key);
+    sc_copys(k, c->stream_key);
+    sc_copys(k, c->usage_key);
+    sc_copys(k, c->reply_to);
+    sc_copys(k, c->cancel_key);
+    sc_copy(a, c->raw, c->raw_len);
+    sc_copys(a, c->token);
+    sc_copys(a, c->sha1);
+    rargs_addll(a, c->ttl_s);
+    sc_copy(a, c->event, c->event_len);
+    sc_copys(a, c->output_line);
+    sc_copy(a, c->dead_entry, c->dead_entry_len);
 
     /* the usage counters: the field prefix, how many, then the pairs */
-    char *prefix = usage_field_prefix(c->usage_tenant, c->usage_model);
-    rargs_addf(out, "%s", prefix);
-    free(prefix);
+    rargs_take(a, usage_field_prefix(c->usage_tenant, c->usage_model));
     int m = 0;
     for (int i = 0; i < USAGE_NMETRICS; i++) m += c->usage[i] != 0;
-    rargs_addll(out, m);
+    rargs_addll(a, m);
     for (int i = 0; i < USAGE_NMETRICS; i++) {
         if (!c->usage[i]) continue;
-        rargs_adds(out, usage_metric_name((usage_metric)i));
-        rargs_addll(out, c->usage[i]);
+        rargs_adds(a, usage_metric_name((usage_metric)i));
+        rargs_addll(a, c->usage[i]);
     }
 
+    /* the job hash: f, then the pairs (f is patched once counted) */
     const scripts_finish_result *r = &c->result;
-    rargs_adds(out, "status");
-    rargs_adds(out, job_status_name(r->status));
-    rargs_adds(out, "attempts");
-    rargs_addll(out, r->attempts);
-    sc_field(out, "response", r->response);
-    sc_field(out, "error", r->error);
-    sc_field(out, "usage", r->usage);
-    sc_field(out, "model", r->model);
-    sc_field(out, "provider", r->provider);
-    sc_field(out, "tenant", r->tenant);
-    sc_field(out, "queue", r->queue);
-    sc_field(out, "worker", r->worker);
-    sc_field_ll(out, "started_at", r->started_at);
-    sc_field_ll(out, "first_token_at", r->first_token_at);
-    rargs_adds(out, "finished_at");
-    rargs_addll(out, r->finished_at);
-    sc_field(out, "metadata", r->metadata);
-    sc_field(out, "custom_id", r->custom_id);
+    int fpos = a->argc, f = 0;
+    rargs_adds(a, "0");
+    sc_field(a, &f, "status", job_status_name(r->status));
+    rargs_adds(a, "attempts");
+    rargs_addll(a, r->attempts);
+    f++;
+    sc_field(a, &f, "response", r->response);
+    sc_field(a, &f, "error", r->error);
+    sc_field(a, &f, "usage", r->usage);
+    sc_field(a, &f, "model", r->model);
+    sc_field(a, &f, "provider", r->provider);
+    sc_field(a, &f, "tenant", r->tenant);
+    sc_field(a, &f, "queue", r->queue);
+    sc_field(a, &f, "worker", r->worker);
+    sc_field_ll(a, &f, "started_at", r->started_at);
+    sc_field_ll(a, &f, "first_token_at", r->first_token_at);
+    rargs_adds(a, "finished_at");
+    rargs_addll(a, r->finished_at);
+    f++;
+    sc_field(a, &f, "metadata", r->metadata);
+    sc_field(a, &f, "custom_id", r->custom_id);
+    char num[16];
+    snprintf(num, sizeof num, "%d", f);
+    rargs_setcopy(a, fpos, num, strlen(num));
+    b->n++;
+}
+
+void scripts_finish_args(const scripts_batch *b, const scripts_finish_shared *s, rargs *out) {
+    rargs_addll(out, 3 + b->keys.argc);
+    rargs_adds(out, s->crashes_key);
+    rargs_adds(out, s->requeued_key);
+    rargs_adds(out, s->dead_key);
+    sc_append(out, &b->keys);
+    rargs_addll(out, s->default_ttl_s);
+    sc_append(out, &b->args);
 }
 
 void scripts_requeue_args(const scripts_requeue_call *c, rargs *out) {
-    rargs_addll(out, 2 * c->nqueues);
+    rargs_addll(out, 1 + 2 * c->nqueues);
+    rargs_adds(out, c->requeued_key);
     for (int i = 0; i < c->nqueues; i++) {
         rargs_adds(out, c->processing_keys[i]);
         rargs_adds(out, c->queue_keys[i]);
     }
+    rargs_adds(out, c->worker_id);
     for (int i = 0; c->jobs && i < c->njobs; i++) rargs_add(out, c->jobs[i], c->job_lens[i]);
 }
 
 void scripts_recover_args(const scripts_recover_call *c, rargs *out) {
-    rargs_addll(out, 4 + 2 * c->nqueues);
+    rargs_addll(out, 5 + 3 * c->nqueues);
     rargs_adds(out, c->workers_key);
     rargs_adds(out, c->heartbeat_key);
     rargs_adds(out, c->crashes_key);
     rargs_adds(out, c->dead_key);
+    rargs_adds(out, c->requeued_key);
     for (int i = 0; i < c->nqueues; i++) {
         rargs_adds(out, c->processing_keys[i]);
         rargs_adds(out, c->queue_keys[i]);
+        rargs_adds(out, c->quarantine_keys[i]);
     }
     rargs_adds(out, c->worker_id);
     rargs_adds(out, c->only_if_expired ? "1" : "0");
@@ -413,6 +611,15 @@ void scripts_recover_args(const scripts_recover_call *c, rargs *out) {
     rargs_addll(out, c->poison_limit);
     rargs_addll(out, c->result_ttl_s);
     rargs_adds(out, c->day);
+    rargs_adds(out, c->fault ? "1" : "0");
+    rargs_adds(out, c->culprit_sha1 ? c->culprit_sha1 : "");
+}
+
+void scripts_drop_args(const scripts_drop_call *c, rargs *out) {
+    rargs_adds(out, "2");
+    rargs_adds(out, c->processing_key);
+    rargs_adds(out, c->marker_key);
+    rargs_add(out, c->raw, c->raw_len);
 }
 
 void scripts_deregister_args(const scripts_deregister_call *c, rargs *out) {

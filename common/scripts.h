@@ -31,58 +31,87 @@ extern const char scripts_start[];
 extern const char scripts_finish[];
 extern const char scripts_requeue[];
 extern const char scripts_recover[];
+extern const char scripts_drop[];
 extern const char scripts_deregister[];
 extern const char scripts_ratelimit[];
 extern const char scripts_batch_push[];
 
 /* FETCH: take up to `want` jobs, higher-priority queues first.
- * KEYS: queue 1, processing 1, queue 2, processing 2, ..., crashes hash.
- * ARGV[1] want, ARGV[2] busy.
- * Returns {mode, queue number (1-based), job, queue number, job, ...}: mode
- * 0 normal, 1 solo (the one job is a suspect: take no other until it ends),
- * 2 blocked (a suspect is next: fetch again once nothing is in flight). */
+ * KEYS: queue 1, processing 1, queue 2, processing 2, ... (priority order).
+ * ARGV[1] want, ARGV[2] max_job_bytes (0 = no limit), ARGV[3] the bytes of
+ * an oversized job's excerpt.
+ * Returns {queue number (1-based), job text, ...}; a job text may be an
+ * oversized job's marker (scripts_oversized_parse). */
 typedef struct scripts_fetch_call {
-    char *const *queue_keys;      /* P:queue:<q>, in priority order */
+    char *const *queue_keys;      /* where jobs are taken from, priority order */
     char *const *processing_keys; /* P:processing:<worker>:<q>, same order */
     int nqueues;
-    const char *crashes_key;      /* P:crashes */
     long long want;               /* jobs to take at most */
-    long long busy;               /* jobs the worker has in flight */
+    long long max_job_bytes;
+    long long excerpt_bytes;      /* SCRIPTS_EXCERPT_BYTES */
 } scripts_fetch_call;
 void scripts_fetch_args(const scripts_fetch_call *c, rargs *out);
 
-/* START: a worker begins (or resumes) a job.
- * KEYS[1] job hash, KEYS[2] events list, KEYS[3] cancel key.
- * ARGV[1] worker id, ARGV[2] queue, ARGV[3] model, ARGV[4] tenant, ARGV[5]
- * provider, ARGV[6] now (unix ms), ARGV[7] start token
- * "<worker id>/<start number>", unique to this start of this job.
- * Returns {cancel requested 0/1, next seq, attempts made before, resumed
- * 0/1, started_at of the first run}. */
+/* The first bytes of an oversized job kept in its marker and dead entry. */
+#define SCRIPTS_EXCERPT_BYTES 4096
+
+/* An oversized job's marker, as FETCH leaves it in the processing list:
+ * "\0chatq-oversized\0<bytes>\0<excerpt>". Returns 1 and fills *bytes and
+ * the excerpt (borrowed from text) when text is one, else 0. */
+int scripts_oversized_parse(const char *text, size_t len, long long *bytes,
+                            const char **excerpt, size_t *excerpt_len);
+
+/* Many jobs in one script call: *_add() appends one job's KEYS and ARGV
+ * (copies of every string: the call may be freed right after), *_args()
+ * builds the call. Zero value = empty; scripts_batch_free() releases it. */
+typedef struct scripts_batch {
+    rargs keys;
+    rargs args;
+    int n;                        /* jobs added */
+} scripts_batch;
+void scripts_batch_free(scripts_batch *b);
+
+/* START: workers begin (or resume) jobs; one call for many jobs.
+ * KEYS[1] requeued hash, then per job: job hash, events list, cancel key.
+ * ARGV per job: SHA1 of the job text, worker id, queue, model, tenant,
+ * provider, now (unix ms), start token "<worker id>/<start number>".
+ * Returns per job 6 values: kind (scripts_start_kind), cancel requested 0/1,
+ * next seq, attempts made before, charged attempts before, started_at. */
+typedef enum scripts_start_kind {
+    SCRIPTS_START_FRESH = 0,
+    SCRIPTS_START_RESUMED = 1,
+    SCRIPTS_START_DUPLICATE = 2,
+} scripts_start_kind;
+#define SCRIPTS_START_REPLY 6         /* values per job in START's reply */
+
 typedef struct scripts_start_call {
     const char *job_key;
     const char *events_key;
     const char *cancel_key;
+    const char *sha1;           /* of the job text, 40 hex digits */
     const char *worker_id;
     const char *queue;          /* the queue's name */
-    const char *model;          /* as the job asked for it */
+    const char *model;          /* as the job asked for it; NULL = none */
     const char *tenant;         /* NULL = none */
-    const char *provider;       /* the provider's name */
+    const char *provider;       /* the provider's name; NULL = none */
     long long now_ms;
-    unsigned long long start_number; /* counts the worker's starts */
+    const char *token;          /* the start token */
 } scripts_start_call;
-void scripts_start_args(const scripts_start_call *c, rargs *out);
+void scripts_start_add(scripts_batch *b, const scripts_start_call *c);
+void scripts_start_args(const scripts_batch *b, const char *requeued_key, rargs *out);
 
-/* FINISH: store a job's final result, exactly once.
- * KEYS[1] processing list, KEYS[2] job hash, KEYS[3] events list, KEYS[4]
- * stream channel (those three '' when the job has no id), KEYS[5] usage
- * hash, KEYS[6] reply_to list ('' = none), KEYS[7] dead list, KEYS[8] cancel
- * key ('' = none), KEYS[9] crashes hash.
- * ARGV[1] the raw job text, ARGV[2] result ttl (s), ARGV[3] final event JSON,
- * ARGV[4] output line, ARGV[5] dead entry ('' = none), ARGV[6] usage field
- * prefix "<tenant>|<model>|" (usage_field_prefix), ARGV[7] m, then m pairs
- * (metric name, increment), then (field, value) pairs for the job hash.
- * Returns 0 when the job was not in the processing list (nothing written), 1
- * when stored, 2 when stored but reply_to is not a list. */
+/* FINISH: store jobs' final results, each exactly once; one call for many.
+ * KEYS[1] crashes hash, KEYS[2] requeued hash, KEYS[3] dead list, then per
+ * job 7 keys: processing list, job hash ('' = the job has no id: then events
+ * and stream are '' too), events list, stream channel, usage hash, reply_to
+ * list ('' = none), cancel key ('' = none).
+ * ARGV[1] the default result ttl (s); then per job: the job text, start
+ * token ('' = none), SHA1 of the text, result ttl (s), final event, output
+ * line, dead entry ('' = none), usage field prefix "<tenant>|<model>|"
+ * (usage_field_prefix), m, m pairs (metric name, increment), f, f pairs
+ * (field, value) for the job hash.
+ * Returns per job 0 (not stored: a resend, recovered elsewhere, or another
+ * run owns the id), 1 (stored) or 2 (stored, but reply_to is not a list). */
 typedef struct scripts_finish_result {
     /* the job hash; NULL strings and 0 times are not written */
     job_status status;
@@ -107,30 +136,40 @@ typedef struct scripts_finish_call {
     const char *stream_key;
     const char *usage_key;      /* P:usage:<day> */
     const char *reply_to;       /* NULL = none */
-    const char *dead_key;
     const char *cancel_key;     /* NULL = no cancel key to delete */
-    const char *crashes_key;
     const char *raw;            /* the job as taken from the queue */
     size_t raw_len;
+    const char *token;          /* its start token; NULL = not started */
+    const char *sha1;           /* of raw */
     long long ttl_s;
     const char *event;          /* the final stream event */
     size_t event_len;
     const char *output_line;    /* NULL = none (no reply_to) */
     const char *dead_entry;     /* NULL = the job does not go to the dead list */
     size_t dead_entry_len;
-    const char *usage_tenant;   /* the usage counters' field: NULL = none */
+    const char *usage_tenant;   /* the usage counters' field */
     const char *usage_model;    /*   the model as the job asked for it */
     long long usage[USAGE_NMETRICS]; /* increments; 0 = not sent */
     scripts_finish_result result;
 } scripts_finish_call;
-void scripts_finish_args(const scripts_finish_call *c, rargs *out);
+void scripts_finish_add(scripts_batch *b, const scripts_finish_call *c);
 
-/* REQUEUE: put jobs a worker holds back at the consuming end of their queues.
- * KEYS: processing 1, queue 1, processing 2, queue 2, ...
- * ARGV: the raw jobs to put back (each removed once from whichever processing
- * list holds it); with no ARGV, every job of every processing list.
- * Returns the number of jobs moved. */
+typedef struct scripts_finish_shared {
+    const char *crashes_key;
+    const char *requeued_key;
+    const char *dead_key;
+    long long default_ttl_s;
+} scripts_finish_shared;
+void scripts_finish_args(const scripts_batch *b, const scripts_finish_shared *s, rargs *out);
+
+/* REQUEUE: put jobs a worker holds back at the consuming end of their lists.
+ * KEYS[1] requeued hash, then pairs (processing list, list it goes back to).
+ * ARGV[1] the worker's id, then the job texts to put back (each removed once
+ * from whichever processing list holds it); with none, every job of every
+ * processing list. Returns the number of jobs moved. */
 typedef struct scripts_requeue_call {
+    const char *requeued_key;
+    const char *worker_id;
     char *const *processing_keys;
     char *const *queue_keys;    /* queue_keys[i] is where processing_keys[i] goes */
     int nqueues;
@@ -142,29 +181,47 @@ void scripts_requeue_args(const scripts_requeue_call *c, rargs *out);
 
 /* RECOVER: put back the jobs of a worker that is gone, and forget it.
  * KEYS[1] workers hash, KEYS[2] its heartbeat key, KEYS[3] crashes hash,
- * KEYS[4] dead list, then pairs (processing list, queue).
+ * KEYS[4] dead list, KEYS[5] requeued hash, then triples (processing list,
+ * list its jobs go back to, quarantine list).
  * ARGV[1] worker id, ARGV[2] "1" = only if its heartbeat has expired else
  * "0", ARGV[3] prefix, ARGV[4] now (unix ms), ARGV[5] poison limit, ARGV[6]
- * default result ttl (s), ARGV[7] UTC day (keys_day).
- * Returns the number of jobs requeued, -1 when the worker was unknown and
- * held nothing, -2 when its heartbeat is alive (nothing done). */
+ * default result ttl (s), ARGV[7] UTC day (keys_day), ARGV[8] "1" = it died
+ * of a fault, ARGV[9] SHA1 of the job it faulted on ('' = not known).
+ * Returns {requeued, quarantined, dead}, {-1} when the worker was unknown
+ * and held nothing, {-2} when its heartbeat is alive (nothing done). */
 typedef struct scripts_recover_call {
     const char *workers_key;
     const char *heartbeat_key;  /* the gone worker's */
     const char *crashes_key;
     const char *dead_key;
+    const char *requeued_key;
     char *const *processing_keys; /* the gone worker's, one per queue */
-    char *const *queue_keys;
+    char *const *queue_keys;      /* where each one's jobs go back */
+    char *const *quarantine_keys; /* where suspects of each go */
     int nqueues;
     const char *worker_id;
     int only_if_expired;        /* a sweep of workers we did not start */
     const char *prefix;         /* poison pills' job keys are built from it */
     long long now_ms;
-    long long poison_limit;     /* deaths after which a job is not requeued */
+    long long poison_limit;     /* fault deaths after which a job is not requeued */
     long long result_ttl_s;     /* for a poison pill without its own */
     const char *day;            /* "YYYY-MM-DD", for the usage hash */
+    int fault;                  /* it died of a fault signal */
+    const char *culprit_sha1;   /* the job it faulted on; NULL = not known */
 } scripts_recover_call;
 void scripts_recover_args(const scripts_recover_call *c, rargs *out);
+
+/* DROP: a worker lets go of a duplicate: its entry leaves the processing
+ * list, nothing else is written. KEYS[1] processing list, KEYS[2] the drop's
+ * marker key (keys_drop, from the start token). ARGV[1] the job text.
+ * Returns 1 when removed. */
+typedef struct scripts_drop_call {
+    const char *processing_key;
+    const char *marker_key;
+    const char *raw;
+    size_t raw_len;
+} scripts_drop_call;
+void scripts_drop_args(const scripts_drop_call *c, rargs *out);
 
 /* DEREGISTER: a worker that drained leaves P:workers and drops its
  * heartbeat, so nobody tries to recover it.

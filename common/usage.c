@@ -10,7 +10,9 @@
  * when they hold a whole number that fits in int64 (some providers send
  * 12.0); anything else — missing, null, strings, 12.5, objects — counts 0.
  * Negative numbers count 0 as well: the counts feed HINCRBY on the usage
- * hash, and a provider's bogus -1 must not subtract from a tenant's totals.
+ * hash, and a provider's bogus -1 must not subtract from a tenant's totals;
+ * numbers above USAGE_MAX_COUNT count USAGE_MAX_COUNT, so no upstream can
+ * make a counter overflow.
  * We never call json_object_get_int64() on a non-number, because json-c would
  * happily convert "12" or 12.7 for us. */
 #include "common/usage.h"
@@ -68,21 +70,19 @@ int usage_field_parse(const char *f, size_t len, usage_field_parts *out) {
     return 0;
 }
 
-/* Reads a non-negative whole number; returns 0 and sets *out, or -1 when `v`
- * is not one. */
+/* Reads a non-negative whole number, at most USAGE_MAX_COUNT; returns 0 and
+ * sets *out, or -1 when `v` is not one. */
 static int usage_number(json_object *v, int64_t *out) {
     if (json_object_is_type(v, json_type_int)) {
         int64_t n = json_object_get_int64(v);
         if (n < 0) return -1;
-        *out = n;
+        *out = n > USAGE_MAX_COUNT ? USAGE_MAX_COUNT : n;
         return 0;
     }
     if (json_object_is_type(v, json_type_double)) {
         double d = json_object_get_double(v);
-        /* 9.2e18 is below INT64_MAX and exactly representable as a double,
-         * so the cast below can never overflow. */
-        if (!isfinite(d) || d < 0 || d >= 9.2e18 || d != floor(d)) return -1;
-        *out = (int64_t)d;
+        if (!isfinite(d) || d < 0 || d != floor(d)) return -1;
+        *out = d > (double)USAGE_MAX_COUNT ? USAGE_MAX_COUNT : (int64_t)d;
         return 0;
     }
     return -1;
@@ -117,10 +117,10 @@ void usage_extract(json_object *usage, usage_counts *out) {
     out->completion = usage_count(usage, "completion_tokens");
     /* A total that is absent (or unusable, which tells us no more than
      * absent) defaults to the sum; an explicit 0 is kept. */
-    if (usage_get(usage, "total_tokens", &out->total) != 0)
-        out->total = out->prompt > INT64_MAX - out->completion
-                         ? INT64_MAX /* absurd input; saturate, no overflow */
-                         : out->prompt + out->completion;
+    if (usage_get(usage, "total_tokens", &out->total) != 0) {
+        out->total = out->prompt + out->completion; /* each <= 1e12: no overflow */
+        if (out->total > USAGE_MAX_COUNT) out->total = USAGE_MAX_COUNT;
+    }
     out->cached = usage_count(usage_sub(usage, "prompt_tokens_details"), "cached_tokens");
     out->reasoning =
         usage_count(usage_sub(usage, "completion_tokens_details"), "reasoning_tokens");
@@ -131,5 +131,9 @@ int64_t usage_cost_micro_usd(const usage_counts *u, double input, double cached_
     int64_t cached = u->cached < u->prompt ? u->cached : u->prompt;
     double cost = (double)(u->prompt - cached) * input + (double)cached * cached_input +
                   (double)u->completion * output;
+    /* checked before the conversion: llround() of a huge or NaN value is
+     * undefined (counts a caller filled itself may be anything) */
+    if (!(cost > 0)) return 0;
+    if (cost >= (double)USAGE_MAX_COUNT) return USAGE_MAX_COUNT;
     return (int64_t)llround(cost);
 }

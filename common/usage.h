@@ -15,7 +15,10 @@
  *   prompt_tokens_details.cached_tokens     -> cached
  *   completion_tokens_details.reasoning_tokens -> reasoning
  * Missing or non-integer fields count 0; total defaults to prompt+completion
- * when absent. Some providers send numbers as doubles (12.0): they count. */
+ * when absent. Some providers send numbers as doubles (12.0): they count.
+ * Every count, and the cost, is clamped into [0, USAGE_MAX_COUNT]: they come
+ * from the upstream and feed HINCRBY, which fails (half way through FINISH)
+ * once a counter would pass INT64_MAX. */
 #ifndef CHATQ_USAGE_H
 #define CHATQ_USAGE_H
 
@@ -63,6 +66,9 @@ typedef struct usage_field_parts {
  * a NUL byte) or an unknown metric. */
 int usage_field_parse(const char *f, size_t len, usage_field_parts *out);
 
+/* The most one job adds to any counter: 1e12 tokens (or micro-USD). */
+#define USAGE_MAX_COUNT 1000000000000LL
+
 typedef struct usage_counts {
     int64_t prompt;
     int64_t completion;
@@ -77,7 +83,8 @@ void usage_extract(json_object *usage, usage_counts *out);
 /* The cost in micro-USD of counts u at prices in USD per million tokens
  * (which is micro-USD per token): uncached prompt tokens at `input`, cached
  * ones at `cached_input`, completion tokens (reasoning included, as the
- * upstream counts them) at `output`; rounded to the nearest micro-dollar. */
+ * upstream counts them) at `output`; rounded to the nearest micro-dollar,
+ * and clamped into [0, USAGE_MAX_COUNT]. */
 int64_t usage_cost_micro_usd(const usage_counts *u, double input, double cached_input,
                              double output);
 

@@ -4,9 +4,12 @@
  * either prints it (--check-config) or runs the supervisor (supervisor.h) in
  * the foreground until SIGTERM/SIGINT. Workers get the effective Redis URL
  * and prefix through their environment (CHATQ_REDIS_URL, CHATQ_PREFIX: not on
- * the command line, where any user could read a password with ps) and the
- * other settings as flags. */
+ * the command line, where any user could read a password with ps), the
+ * configuration chatqd validated as a snapshot on their stdin (API keys
+ * included, never in their environment or argv) and the effective settings
+ * as flags (supervisor.h). */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +80,9 @@ int main(int argc, char **argv) {
     char pid[16];
     snprintf(pid, sizeof pid, "%d", (int)getpid());
     setenv("CHATQ_SUPERVISED", pid, 1); /* see worker/main.c */
+    /* A worker that dies before reading its snapshot must not kill chatqd
+     * with SIGPIPE: the write fails with EPIPE instead. */
+    signal(SIGPIPE, SIG_IGN);
 
     uv_loop_t *loop = uv_default_loop();
     supervisor sup;

@@ -1,50 +1,64 @@
 /* supervisor.c — start, watch, restart, reload and stop worker processes;
- * recover the jobs of workers that died. See supervisor.h for the behaviour.
+ * judge their deaths and recover their jobs. See supervisor.h for the
+ * behaviour.
  *
  * Processes and slots: a slot is a place for one worker (there are
- * cfg->workers of them); a sup_proc is one running process. A slot points to
- * its current process; a reload or a shrink "retires" a process (slot = -1),
- * which then drains in the background while its replacement already runs.
- * Whatever happens, a process's exit runs RECOVER for its id, so a process
- * that left jobs in its processing lists (crash, or a drain cut short) never
- * strands them. */
+ * cfg->workers of them, plus the quarantine slot); a sup_proc is one running
+ * process. A slot points to its current process; a reload or a shrink
+ * "retires" a process (slot = -1), which then drains in the background while
+ * its replacement already runs. Whatever happens, a process's end runs
+ * RECOVER for its id, so a process that left jobs in its processing lists
+ * (crash, or a drain cut short) never strands them.
+ *
+ * The end of a process (sup_proc_end) needs two things, in either order:
+ * its exit status (sup_on_exit) and the end of its status channel
+ * (sup_on_chan_read), whose last line may be the "crash" line that names the
+ * job at fault. The exit waits for the channel at most EOF_WAIT_MS. */
 #include "daemon/supervisor.h"
 
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
 #include "common/keys.h"
 #include "common/log.h"
+#include "common/random.h"
 #include "common/scripts.h"
 
 #define RESTART_MIN_MS 100
 #define RESTART_MAX_MS 10000
-#define STABLE_MS 30000
 #define CRASH_LOOP_LIMIT 10
 #define SWEEP_MS 2000
 #define POISON_LIMIT 3
 #define ROLL_MS 250
+#define EOF_WAIT_MS 500   /* an exited worker's channel should end at once */
+#define REPORT_FD "3"     /* the worker's status channel (stdio[3]) */
+
+extern char **environ;
+
+typedef enum sup_death {
+    SUP_CLEAN,   /* exit status 0 */
+    SUP_ERROR,   /* exit status != 0 */
+    SUP_KILLED,  /* a signal from outside: SIGKILL (the OOM killer too), SIGTERM... */
+    SUP_FAULT,   /* SEGV, BUS, ILL, FPE, ABRT, or the worker's "crash" line */
+} sup_death;
+
+static const char *const sup_death_names[] = {"clean", "error", "killed", "fault"};
 
 static void sup_spawn(supervisor *s, int slot);
 static void sup_check_stopped(supervisor *s);
 static void sup_stop(supervisor *s, int exit_code);
+static void sup_quarantine_start(supervisor *s);
+static void sup_quarantine_check(supervisor *s);
 
 static long long sup_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static unsigned sup_random(void) {
-    unsigned r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned)rand();
-    return r;
 }
 
 /* ---- recovery ------------------------------------------------------------ */
@@ -54,56 +68,127 @@ typedef struct sup_recovery {
     char *id;
 } sup_recovery;
 
+/* RECOVER answers {requeued, quarantined, dead} ({-1}: unknown worker, {-2}:
+ * its heartbeat lives); before issue 9 it answered the requeued count alone,
+ * which is read as {n, 0, 0}. */
 static void sup_on_recovered(rconn *rc, redisReply *reply, void *priv) {
     sup_recovery *r = priv;
-    (void)rc;
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0)
-        log_info("worker_recovered", "worker=%s jobs_requeued=%lld", log_quote(r->id),
-                 reply->integer);
-    else if (reply->type == REDIS_REPLY_ERROR)
-        log_error("recover_failed", "worker=%s error=%s", log_quote(r->id), log_quote(reply->str));
     supervisor *s = r->sup;
+    (void)rc;
+    long long n[3] = {-1, 0, 0};
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        n[0] = reply->integer;
+    } else if (reply->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < reply->elements && i < 3; i++)
+            if (reply->element[i]->type == REDIS_REPLY_INTEGER) n[i] = reply->element[i]->integer;
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        log_error("recover_failed", "worker=%s error=%s", log_quote(r->id), log_quote(reply->str));
+    }
+    if (n[0] >= 0) {
+        log_info("worker_recovered", "worker=%s jobs_requeued=%lld jobs_quarantined=%lld jobs_dead=%lld",
+                 log_quote(r->id), n[0], n[1], n[2]);
+        if (n[2] > 0)
+            log_warn("poison_pill", "worker=%s jobs=%lld code=worker_crashed", log_quote(r->id), n[2]);
+        if (n[1] > 0) sup_quarantine_start(s);
+    }
     free(r->id);
     free(r);
     sup_check_stopped(s);
 }
 
-/* Puts the jobs of worker `id` (which served `queues`) back on their queues,
- * reliably: if Redis is down, as soon as it is back. only_if_expired: leave
- * it alone if its heartbeat still lives (for workers we did not start). */
-static void sup_recover(supervisor *s, const char *id, char **queues, int nqueues,
-                        int only_if_expired) {
+/* What RECOVER needs to know about a gone worker. */
+typedef struct sup_gone {
+    const char *id;
+    char **queues;        /* the queues it served */
+    int nqueues;
+    int quarantine;       /* it ran suspects: they go back to quarantine */
+    int only_if_expired;  /* a worker we did not start: leave it if it lives */
+    int fault;            /* it died of a fault: its jobs may have caused it */
+    const char *culprit;  /* SHA1 of the job it named, "" = not known */
+} sup_gone;
+
+/* Puts the jobs of a gone worker back where they came from, reliably: if
+ * Redis is down, as soon as it is back. */
+static void sup_recover(supervisor *s, const sup_gone *g) {
     const config *cfg = s->cfg;
-    rargs a = {0};
     char day[11];
     long long now = sup_now_ms();
     keys_day(now, day);
-    char *fixed[4] = {keys_workers(cfg->prefix), keys_heartbeat(cfg->prefix, id),
-                      keys_crashes(cfg->prefix), keys_dead(cfg->prefix)};
-    char **keys = xcalloc((size_t)nqueues * 2 + 1, sizeof *keys);
-    rargs_addll(&a, 4 + 2 * nqueues);
-    for (int i = 0; i < 4; i++) rargs_adds(&a, fixed[i]);
-    for (int i = 0; i < nqueues; i++) {
-        keys[2 * i] = keys_processing(cfg->prefix, id, queues[i]);
-        keys[2 * i + 1] = keys_queue(cfg->prefix, queues[i]);
-        rargs_adds(&a, keys[2 * i]);
-        rargs_adds(&a, keys[2 * i + 1]);
+    char **proc = xcalloc((size_t)g->nqueues + 1, sizeof *proc);
+    char **back = xcalloc((size_t)g->nqueues + 1, sizeof *back);
+    for (int i = 0; i < g->nqueues; i++) {
+        proc[i] = keys_processing(cfg->prefix, g->id, g->queues[i]);
+        /* a suspect never goes back to its queue from the quarantine worker */
+        back[i] = g->quarantine ? keys_quarantine(cfg->prefix, g->queues[i])
+                                : keys_queue(cfg->prefix, g->queues[i]);
     }
-    rargs_adds(&a, id);
-    rargs_adds(&a, only_if_expired ? "1" : "0");
-    rargs_adds(&a, cfg->prefix);
-    rargs_addll(&a, now);
-    rargs_addll(&a, POISON_LIMIT);
-    rargs_addll(&a, cfg->result_ttl_s);
-    rargs_adds(&a, day);
+    char *workers = keys_workers(cfg->prefix), *hb = keys_heartbeat(cfg->prefix, g->id);
+    char *crashes = keys_crashes(cfg->prefix), *dead = keys_dead(cfg->prefix);
+    char *requeued = keys_requeued(cfg->prefix);
+    char **quar = xcalloc((size_t)g->nqueues + 1, sizeof *quar);
+    for (int i = 0; i < g->nqueues; i++) quar[i] = keys_quarantine(cfg->prefix, g->queues[i]);
+    scripts_recover_call c = {
+        .workers_key = workers, .heartbeat_key = hb, .crashes_key = crashes, .dead_key = dead,
+        .requeued_key = requeued, .processing_keys = proc, .queue_keys = back,
+        .quarantine_keys = quar, .nqueues = g->nqueues, .worker_id = g->id,
+        .only_if_expired = g->only_if_expired, .prefix = cfg->prefix, .now_ms = now,
+        .poison_limit = POISON_LIMIT, .result_ttl_s = cfg->result_ttl_s, .day = day,
+        .fault = g->fault, .culprit_sha1 = g->culprit};
+    rargs a = {0};
+    scripts_recover_args(&c, &a);
     sup_recovery *r = xmalloc(sizeof *r);
     r->sup = s;
-    r->id = xstrdup(id);
+    r->id = xstrdup(g->id);
     rconn_eval_reliable(s->redis, s->recover_script, sup_on_recovered, r, a.argc, a.argv, a.lens);
-    for (int i = 0; i < 2 * nqueues; i++) free(keys[i]);
-    for (int i = 0; i < 4; i++) free(fixed[i]);
-    free(keys);
     rargs_free(&a);
+    for (int i = 0; i < g->nqueues; i++) {
+        free(proc[i]);
+        free(back[i]);
+        free(quar[i]);
+    }
+    free(proc);
+    free(back);
+    free(quar);
+    free(workers);
+    free(hb);
+    free(crashes);
+    free(dead);
+    free(requeued);
+}
+
+/* ---- the quarantine worker ------------------------------------------------ */
+
+/* A quarantine worker runs or is about to: its restart timer is pending, or
+ * one (current or retired) has not ended yet. At most one per chatqd. */
+static int sup_quarantine_busy(supervisor *s) {
+    if (uv_is_active((uv_handle_t *)&s->slots[SUP_QSLOT].restart)) return 1;
+    for (sup_proc *p = s->procs; p; p = p->next)
+        if (p->quarantine && !p->ended) return 1;
+    return 0;
+}
+
+static void sup_quarantine_start(supervisor *s) {
+    if (s->stopping || sup_quarantine_busy(s)) return;
+    sup_spawn(s, SUP_QSLOT);
+}
+
+static void sup_on_quarantine_len(rconn *rc, redisReply *reply, void *priv) {
+    supervisor *s = rconn_data(rc);
+    (void)priv;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) sup_quarantine_start(s);
+}
+
+/* Starts the quarantine worker if a quarantine list of our queues holds a
+ * job (asked of Redis: other chatqds' RECOVERs fill them too). */
+static void sup_quarantine_check(supervisor *s) {
+    if (s->stopping || sup_quarantine_busy(s)) return;
+    for (int i = 0; i < s->cfg->nqueues; i++) {
+        char *k = keys_quarantine(s->cfg->prefix, s->cfg->queues[i]);
+        const char *a[] = {"LLEN", k};
+        size_t l[] = {4, strlen(k)};
+        rconn_send(s->redis, sup_on_quarantine_len, NULL, 2, a, l);
+        free(k);
+    }
 }
 
 /* ---- the sweep: workers of other processes whose heartbeat expired -------- */
@@ -112,6 +197,12 @@ static int sup_is_ours(supervisor *s, const char *id) {
     for (sup_proc *p = s->procs; p; p = p->next)
         if (strcmp(p->id, id) == 0) return 1;
     return 0;
+}
+
+/* Worker ids end in their slot number, or in "q" for a quarantine worker. */
+static int sup_id_is_quarantine(const char *id) {
+    size_t n = strlen(id);
+    return n >= 2 && strcmp(id + n - 2, ".q") == 0;
 }
 
 static void sup_on_workers(rconn *rc, redisReply *reply, void *priv) {
@@ -136,7 +227,12 @@ static void sup_on_workers(rconn *rc, redisReply *reply, void *priv) {
             if (json_object_is_type(q, json_type_string))
                 queues[k++] = (char *)json_object_get_string(q);
         }
-        sup_recover(s, id, queues, k, 1);
+        /* Why it died is not known (a host lost, a chatqd killed whole):
+         * nothing says its jobs were at fault. */
+        sup_gone g = {.id = id, .queues = queues, .nqueues = k,
+                      .quarantine = sup_id_is_quarantine(id), .only_if_expired = 1,
+                      .fault = 0, .culprit = ""};
+        sup_recover(s, &g);
         free(queues);
         json_object_put(o);
     }
@@ -151,6 +247,7 @@ static void sup_on_sweep(uv_timer_t *t) {
     size_t l[] = {7, strlen(k)};
     rconn_send(s->redis, sup_on_workers, NULL, 2, a, l);
     free(k);
+    sup_quarantine_check(s);
     sup_status(s);
 }
 
@@ -184,7 +281,7 @@ static void sup_status(supervisor *s) {
     rargs a = {0};
     rargs_adds(&a, "MGET");
     for (sup_proc *p = s->procs; p; p = p->next)
-        if (p->slot >= 0) rargs_take(&a, keys_heartbeat(s->cfg->prefix, p->id));
+        if (p->slot >= 0 && !p->quarantine) rargs_take(&a, keys_heartbeat(s->cfg->prefix, p->id));
     if (a.argc > 1) rconn_send(s->redis, sup_on_heartbeats, NULL, a.argc, a.argv, a.lens);
     rargs_free(&a);
 }
@@ -194,18 +291,86 @@ static void sup_on_watchdog(uv_timer_t *t) {
     notify_send(&s->notify, "WATCHDOG=1");
 }
 
+/* ---- a worker's status channel ------------------------------------------------ */
+
+static int sup_is_sha1(const char *s) {
+    size_t n = strspn(s, "0123456789abcdefABCDEF");
+    return n == 40 && s[n] == '\0';
+}
+
+/* One line from a worker (worker/report.h); unknown ones are skipped, so a
+ * newer worker may say more. */
+static void sup_on_line(sup_proc *p, const char *line) {
+    supervisor *s = p->sup;
+    if (strcmp(line, "ready") == 0) {
+        if (!p->ready) log_debug("worker_ready", "worker=%s", log_quote(p->id));
+        p->ready = 1;
+        /* a replacement that got this far: the next death restarts fast */
+        if (p->slot >= 0 && s->slots[p->slot].proc == p) s->slots[p->slot].backoff_ms = RESTART_MIN_MS;
+    } else if (strncmp(line, "progress ", 9) == 0) {
+        long long n = strtoll(line + 9, NULL, 10);
+        if (n <= p->progress) return;
+        p->progress = n;
+        if (s->barren_deaths > 0)
+            log_info("crash_count_reset", "worker=%s barren_deaths=%d", log_quote(p->id),
+                     s->barren_deaths);
+        s->barren_deaths = 0; /* workers finish jobs: whatever dies, it is no crash loop */
+    } else if (strncmp(line, "crash ", 6) == 0) {
+        p->crashed = 1;
+        if (sup_is_sha1(line + 6)) {
+            memcpy(p->culprit, line + 6, 40);
+            p->culprit[40] = '\0';
+        }
+    } else {
+        log_debug("worker_line_unknown", "worker=%s line=%s", log_quote(p->id), log_quote(line));
+    }
+}
+
+static void sup_on_chan_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+    sup_proc *p = h->data;
+    (void)suggested;
+    *b = uv_buf_init(p->rbuf, sizeof p->rbuf);
+}
+
+static void sup_proc_end(sup_proc *p);
+
+static void sup_on_chan_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+    sup_proc *p = st->data;
+    for (ssize_t i = 0; i < n; i++) {
+        char c = b->base[i];
+        if (c == '\n') {
+            p->line[p->line_len] = '\0';
+            if (!p->line_skip) sup_on_line(p, p->line);
+            p->line_len = 0;
+            p->line_skip = 0;
+        } else if (p->line_len + 1 < sizeof p->line) {
+            p->line[p->line_len++] = c;
+        } else {
+            p->line_skip = 1;
+        }
+    }
+    if (n >= 0) return; /* 0: nothing for now */
+    /* EOF, or an error: either way nothing more will come */
+    p->chan_eof = 1;
+    uv_read_stop(st);
+    if (p->exited) sup_proc_end(p);
+}
+
 /* ---- processes --------------------------------------------------------------- */
 
 static void sup_proc_free(sup_proc *p) {
     for (int i = 0; i < p->nqueues; i++) free(p->queues[i]);
     free(p->queues);
     free(p->id);
+    config_snapshot_free(p->snap_data, p->snap_len);
     free(p);
 }
 
-static void sup_on_proc_closed(uv_handle_t *h) {
+/* The close callback of each of a process's handles: the last one frees it. */
+static void sup_on_proc_handle_closed(uv_handle_t *h) {
     sup_proc *p = h->data;
     supervisor *s = p->sup;
+    if (--p->handles > 0) return;
     for (sup_proc **pp = &s->procs; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
@@ -216,66 +381,214 @@ static void sup_on_proc_closed(uv_handle_t *h) {
     sup_check_stopped(s);
 }
 
+static void sup_close_handle(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, sup_on_proc_handle_closed);
+}
+
+/* Closes whatever of the process's handles is still open. */
+static void sup_proc_close(sup_proc *p) {
+    sup_close_handle((uv_handle_t *)&p->proc);
+    sup_close_handle((uv_handle_t *)&p->snap);
+    sup_close_handle((uv_handle_t *)&p->chan);
+    sup_close_handle((uv_handle_t *)&p->eof_wait);
+}
+
 static void sup_on_restart(uv_timer_t *t) {
     sup_slot *sl = t->data;
-    if (!sl->sup->stopping && !sl->proc) sup_spawn(sl->sup, sl->index);
+    supervisor *s = sl->sup;
+    if (s->stopping || sl->proc) return;
+    if (sl->index == SUP_QSLOT)
+        sup_quarantine_check(s); /* only when suspects wait */
+    else
+        sup_spawn(s, sl->index);
+}
+
+/* Restarts the slot of a worker that just ended: at once (RESTART_MIN_MS)
+ * if it had got as far as "ready", else after the slot's backoff, drawn
+ * between half and all of it so slots do not restart in lock step, which
+ * then doubles. */
+static void sup_schedule_restart(sup_slot *sl, const sup_proc *p) {
+    uint64_t delay;
+    if (p->ready) {
+        sl->backoff_ms = RESTART_MIN_MS;
+        delay = RESTART_MIN_MS;
+    } else {
+        delay = (uint64_t)(sl->backoff_ms / 2 +
+                           (long)(random_u32() % (unsigned)(sl->backoff_ms / 2 + 1)));
+        sl->backoff_ms = sl->backoff_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : sl->backoff_ms * 2;
+    }
+    uv_timer_start(&sl->restart, sup_on_restart, delay, 0);
+}
+
+static sup_death sup_judge(const sup_proc *p) {
+    int sig = p->term_signal;
+    if (p->crashed || sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE ||
+        sig == SIGABRT)
+        return SUP_FAULT;
+    if (sig) return SUP_KILLED;
+    return p->exit_status != 0 ? SUP_ERROR : SUP_CLEAN;
+}
+
+static void sup_log_end(const sup_proc *p, sup_death death) {
+    supervisor *s = p->sup;
+    unsigned long long lived = uv_now(s->loop) - p->started_at;
+    if (death == SUP_CLEAN && (s->stopping || p->slot < 0 || p->quarantine)) {
+        log_info("worker_stopped", "worker=%s pid=%d%s", log_quote(p->id), p->proc.pid,
+                 p->quarantine ? " quarantine=1" : "");
+        return;
+    }
+    log_warn("worker_exited",
+             "worker=%s pid=%d status=%lld signal=%d lived_ms=%llu cause=%s culprit=%s "
+             "ready=%d jobs_ended=%lld%s",
+             log_quote(p->id), p->proc.pid, (long long)p->exit_status, p->term_signal, lived,
+             sup_death_names[death], p->culprit[0] ? p->culprit : "-", p->ready, p->progress,
+             p->quarantine ? " quarantine=1" : "");
+}
+
+/* Counts the deaths that look like a crash loop: faults and error exits of
+ * workers that ended no job. Outside kills never count (a worker killed while
+ * it works is replaced, however often), nor does the quarantine worker (it
+ * runs the jobs that crash). */
+static void sup_count_death(supervisor *s, const sup_proc *p, sup_death death) {
+    if (p->quarantine || p->progress > 0 || (death != SUP_FAULT && death != SUP_ERROR)) return;
+    s->barren_deaths++;
+    if (s->barren_deaths < CRASH_LOOP_LIMIT || s->stopping) return;
+    /* stop, so that the service manager restarts chatqd as a whole */
+    log_error("crash_loop", "deaths=%d action=exit", s->barren_deaths);
+    sup_stop(s, 1);
+}
+
+/* A process has exited and its channel is read: judge the death, recover
+ * its jobs, restart its slot. Runs once per process. */
+static void sup_proc_end(sup_proc *p) {
+    supervisor *s = p->sup;
+    if (p->ended) return;
+    p->ended = 1;
+    uv_timer_stop(&p->eof_wait);
+    sup_death death = sup_judge(p);
+    sup_log_end(p, death);
+    sup_gone g = {.id = p->id, .queues = p->queues, .nqueues = p->nqueues,
+                  .quarantine = p->quarantine, .only_if_expired = 0,
+                  .fault = death == SUP_FAULT, .culprit = p->culprit};
+    sup_recover(s, &g);
+    sup_count_death(s, p, death);
+    int slot = p->slot;
+    sup_proc_close(p);
+    if (slot < 0 || s->stopping) {
+        if (p->quarantine) sup_quarantine_check(s); /* a retired one: maybe a new one */
+        return;
+    }
+    sup_slot *sl = &s->slots[slot];
+    sl->proc = NULL;
+    if (p->quarantine && death == SUP_CLEAN)
+        sup_quarantine_check(s); /* it found the lists empty; are they still? */
+    else
+        sup_schedule_restart(sl, p);
+}
+
+static void sup_on_eof_wait(uv_timer_t *t) {
+    sup_proc *p = t->data;
+    log_debug("report_eof_timeout", "worker=%s", log_quote(p->id));
+    sup_proc_end(p);
 }
 
 static void sup_on_exit(uv_process_t *proc, int64_t status, int term_signal) {
     sup_proc *p = proc->data;
-    supervisor *s = p->sup;
-    uint64_t lived = uv_now(s->loop) - p->started_at;
-    int clean = status == 0 && term_signal == 0;
     p->exited = 1;
-    if (clean && (s->stopping || p->slot < 0))
-        log_info("worker_stopped", "worker=%s pid=%d", log_quote(p->id), proc->pid);
-    else
-        log_warn("worker_exited", "worker=%s pid=%d status=%lld signal=%d lived_ms=%llu",
-                 log_quote(p->id), proc->pid, (long long)status, term_signal,
-                 (unsigned long long)lived);
-    sup_recover(s, p->id, p->queues, p->nqueues, 0);
-    int slot = p->slot;
-    uv_close((uv_handle_t *)proc, sup_on_proc_closed);
-    if (slot < 0) return;
-    sup_slot *sl = &s->slots[slot];
-    sl->proc = NULL;
-    if (s->stopping) return;
-    if (lived >= STABLE_MS) {
-        sl->backoff_ms = RESTART_MIN_MS;
-        sl->quick_deaths = 0;
-    }
-    if (++sl->quick_deaths >= CRASH_LOOP_LIMIT) {
-        /* stop, so that the service manager restarts chatqd as a whole */
-        log_error("crash_loop", "slot=%d deaths=%d action=exit", slot, sl->quick_deaths);
-        sup_stop(s, 1);
-        return;
-    }
-    /* jitter: between half and all of the backoff, so slots do not restart
-     * in lock step */
-    uint64_t delay = (uint64_t)(sl->backoff_ms / 2 + (long)(sup_random() % (unsigned)(sl->backoff_ms / 2 + 1)));
-    uv_timer_start(&sl->restart, sup_on_restart, delay, 0);
-    sl->backoff_ms = sl->backoff_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : sl->backoff_ms * 2;
+    p->exit_status = status;
+    p->term_signal = term_signal;
+    if (p->chan_eof)
+        sup_proc_end(p);
+    else /* its last line may still be on its way */
+        uv_timer_start(&p->eof_wait, sup_on_eof_wait, EOF_WAIT_MS, 0);
 }
 
-static void sup_spawn(supervisor *s, int slot) {
+static void sup_on_snapshot_written(uv_write_t *req, int status) {
+    sup_proc *p = req->data;
+    if (status < 0 && status != UV_ECANCELED)
+        log_debug("snapshot_not_written", "worker=%s error=%s", log_quote(p->id),
+                  uv_strerror(status));
+    config_snapshot_free(p->snap_data, p->snap_len);
+    p->snap_data = NULL;
+    sup_close_handle((uv_handle_t *)&p->snap); /* the worker reads EOF */
+}
+
+/* Hands the configuration in force to the worker, on its stdin. */
+static void sup_send_snapshot(supervisor *s, sup_proc *p) {
+    p->snap_data = config_snapshot(s->cfg, &p->snap_len);
+    uv_buf_t b = uv_buf_init(p->snap_data, (unsigned)p->snap_len);
+    p->snap_req.data = p;
+    int rc = uv_write(&p->snap_req, (uv_stream_t *)&p->snap, &b, 1, sup_on_snapshot_written);
+    if (rc != 0) {
+        /* the worker reads a truncated snapshot, says so and exits 1 */
+        log_error("snapshot_write_failed", "worker=%s error=%s", log_quote(p->id), uv_strerror(rc));
+        config_snapshot_free(p->snap_data, p->snap_len);
+        p->snap_data = NULL;
+        sup_close_handle((uv_handle_t *)&p->snap);
+    }
+}
+
+/* chatqd's environment less the variables that hold API keys (the worker
+ * gets the keys in the snapshot). The strings are borrowed from environ;
+ * free() the array only. */
+static char **sup_worker_env(const config *cfg) {
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **env = xcalloc(n + 1, sizeof *env);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = environ[i];
+        size_t len = strcspn(e, "=");
+        int secret = 0;
+        for (int j = 0; j < cfg->nproviders && !secret; j++) {
+            const char *v = cfg->providers[j].api_key_env;
+            secret = v && strlen(v) == len && strncmp(e, v, len) == 0;
+        }
+        if (!secret) env[k++] = (char *)e;
+    }
+    return env;
+}
+
+/* The process's handles, before uv_spawn (which wants the pipes ready). */
+static sup_proc *sup_proc_new(supervisor *s, int slot) {
     const config *cfg = s->cfg;
-    sup_slot *sl = &s->slots[slot];
     char host[128] = "host";
     gethostname(host, sizeof host - 1);
     sup_proc *p = xcalloc(1, sizeof *p);
     p->sup = s;
     p->slot = slot;
-    p->id = xasprintf("%s.%d.%lld.%d", host, (int)getpid(), sup_now_ms(), slot);
+    p->quarantine = slot == SUP_QSLOT;
+    if (p->quarantine)
+        p->id = xasprintf("%s.%d.%lld.q", host, (int)getpid(), sup_now_ms());
+    else
+        p->id = xasprintf("%s.%d.%lld.%d", host, (int)getpid(), sup_now_ms(), slot);
     p->nqueues = cfg->nqueues;
     p->queues = xcalloc((size_t)cfg->nqueues, sizeof *p->queues);
+    for (int i = 0; i < cfg->nqueues; i++) p->queues[i] = xstrdup(cfg->queues[i]);
+    p->proc.data = p;
+    uv_pipe_init(s->loop, &p->snap, 0);
+    p->snap.data = p;
+    uv_pipe_init(s->loop, &p->chan, 0);
+    p->chan.data = p;
+    uv_timer_init(s->loop, &p->eof_wait);
+    p->eof_wait.data = p;
+    p->handles = 4;
+    p->next = s->procs;
+    s->procs = p;
+    return p;
+}
+
+static void sup_spawn(supervisor *s, int slot) {
+    const config *cfg = s->cfg;
+    sup_slot *sl = &s->slots[slot];
+    sup_proc *p = sup_proc_new(s, slot);
     buf queues = {0};
     for (int i = 0; i < cfg->nqueues; i++) {
-        p->queues[i] = xstrdup(cfg->queues[i]);
         if (i) buf_putc(&queues, ',');
         buf_puts(&queues, cfg->queues[i]);
     }
     char conc[16];
-    snprintf(conc, sizeof conc, "%d", cfg->concurrency);
+    snprintf(conc, sizeof conc, "%d", p->quarantine ? 1 : cfg->concurrency);
     char *args[16];
     int n = 0;
     args[n++] = s->worker_path;
@@ -287,40 +600,45 @@ static void sup_spawn(supervisor *s, int slot) {
     args[n++] = queues.data;
     args[n++] = "--log-level";
     args[n++] = cfg->log_level;
-    if (cfg->file) {
-        args[n++] = "--config";
-        args[n++] = cfg->file;
-    }
+    args[n++] = "--config-stdin";
+    args[n++] = "--report-fd";
+    args[n++] = REPORT_FD;
+    if (p->quarantine) args[n++] = "--quarantine";
     args[n] = NULL;
 
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD, .data.fd = 1},
-        {.flags = UV_INHERIT_FD, .data.fd = 2}};
+    uv_stdio_container_t stdio[4] = {
+        {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&p->snap},
+        {.flags = UV_INHERIT_FD, .data.fd = 1},
+        {.flags = UV_INHERIT_FD, .data.fd = 2},
+        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->chan}};
+    char **env = sup_worker_env(cfg);
     uv_process_options_t opt = {0};
     opt.file = s->worker_path;
     opt.args = args;
+    opt.env = env;
     opt.exit_cb = sup_on_exit;
     opt.stdio = stdio;
-    opt.stdio_count = 3;
-    p->proc.data = p;
+    opt.stdio_count = 4;
     int rc = uv_spawn(s->loop, &p->proc, &opt);
+    free(env);
     buf_free(&queues);
     p->started_at = uv_now(s->loop);
-    p->next = s->procs;
-    s->procs = p;
     if (rc != 0) {
         log_error("spawn_failed", "path=%s error=%s", log_quote(s->worker_path), uv_strerror(rc));
         /* uv_spawn initialised the handle even on failure: it must be closed */
-        p->exited = 1;
+        p->exited = p->chan_eof = p->ended = 1;
         p->slot = -1;
         sl->proc = NULL; /* the slot has no worker until the restart */
-        uv_close((uv_handle_t *)&p->proc, sup_on_proc_closed);
+        sup_proc_close(p);
         uv_timer_start(&sl->restart, sup_on_restart, (uint64_t)sl->backoff_ms, 0);
         sl->backoff_ms = sl->backoff_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : sl->backoff_ms * 2;
         return;
     }
     sl->proc = p;
-    log_info("worker_started", "worker=%s pid=%d", log_quote(p->id), p->proc.pid);
+    sup_send_snapshot(s, p);
+    uv_read_start((uv_stream_t *)&p->chan, sup_on_chan_alloc, sup_on_chan_read);
+    log_info("worker_started", "worker=%s pid=%d%s", log_quote(p->id), p->proc.pid,
+             p->quarantine ? " quarantine=1" : "");
 }
 
 /* Tells a process to drain and forgets it as its slot's worker. */
@@ -352,6 +670,7 @@ static void sup_stop(supervisor *s, int exit_code) {
     if (exit_code) s->exit_code = exit_code;
     notify_send(&s->notify, "STOPPING=1");
     for (int i = 0; i < s->nslots; i++) uv_timer_stop(&s->slots[i].restart);
+    uv_timer_stop(&s->slots[SUP_QSLOT].restart);
     uv_timer_stop(&s->roll);
     /* Retired workers (a reload) got their SIGTERM already: a second one
      * would cut their grace period short, so only a second stop sends it. */
@@ -399,7 +718,6 @@ static void sup_on_roll(uv_timer_t *t) {
     s->slots[i].proc = NULL;
     uv_timer_stop(&s->slots[i].restart);
     s->slots[i].backoff_ms = RESTART_MIN_MS;
-    s->slots[i].quick_deaths = 0;
     sup_spawn(s, i);
     if (old) sup_retire(old);
     s->reload_next = i + 1;
@@ -435,6 +753,7 @@ static void sup_on_hup(uv_signal_t *h, int signum) {
     config *fresh = xcalloc(1, sizeof *fresh);
     char err[512];
     if (config_load(fresh, &s->args, err, sizeof err) != 0) {
+        /* every worker, old and new, keeps the snapshot of s->cfg */
         log_error("reload_refused", "error=%s", log_quote(err));
         free(fresh);
         sup_send_ready(s);
@@ -455,6 +774,12 @@ static void sup_on_hup(uv_signal_t *h, int signum) {
     if (n > CHATQ_MAX_WORKERS) n = CHATQ_MAX_WORKERS;
     log_info("reload", "workers=%d concurrency=%d", n, fresh->concurrency);
     sup_resize(s, n);
+    /* the quarantine worker drains too; the next one (on demand) gets the
+     * new configuration */
+    sup_slot *q = &s->slots[SUP_QSLOT];
+    uv_timer_stop(&q->restart);
+    if (q->proc) sup_retire(q->proc);
+    q->proc = NULL;
     s->reload_next = 0;
     uv_timer_start(&s->roll, sup_on_roll, 0, 0);
 }
@@ -464,7 +789,9 @@ static void sup_on_hup(uv_signal_t *h, int signum) {
 static void sup_on_redis_state(rconn *rc, int ready, void *ud) {
     supervisor *s = ud;
     (void)rc;
-    if (ready) sup_check_stopped(s);
+    if (!ready) return;
+    sup_check_stopped(s);
+    sup_quarantine_check(s); /* suspects left by an earlier run, or while Redis was away */
 }
 
 /* The worker program: $CHATQ_WORKER, else chatq-worker next to chatqd.
@@ -489,11 +816,13 @@ static char *sup_worker_path(void) {
     return path;
 }
 
+#define SUP_NSLOTS (CHATQ_MAX_WORKERS + 1) /* the worker slots and the quarantine slot */
+
 /* The slots' restart timers, the signal watchers and the other timers;
  * none is started yet (supervisor_start). */
 static void sup_init_handles(supervisor *s) {
-    s->slots = xcalloc(CHATQ_MAX_WORKERS, sizeof *s->slots);
-    for (int i = 0; i < CHATQ_MAX_WORKERS; i++) {
+    s->slots = xcalloc(SUP_NSLOTS, sizeof *s->slots);
+    for (int i = 0; i < SUP_NSLOTS; i++) {
         sup_slot *sl = &s->slots[i];
         sl->sup = s;
         sl->index = i;
@@ -561,12 +890,12 @@ void supervisor_start(supervisor *s) {
 void supervisor_close(supervisor *s) {
     s->closing = 1; /* close callbacks must not look at s->redis any more */
     for (sup_proc *p = s->procs; p; p = p->next) {
-        if (!p->exited && !uv_is_closing((uv_handle_t *)&p->proc)) {
+        if (!p->exited && !uv_is_closing((uv_handle_t *)&p->proc))
             uv_process_kill(&p->proc, SIGKILL);
-            uv_close((uv_handle_t *)&p->proc, sup_on_proc_closed);
-        }
+        p->ended = 1; /* nothing more is handled */
+        sup_proc_close(p);
     }
-    for (int i = 0; i < CHATQ_MAX_WORKERS; i++) uv_close((uv_handle_t *)&s->slots[i].restart, NULL);
+    for (int i = 0; i < SUP_NSLOTS; i++) uv_close((uv_handle_t *)&s->slots[i].restart, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);

@@ -7,7 +7,7 @@
 set -e
 cd "$(dirname "$0")/.."
 PKGS="make gcc pkg-config libuv1-dev libhiredis-dev libcurl4-openssl-dev libjson-c-dev
-libcmocka-dev redis-server redis-tools python3 python3-redis python3-pytest chromium"
+libcmocka-dev libssl-dev redis-server redis-tools python3 python3-redis python3-pytest chromium"
 # The Node examples and the browser test need node and npm: Debian's, unless
 # some other node (nodesource's, say) is on PATH already.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"

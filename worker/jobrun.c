@@ -27,7 +27,9 @@
 #include <time.h>
 
 #include "common/buf.h"
+#include "common/digest.h"
 #include "common/job.h"
+#include "common/jobpeek.h"
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/output.h"
@@ -36,6 +38,7 @@
 #include "common/usage.h"
 #include "worker/policy.h"
 #include "worker/ratelimit.h"
+#include "worker/report.h"
 #include "worker/target.h"
 #include "worker/upstream.h"
 
@@ -61,9 +64,19 @@ typedef struct jobrun_priv {
     long long seq;          /* next event seq */
     int chunks;             /* chunks published in this attempt */
     long long started_at, first_token_at;
+    int charged;            /* attempts the upstream failed: they count toward max_attempts */
     int cancelled;
     int start_sent;         /* the START script is in the outbox */
     int aborted;            /* dropped by a drain while START was pending */
+    char sha1[41];          /* of the job text: its name in the scripts */
+    char *token;            /* this start's token, "<worker id>/<n>" */
+    buf events;             /* events not sent yet, one after another ... */
+    size_t *ev_ends;        /* ... event i ends at ev_ends[i] */
+    int nev, ev_cap;
+    int ev_queued;          /* on the worker's list of jobs with events to send */
+    const char *end_code;   /* set: the job cannot run, and ends so after START */
+    char *end_msg;
+    long long job_bytes;    /* > 0: an oversized job, of which raw is the marker */
     uv_timer_t timer;
 } jobrun_priv;
 
@@ -87,35 +100,83 @@ static void jr_note_output(jobrun *jr) {
 
 /* ---- publishing events (best effort, pipelined) -------------------------- */
 
-static void jr_publish(jobrun *jr, const char *text, size_t len) {
+/* Events are written into p->events, one after another (p->ev_ends[i] is
+ * where event i ends), and sent when the loop iteration's I/O is done
+ * (jobrun_flush_events, from the worker): each is PUBLISHed, and all of
+ * them go to the events list in one RPUSH. So the chunks of one read cost
+ * one list command, and no allocation once the buffer has grown. */
+static buf *jr_event_begin(jobrun *jr) {
     jobrun_priv *p = jr->p;
-    const char *pub[] = {"PUBLISH", p->k_stream, text};
-    size_t publ[] = {7, strlen(p->k_stream), len};
-    const char *push[] = {"RPUSH", p->k_events, text};
-    size_t pushl[] = {5, strlen(p->k_events), len};
-    rconn_send(jr->w->cmd, NULL, NULL, 3, pub, publ);
-    rconn_send(jr->w->cmd, NULL, NULL, 3, push, pushl);
+    if (p->nev == 0 && !p->ev_queued) {
+        worker_events_pending(jr->w, jr);
+        p->ev_queued = 1;
+    }
+    return &p->events;
+}
+
+static void jr_event_end(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    if (p->nev == p->ev_cap) {
+        p->ev_cap = p->ev_cap ? 2 * p->ev_cap : 8;
+        p->ev_ends = xrealloc(p->ev_ends, sizeof *p->ev_ends * (size_t)p->ev_cap);
+    }
+    p->ev_ends[p->nev++] = p->events.len;
+}
+
+/* A buffer grown past this by a burst is given back once sent: a slow
+ * stream keeps only what its next events need. */
+#define JR_EVENTS_KEEP 4096
+
+void jobrun_flush_events(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    p->ev_queued = 0;
+    if (p->nev == 0) return;
+    rconn *rc = jr->w->cmd;
+    rargs push = {0};
+    rargs_adds(&push, "RPUSH");
+    rargs_adds(&push, p->k_events);
+    size_t start = 0;
+    for (int i = 0; i < p->nev; i++) {
+        const char *text = p->events.data + start;
+        size_t len = p->ev_ends[i] - start;
+        const char *pub[] = {"PUBLISH", p->k_stream, text};
+        size_t publ[] = {7, strlen(p->k_stream), len};
+        rconn_send(rc, NULL, NULL, 3, pub, publ);
+        rargs_add(&push, text, len);
+        start = p->ev_ends[i];
+    }
+    rconn_send(rc, NULL, NULL, push.argc, push.argv, push.lens);
+    rargs_free(&push);
+    p->nev = 0;
+    if (p->events.cap > JR_EVENTS_KEEP) {
+        buf_free(&p->events);
+        free(p->ev_ends);
+        p->ev_ends = NULL;
+        p->ev_cap = 0;
+    } else {
+        buf_reset(&p->events);
+    }
 }
 
 static void jr_publish_retry(jobrun *jr, json_object *error) {
-    buf b = {0};
-    buf_printf(&b, "{\"seq\":%lld,\"type\":\"retry\",\"attempt\":%d,\"error\":%s}",
+    buf *b = jr_event_begin(jr);
+    buf_printf(b, "{\"seq\":%lld,\"type\":\"retry\",\"attempt\":%d,\"error\":%s}",
                jr->p->seq++, jr->p->attempt, json_object_to_json_string_ext(error, JSON_FLAGS));
-    jr_publish(jr, b.data, b.len);
-    buf_free(&b);
+    jr_event_end(jr);
 }
 
 /* A chunk of the upstream's stream: published as it came. */
 static void jr_on_chunk(jobrun *jr, const char *data, size_t len) {
     jobrun_priv *p = jr->p;
-    buf ev = {0};
-    buf_printf(&ev, "{\"seq\":%lld,\"type\":\"chunk\",\"attempt\":%d,\"data\":", p->seq++,
+    report_current(p->sha1);
+    buf *b = jr_event_begin(jr);
+    buf_printf(b, "{\"seq\":%lld,\"type\":\"chunk\",\"attempt\":%d,\"data\":", p->seq++,
                p->attempt);
-    buf_append(&ev, data, len);
-    buf_putc(&ev, '}');
-    jr_publish(jr, ev.data, ev.len);
-    buf_free(&ev);
+    buf_append(b, data, len);
+    buf_putc(b, '}');
+    jr_event_end(jr);
     p->chunks++;
+    report_current(NULL);
 }
 
 /* ---- the end: FINISH ------------------------------------------------------ */
@@ -136,21 +197,19 @@ typedef struct jr_end {
 
 static void jr_free(jobrun *jr);
 
-static void jr_on_finished(rconn *rc, redisReply *reply, void *priv) {
-    jobrun *jr = priv;
-    (void)rc;
+void jobrun_finished(jobrun *jr, const redisReply *reply) {
     if (reply->type == REDIS_REPLY_ERROR)
         log_error("finish_failed", "id=%s error=%s", log_quote(jr->p->job.id),
                   log_quote(reply->str));
     else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
-        /* Not in our processing list: either this is a resend whose first
-         * try was stored before the reply got lost, or the job was recovered
-         * and runs elsewhere. Either way its one result is not ours to add. */
-        log_info("finish_skipped", "id=%s reason=not_in_processing_list",
-                 log_quote(jr->p->job.id));
+        /* A resend whose first try was stored before the reply got lost,
+         * or the job was recovered and runs elsewhere (or another run owns
+         * its id): either way its one result is not ours to add. */
+        log_info("finish_skipped", "id=%s reason=not_ours", log_quote(jr->p->job.id));
     else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 2)
         log_warn("reply_to_failed", "id=%s key=%s reason=not_a_list", log_quote(jr->p->job.id),
                  log_quote(jr->p->job.reply_to));
+    worker_run_gone(jr->w, jr);
     jr_free(jr);
 }
 
@@ -196,6 +255,20 @@ static void jr_final_event(const jobrun *jr, const jr_end *e, const char *usage_
     }
 }
 
+/* The dead-list entry of a failed job: its text, or for a job too large to
+ * take out of Redis the first bytes FETCH kept and its size. */
+static void jr_dead_entry(const jobrun *jr, const char *error_json, long long when, buf *out) {
+    const char *text = jr->raw;
+    size_t len = jr->raw_len;
+    long long bytes;
+    if (jr->p->job_bytes > 0) scripts_oversized_parse(jr->raw, jr->raw_len, &bytes, &text, &len);
+    buf_puts(out, "{\"job\":");
+    buf_json_str(out, text, len);
+    buf_printf(out, ",\"error\":%s,\"failed_at\":%lld", error_json, when);
+    if (jr->p->job_bytes > 0) buf_printf(out, ",\"job_bytes\":%lld", jr->p->job_bytes);
+    buf_putc(out, '}');
+}
+
 /* Builds and sends the FINISH script for end `e`; the jobrun leaves the
  * worker's slots now, and frees itself when the script has answered. */
 static void jr_finish(jobrun *jr, jr_end *e) {
@@ -205,6 +278,7 @@ static void jr_finish(jobrun *jr, jr_end *e) {
     long long end = now_ms();
     int has_id = p->job.id != NULL;
     p->state = JR_FINISHING;
+    jobrun_flush_events(jr); /* they come before the final event */
     if (e->status == JOB_SUCCEEDED)
         w->done++;
     else
@@ -222,16 +296,11 @@ static void jr_finish(jobrun *jr, jr_end *e) {
         line = output_line(p->job.id, p->job.custom_id, e->http_status, e->request_id,
                            e->http_body, e->err_code, e->err_msg);
     buf dead = {0};
-    if (e->status == JOB_FAILED) {
-        buf_puts(&dead, "{\"job\":");
-        buf_json_str(&dead, jr->raw, jr->raw_len);
-        buf_printf(&dead, ",\"error\":%s,\"failed_at\":%lld}", error_json, end);
-    }
+    if (e->status == JOB_FAILED) jr_dead_entry(jr, error_json, end, &dead);
 
     char day[11];
     keys_day(end, day);
     char *k_usage = keys_usage(cfg->prefix, day);
-    char *k_dead = keys_dead(cfg->prefix);
     scripts_finish_call call = {
         .processing_key = w->proc_keys[jr->queue],
         .job_key = has_id ? p->k_job : NULL,
@@ -239,11 +308,11 @@ static void jr_finish(jobrun *jr, jr_end *e) {
         .stream_key = has_id ? p->k_stream : NULL,
         .usage_key = k_usage,
         .reply_to = p->job.reply_to,
-        .dead_key = k_dead,
         .cancel_key = has_id && p->cancelled ? p->k_cancel : NULL,
-        .crashes_key = w->crashes_key,
         .raw = jr->raw,
         .raw_len = jr->raw_len,
+        .token = p->token,
+        .sha1 = p->sha1,
         .ttl_s = p->job.result_ttl_s > 0 ? p->job.result_ttl_s : cfg->result_ttl_s,
         .event = ev.data,
         .event_len = ev.len,
@@ -275,22 +344,18 @@ static void jr_finish(jobrun *jr, jr_end *e) {
     if (e->usage && p->tgt.rl.n > 0)
         rl_adjust(w->cmd, jr_ratelimit_sha(jr), &p->tgt.rl,
                   call.usage[USAGE_TOTAL_TOKENS] - p->tgt.rl_tokens);
-    rargs a = {0};
-    scripts_finish_args(&call, &a);
-    rconn_eval_reliable(w->cmd, w->scripts[WS_FINISH], jr_on_finished, jr, a.argc, a.argv, a.lens);
+    worker_finish(w, jr, &call);
     log_debug("job_end", "id=%s status=%s attempts=%d ms=%lld", log_quote(p->job.id),
               job_status_name(e->status), p->attempt, p->started_at ? end - p->started_at : 0);
 
-    rargs_free(&a);
     free(k_usage);
-    free(k_dead);
     free(line);
     buf_free(&dead);
     buf_free(&ev);
     free(e->response);
     json_object_put(e->error);
     upstream_stop(p->up); /* the HTTP handle goes back to the pool now */
-    worker_run_remove(w, jr);
+    worker_run_end(w, jr);
 }
 
 /* Ends the job failed (or cancelled) with error `code`. http_status > 0 and
@@ -356,6 +421,10 @@ static void jr_on_timer_closed(uv_handle_t *h) {
     free(p->k_events);
     free(p->k_stream);
     free(p->k_cancel);
+    free(p->token);
+    free(p->end_msg);
+    buf_free(&p->events);
+    free(p->ev_ends);
     free(p);
     free(jr->raw);
     free(jr);
@@ -371,6 +440,7 @@ static void jr_free(jobrun *jr) {
 }
 
 void jobrun_abort(jobrun *jr) {
+    if (jr->p->ev_queued) worker_events_forget(jr->w, jr);
     upstream_stop(jr->p->up);
     worker_run_remove(jr->w, jr);
     /* A START or a rate-limit take still in flight holds a pointer to us:
@@ -422,15 +492,15 @@ static void jr_send(jobrun *jr) {
     jobrun_priv *p = jr->p;
     p->state = JR_REQUEST;
 
-    /* the attempt counter, for observers and for a resumed run (START
+    /* the attempt counters, for observers and for a resumed run (START
      * counted the first attempt already) */
     if (p->attempt > p->first_attempt) {
-        const char *a[] = {"HSET", p->k_job, "attempts", NULL};
-        char n[16];
+        char n[16], c[16];
         snprintf(n, sizeof n, "%d", p->attempt);
-        a[3] = n;
-        size_t al[] = {4, strlen(p->k_job), 8, strlen(n)};
-        rconn_send(jr->w->cmd, NULL, NULL, 4, a, al);
+        snprintf(c, sizeof c, "%d", p->charged);
+        const char *a[] = {"HSET", p->k_job, "attempts", n, "charged", c};
+        size_t al[] = {4, strlen(p->k_job), 8, strlen(n), 7, strlen(c)};
+        rconn_send(jr->w->cmd, NULL, NULL, 6, a, al);
     }
 
     if (!p->up)
@@ -463,6 +533,7 @@ static void jr_attempt_failed(jobrun *jr, upstream_outcome *o) {
     }
     log_info("attempt_failed", "id=%s attempt=%d code=%s status=%d error=%s",
              log_quote(p->job.id), p->attempt, o->code, o->status, log_quote(o->message));
+    p->charged++;
     if (p->chunks > 0) {
         json_object *err = output_error(o->code, o->message, o->status, o->upstream);
         jr_publish_retry(jr, err);
@@ -478,6 +549,7 @@ static void jr_attempt_failed(jobrun *jr, upstream_outcome *o) {
 /* The exchange of the current attempt is over. */
 static void jr_on_upstream_done(jobrun *jr, upstream_outcome *o) {
     jobrun_priv *p = jr->p;
+    report_current(p->sha1); /* the answer is assembled and stored below */
     jr_note_output(jr);
     target_feedback(&p->tgt, jr->w->cmd, jr_ratelimit_sha(jr), o->http_status, &o->limits);
     if (o->ok)
@@ -485,6 +557,7 @@ static void jr_on_upstream_done(jobrun *jr, upstream_outcome *o) {
     else
         jr_attempt_failed(jr, o);
     upstream_outcome_free(o);
+    report_current(NULL);
 }
 
 /* ---- waiting for rate-limit capacity ------------------------------------------------ */
@@ -554,38 +627,91 @@ static void jr_rate_take(jobrun *jr) {
 
 /* ---- start --------------------------------------------------------------------- */
 
-static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
+static void jr_on_dropped(rconn *rc, redisReply *reply, void *priv) {
     jobrun *jr = priv;
-    jobrun_priv *p = jr->p;
     (void)rc;
+    if (reply->type == REDIS_REPLY_ERROR)
+        log_error("drop_failed", "id=%s error=%s", log_quote(jr->p->job.id), log_quote(reply->str));
+    worker_run_gone(jr->w, jr);
+    jr_free(jr);
+}
+
+/* Another job with this id is queued, running or stored: this one is not
+ * run and writes nothing; its entry leaves the processing list. */
+static void jr_drop(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    worker *w = jr->w;
+    log_info("job_duplicate", "id=%s", log_quote(p->job.id));
+    w->duplicates++;
+    p->state = JR_FINISHING;
+    worker_run_end(w, jr);
+    char *marker = keys_drop(w->cfg->prefix, p->token);
+    scripts_drop_call call = {.processing_key = w->proc_keys[jr->queue],
+                              .marker_key = marker,
+                              .raw = jr->raw,
+                              .raw_len = jr->raw_len};
+    rargs a = {0};
+    scripts_drop_args(&call, &a);
+    rconn_eval_reliable(w->cmd, w->scripts[WS_DROP], jr_on_dropped, jr, a.argc, a.argv, a.lens);
+    rargs_free(&a);
+    free(marker);
+}
+
+/* The job cannot run (invalid, no provider): it ends the way recorded. */
+static void jr_end_now(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    if (strcmp(p->end_code, "invalid_job") == 0)
+        log_warn("job_invalid", "id=%s error=%s", log_quote(p->job.id), log_quote(p->end_msg));
+    jr_fail(jr, JOB_FAILED, p->end_code, p->end_msg);
+}
+
+static long long jr_int(const redisReply *r) {
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    if (r->type == REDIS_REPLY_STRING) return strtoll(r->str, NULL, 10);
+    return 0;
+}
+
+void jobrun_started(jobrun *jr, redisReply *const *v) {
+    jobrun_priv *p = jr->p;
     p->start_sent = 0;
     if (p->aborted) {
         jr_free(jr);
         return;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 5) {
-        log_error("start_failed", "id=%s error=%s", log_quote(p->job.id),
-                  log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+    if (!v) {
         jr_fail(jr, JOB_FAILED, "connection_error", "cannot record the job's start in Redis");
         return;
     }
-    long long cancel = reply->element[0]->integer;
-    p->seq = reply->element[1]->integer;
-    long long prior = reply->element[2]->integer;
-    long long resumed = reply->element[3]->integer;
-    if (reply->element[4]->type == REDIS_REPLY_STRING)
-        p->started_at = strtoll(reply->element[4]->str, NULL, 10); /* the first run's */
-    /* A resumed job (its worker died) keeps the attempts it made: it has
-     * what is left of max_attempts, and always at least this one. */
+    long long kind = jr_int(v[0]);
+    if (kind == SCRIPTS_START_DUPLICATE) {
+        jr_drop(jr);
+        return;
+    }
+    long long cancel = jr_int(v[1]);
+    p->seq = jr_int(v[2]);
+    long long prior = jr_int(v[3]);
+    long long charged = jr_int(v[4]);
+    if (v[5]->type == REDIS_REPLY_STRING && v[5]->len > 0)
+        p->started_at = strtoll(v[5]->str, NULL, 10); /* the first run's */
+    /* A resumed job (its worker died or was stopped) keeps the attempts it
+     * made, and what is left of max_attempts counts only the ones the
+     * upstream failed: an interruption is not the job's fault. */
+    if (prior < 0 || prior > 1000000) prior = 0;
+    if (charged < 0 || charged > prior) charged = prior;
     p->attempt = (int)prior;
     p->first_attempt = (int)prior + 1;
-    p->step_first_attempt = 1;
+    p->charged = (int)charged;
+    p->step_first_attempt = (int)(prior - charged) + 1;
+    if (p->end_code) {
+        jr_end_now(jr);
+        return;
+    }
     if (cancel || p->cancelled) {
         p->cancelled = 1;
         jr_cancelled(jr);
         return;
     }
-    if (resumed && p->seq > 0) {
+    if (kind == SCRIPTS_START_RESUMED && p->seq > 0) {
         json_object *err = output_error("interrupted",
                                         "the attempt was cut short: its worker stopped", 0, NULL);
         jr_publish_retry(jr, err);
@@ -594,9 +720,10 @@ static void jr_on_started(rconn *rc, redisReply *reply, void *priv) {
     jr_attempt(jr);
 }
 
-static void jr_invalid(jobrun *jr, const char *msg) {
-    log_warn("job_invalid", "id=%s error=%s", log_quote(jr->p->job.id), log_quote(msg));
-    jr_fail(jr, JOB_FAILED, "invalid_job", msg);
+/* Records how the job ends once START has claimed its id. */
+static void jr_cannot_run(jobrun *jr, const char *code, const char *msg) {
+    jr->p->end_code = code;
+    jr->p->end_msg = xstrdup(msg);
 }
 
 /* The provider of the job's own target: the one it names, else the first
@@ -614,7 +741,72 @@ static int jr_route(const config *cfg, const job *j, const provider_cfg **prov, 
     return -1;
 }
 
-void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
+/* An oversized job's marker: what its excerpt tells of its id and reply_to
+ * (only values that pass the rules for them). */
+static void jr_read_oversized(jobrun *jr, long long bytes, const char *ex, size_t exlen) {
+    jobrun_priv *p = jr->p;
+    const config *cfg = jr_cfg(jr);
+    jobpeek pk;
+    jobpeek_read(ex, exlen, &pk);
+    const char *id = pk.id ? pk.id : pk.custom_id;
+    if (id && job_id_valid(id)) p->job.id = xstrdup(id);
+    if (pk.custom_id && job_id_valid(pk.custom_id)) p->job.custom_id = xstrdup(pk.custom_id);
+    if (pk.reply_to && job_check_reply_to(cfg->prefix, pk.reply_to, NULL, 0) == 0)
+        p->job.reply_to = xstrdup(pk.reply_to);
+    jobpeek_free(&pk);
+    p->job_bytes = bytes;
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "the job is %lld bytes, more than max_job_bytes (%lld): it was refused before "
+             "leaving Redis",
+             bytes, cfg->max_job_bytes);
+    jr_cannot_run(jr, "invalid_job", msg);
+}
+
+/* Parses, validates and routes the job; what makes it unable to run is
+ * recorded for after START. */
+static void jr_prepare(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    const config *cfg = jr_cfg(jr);
+    char err[512];
+    long long bytes;
+    const char *ex;
+    size_t exlen;
+    if (scripts_oversized_parse(jr->raw, jr->raw_len, &bytes, &ex, &exlen)) {
+        jr_read_oversized(jr, bytes, ex, exlen);
+        return;
+    }
+    job_opts opts = {.max_bytes = (size_t)cfg->max_job_bytes, .prefix = cfg->prefix};
+    if (job_parse_opts(&p->job, jr->raw, jr->raw_len, &opts, err, sizeof err) != 0) {
+        jr_cannot_run(jr, "invalid_job", err);
+        return;
+    }
+#ifdef CHATQ_TEST_HOOKS
+    /* Test builds only (build/chatq-worker-testhooks, never installed): a job
+     * whose body has "chatq_test_crash": true kills its worker, so the tests
+     * can make a poison pill. */
+    json_object *crash = NULL;
+    if (json_object_object_get_ex(p->job.body, "chatq_test_crash", &crash) &&
+        json_object_get_boolean(crash))
+        abort();
+#endif
+    const provider_cfg *prov;
+    if (jr_route(cfg, &p->job, &prov, err, sizeof err) != 0) {
+        jr_cannot_run(jr, "invalid_job", err);
+        return;
+    }
+    p->max_attempts = p->job.max_attempts > 0 ? (int)p->job.max_attempts : cfg->max_attempts;
+    if (!prov) {
+        /* Not an invalid job (the model may be served once configured), but
+         * nothing can run it: it fails without an attempt. */
+        snprintf(err, sizeof err, "no provider serves model \"%s\"", p->job.model);
+        jr_cannot_run(jr, "no_provider", err);
+        return;
+    }
+    target_set(&p->tgt, cfg->prefix, &p->job, prov, p->job.model);
+}
+
+jobrun *jobrun_new(worker *w, const char *raw, size_t len, int queue) {
     jobrun *jr = xcalloc(1, sizeof *jr);
     jobrun_priv *p = xcalloc(1, sizeof *p);
     const config *cfg = w->cfg;
@@ -629,61 +821,43 @@ void jobrun_start(worker *w, const char *raw, size_t len, int queue) {
     p->started_at = now_ms();
     target_init(&p->tgt);
     worker_run_add(w, jr);
-
-    char err[512];
-    int bad = job_parse(&p->job, raw, len, (size_t)cfg->max_job_bytes, err, sizeof err) != 0;
+    digest_sha1_hex(raw, len, p->sha1);
+    report_current(p->sha1); /* a fault while reading it is this job's */
+    jr_prepare(jr);
+    report_current(NULL);
     if (p->job.id) {
         p->k_job = keys_job(cfg->prefix, p->job.id);
         p->k_events = keys_events(cfg->prefix, p->job.id);
         p->k_stream = keys_stream(cfg->prefix, p->job.id);
         p->k_cancel = keys_cancel(cfg->prefix, p->job.id);
     }
-    if (bad) {
-        jr_invalid(jr, err);
-        return;
-    }
-#ifdef CHATQ_TEST_HOOKS
-    /* Test builds only (build/chatq-worker-testhooks, never installed): a job
-     * whose body has "chatq_test_crash": true kills its worker, so the tests
-     * can make a poison pill. */
-    json_object *crash = NULL;
-    if (json_object_object_get_ex(p->job.body, "chatq_test_crash", &crash) &&
-        json_object_get_boolean(crash))
-        abort();
-#endif
-    const provider_cfg *prov;
-    if (jr_route(cfg, &p->job, &prov, err, sizeof err) != 0) {
-        jr_invalid(jr, err);
-        return;
-    }
-    p->max_attempts = p->job.max_attempts > 0 ? (int)p->job.max_attempts : cfg->max_attempts;
-    if (!prov) {
-        /* Not an invalid job (the model may be served once configured), but
-         * nothing can run it: fail now, without an attempt. */
-        char msg[300];
-        snprintf(msg, sizeof msg, "no provider serves model \"%s\"", p->job.model);
-        jr_fail(jr, JOB_FAILED, "no_provider", msg);
-        return;
-    }
-    target_set(&p->tgt, cfg->prefix, &p->job, prov, p->job.model);
+    return jr;
+}
 
+int jobrun_start_add(jobrun *jr, scripts_batch *b) {
+    jobrun_priv *p = jr->p;
+    worker *w = jr->w;
+    if (!p->job.id) { /* no id to claim: it ends at once */
+        jr_end_now(jr);
+        return 0;
+    }
+    p->token = xasprintf("%s/%llu", w->id, ++w->starts);
     scripts_start_call call = {
         .job_key = p->k_job,
         .events_key = p->k_events,
         .cancel_key = p->k_cancel,
+        .sha1 = p->sha1,
         .worker_id = w->id,
-        .queue = cfg->queues[queue],
+        .queue = w->cfg->queues[jr->queue],
         .model = p->job.model,
         .tenant = p->job.tenant,
-        .provider = prov->name,
+        .provider = p->tgt.prov ? p->tgt.prov->name : NULL,
         .now_ms = p->started_at,
-        .start_number = ++w->starts,
+        .token = p->token,
     };
-    rargs a = {0};
-    scripts_start_args(&call, &a);
+    scripts_start_add(b, &call);
     p->start_sent = 1;
-    rconn_eval_reliable(w->cmd, w->scripts[WS_START], jr_on_started, jr, a.argc, a.argv, a.lens);
-    rargs_free(&a);
+    return 1;
 }
 
 /* ---- cancel ------------------------------------------------------------------------ */

@@ -1,10 +1,15 @@
 /* main.c — chatq-worker: one worker process (see worker.h).
  *
- * Normally started by chatqd, which passes --id and the effective settings;
- * it can also be run alone for debugging. It loads the configuration the same
- * way chatqd does (config.h), runs its loop until a drain completes, and
- * exits 0 (1 when it could not start). */
+ * Normally started by chatqd, which passes --id, the effective settings as
+ * flags, --config-stdin (the configuration chatqd validated arrives as a
+ * snapshot on stdin, config.h: the worker never reads the file, which may
+ * have changed since) and --report-fd 3 (its status channel to chatqd,
+ * report.h). --quarantine makes it the quarantine worker: one job at a time,
+ * taken from the quarantine lists. Run alone for debugging, it loads the
+ * configuration the way chatqd does. It runs its loop until a drain
+ * completes and exits 0 (1 when it could not start). */
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -18,11 +23,15 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/version.h"
+#include "worker/report.h"
 #include "worker/worker.h"
 
+#define SNAPSHOT_MAX (64 << 20) /* larger than any config file chatqd accepts */
+
 static void usage(FILE *f) {
-    fputs("usage: chatq-worker [--config FILE] [--redis URL] [--concurrency N]\n"
-          "                    [--queues a,b,c] [--log-level LEVEL] [--id ID]\n"
+    fputs("usage: chatq-worker [--config FILE | --config-stdin] [--redis URL]\n"
+          "                    [--concurrency N] [--queues a,b,c] [--log-level LEVEL]\n"
+          "                    [--id ID] [--report-fd N] [--quarantine]\n"
           "Runs one chatq worker in the foreground. Normally started by chatqd.\n",
           f);
 }
@@ -37,16 +46,68 @@ static char *make_id(void) {
                      (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
+/* Reads the whole of fd 0 (the snapshot chatqd writes, then closes). Returns
+ * a malloc'd block and its length, or NULL with errno set. */
+static char *read_stdin(size_t *len) {
+    buf b = {0};
+    char chunk[8192];
+    for (;;) {
+        ssize_t n = read(0, chunk, sizeof chunk);
+        if (n == 0) break;
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || b.len + (size_t)n > SNAPSHOT_MAX) {
+            if (n >= 0) errno = EFBIG;
+            int e = errno;
+            if (b.data) explicit_bzero(b.data, b.len);
+            buf_free(&b);
+            explicit_bzero(chunk, sizeof chunk);
+            errno = e;
+            return NULL;
+        }
+        buf_append(&b, chunk, (size_t)n);
+    }
+    explicit_bzero(chunk, sizeof chunk);
+    *len = b.len;
+    return buf_steal(&b);
+}
+
+/* The configuration: from the snapshot on stdin (--config-stdin), else
+ * loaded as chatqd loads it. Returns 0, or 1 after saying why. */
+static int load_config(config *cfg, const config_args *args, int from_stdin) {
+    char err[512];
+    int rc;
+    if (from_stdin) {
+        size_t len;
+        char *snap = read_stdin(&len);
+        if (!snap) {
+            fprintf(stderr, "chatq-worker: cannot read the configuration on stdin: %s\n",
+                    strerror(errno));
+            return 1;
+        }
+        rc = config_load_snapshot(cfg, snap, len, args, err, sizeof err);
+        config_snapshot_free(snap, len);
+    } else {
+        rc = config_load(cfg, args, err, sizeof err);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "chatq-worker: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},  {"redis", required_argument, NULL, 'r'},
         {"concurrency", required_argument, NULL, 'n'}, {"queues", required_argument, NULL, 'q'},
         {"log-level", required_argument, NULL, 'l'}, {"id", required_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
+        {"config-stdin", no_argument, NULL, 'S'},  {"report-fd", required_argument, NULL, 'R'},
+        {"quarantine", no_argument, NULL, 'Q'},    {NULL, 0, NULL, 0}};
     config_args args = {0};
     const char *id_arg = NULL;
-    int c;
+    int c, from_stdin = 0, quarantine = 0, report_fd = -1;
+    char *end;
     log_init("chatq-worker");
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -56,6 +117,15 @@ int main(int argc, char **argv) {
         case 'q': args.queues = optarg; break;
         case 'l': args.log_level = optarg; break;
         case 'i': id_arg = optarg; break;
+        case 'S': from_stdin = 1; break;
+        case 'Q': quarantine = 1; break;
+        case 'R':
+            report_fd = (int)strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end || report_fd < 0) {
+                fprintf(stderr, "chatq-worker: --report-fd: must be a file descriptor number\n");
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         case 'V': puts("chatq-worker " CHATQ_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -65,11 +135,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "chatq-worker: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    config cfg;
-    char err[512];
-    if (config_load(&cfg, &args, err, sizeof err) != 0) {
-        fprintf(stderr, "chatq-worker: %s\n", err);
+    if (from_stdin && args.config_file) {
+        fprintf(stderr, "chatq-worker: --config and --config-stdin exclude each other\n");
+        return 2;
+    }
+    /* The channel first, so that a crash anywhere after is reported. */
+    if (report_init(report_fd) != 0) {
+        fprintf(stderr, "chatq-worker: --report-fd %d: %s\n", report_fd, strerror(errno));
         return 1;
+    }
+    report_install_crash_handler();
+    config cfg;
+    if (load_config(&cfg, &args, from_stdin) != 0) return 1;
+    if (quarantine) {
+        /* suspects run one at a time: a crash takes no other job with it */
+        cfg.quarantine = 1;
+        cfg.concurrency = 1;
     }
     log_set_level_name(cfg.log_level);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

@@ -21,6 +21,14 @@
  * upstream's Retry-After says. */
 #define POLICY_MAX_DELAY_MS 600000LL
 
+/* No pause of the shared rate limits is longer than this (1 minute),
+ * whatever one upstream answer asks for (the Retry-After of a 429, an
+ * x-ratelimit-reset-*). Unlike a job's own retry delay, a pause holds back
+ * every job of the model on every worker, so one answer — from a broken
+ * proxy, or a hostile one — must not stop them all for long; if the
+ * upstream still has no capacity after it, its next answer pauses again. */
+#define POLICY_MAX_SHARED_PAUSE_MS 60000LL
+
 /* 1 when an upstream's HTTP error status is worth another attempt: 408, 409,
  * 429 and 5xx; other 4xx would fail again the same way. */
 int policy_status_retryable(int status);
@@ -52,12 +60,22 @@ long long policy_retry_delay_ms(long long retry_after_ms, int tries, long long b
                                 long long max_ms, uint32_t r);
 
 /* The delay a Retry-After header value asks for, in ms: a number of seconds
- * (fractions allowed) or an HTTP date (then relative to now_ms; a date in
- * the past is 0). -1 when the value is neither. */
+ * (digits, with an optional fraction) or an HTTP date (then relative to
+ * now_ms; a date in the past is 0). -1 when the value is neither (negative,
+ * "inf", "nan", "1e3", hex...). A longer delay reads as
+ * POLICY_MAX_DELAY_MS: the header comes from the network. */
 long long policy_parse_retry_after(const char *value, long long now_ms);
-/* The delay a retry-after-ms header value (OpenAI, Azure) asks for; -1 when
- * the value is not a non-negative number. It wins over Retry-After. */
+/* The delay a retry-after-ms header value (OpenAI, Azure) asks for: digits
+ * with an optional fraction, at most POLICY_MAX_DELAY_MS; -1 otherwise. It
+ * wins over Retry-After. */
 long long policy_parse_retry_after_ms(const char *value);
+/* A count from a header (x-ratelimit-remaining-*): digits only, spaces
+ * around allowed; -1 otherwise (so "abc" never reads as 0 = "none left").
+ * A count too large for a long long reads as LLONG_MAX. */
+long long policy_parse_count(const char *value);
+/* How long a pause of the shared rate limits that the upstream asked for
+ * (ms) may be: at most POLICY_MAX_SHARED_PAUSE_MS, 0 for a negative one. */
+long long policy_shared_pause_ms(long long ms);
 
 /* The wait for rate-limit capacity after the RATELIMIT script answered
  * `wait` ms (0: granted). Returns 0 to send now, -1 when waiting would pass

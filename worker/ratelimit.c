@@ -2,6 +2,7 @@
 #include "worker/ratelimit.h"
 
 #include <fnmatch.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,16 @@ void rl_target_free(rl_target *t) {
     memset(t, 0, sizeof *t);
 }
 
+long long rl_capped_tokens(const rl_target *t, long long tokens) {
+    long long cap = RL_MAX_TOKENS;
+    for (int i = 0; i < t->n; i++) {
+        if (t->tok_iv[i] <= 0) continue;
+        double per_minute = floor(60000.0 / t->tok_iv[i] + 0.5); /* the tpm */
+        if (per_minute < (double)cap) cap = per_minute < 1 ? 1 : (long long)per_minute;
+    }
+    if (tokens < 0) return 0;
+    return tokens > cap ? cap : tokens;
+}
 
 /* Appends the whole command of call c: EVALSHA, the SHA, then its arguments. */
 static void rl_call(const scripts_ratelimit_call *c, const char *sha, rargs *a) {

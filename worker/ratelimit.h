@@ -11,9 +11,13 @@
  *
  * Tokens are estimated before sending (request body bytes / 4, plus
  * max_tokens or max_completion_tokens) and corrected with the real usage
- * afterwards (rl_adjust). A 429 or an x-ratelimit-remaining-* of 0 pushes the
- * buckets to when the upstream says capacity returns (rl_push), which slows
- * every worker down at once.
+ * afterwards (rl_adjust). The estimate comes from the job, so it is capped
+ * (rl_capped_tokens): at most RL_MAX_TOKENS, and at most one minute of the
+ * smallest token limit that applies, so a job asking for max_tokens 1e15
+ * cannot hold the buckets of its model for everyone for ages. A 429 or an
+ * x-ratelimit-remaining-* of 0 pushes the buckets to when the upstream says
+ * capacity returns (rl_push, for at most POLICY_MAX_SHARED_PAUSE_MS), which
+ * slows every worker down at once.
  *
  * Ownership: an rl_target belongs to its jobrun; rl_target_free() releases
  * it. */
@@ -22,6 +26,9 @@
 
 #include "common/config.h"
 #include "common/rconn.h"
+
+/* The most tokens one request is ever charged before its usage is known. */
+#define RL_MAX_TOKENS 1000000LL
 
 typedef struct rl_target {
     char **keys;       /* one bucket per matching limit */
@@ -33,6 +40,10 @@ typedef struct rl_target {
 /* Fills t with the buckets of `model` at provider p (t->n = 0: no limit). */
 void rl_target_init(rl_target *t, const char *prefix, const provider_cfg *p, const char *model);
 void rl_target_free(rl_target *t);
+
+/* tokens clamped into [0, cap]: cap is RL_MAX_TOKENS, or the tokens per
+ * minute of t's smallest token limit when that is lower. */
+long long rl_capped_tokens(const rl_target *t, long long tokens);
 
 /* Builds the "take" command for `tokens`; the reply is an integer: 0 =
  * granted, > 0 = milliseconds to wait before asking again. */

@@ -28,7 +28,8 @@ typedef struct target {
     char *body;                /* the request body sent upstream */
     size_t body_len;
     rl_target rl;              /* the rate-limit buckets of (prov, model) */
-    long long rl_tokens;       /* tokens the request takes from them (estimate) */
+    long long rl_tokens;       /* tokens the request takes from them (estimate,
+                                  capped: rl_capped_tokens) */
 } target;
 
 /* An empty target (no provider yet, step -1). */
@@ -43,9 +44,12 @@ int target_next(target *t, const config *cfg, job *j);
 /* The HTTP request of job j at target t; the strings are borrowed from t, j
  * and cfg. */
 void target_request(const target *t, const config *cfg, const job *j, upstream_request *out);
-/* What the upstream said about its limits (a 429, x-ratelimit-remaining-* of
- * 0) holds the shared buckets back, which slows every worker down at once.
- * Best effort, through rc with the RATELIMIT script's sha. */
+/* After an exchange at t: what the upstream said about its limits (a 429,
+ * x-ratelimit-remaining-* of 0) holds the shared buckets back for at most
+ * POLICY_MAX_SHARED_PAUSE_MS, which slows every worker down at once; an
+ * HTTP error answer (http_status >= 400) also gives the request's token
+ * estimate back, since the upstream refused it. Best effort, through rc
+ * with the RATELIMIT script's sha. */
 void target_feedback(const target *t, rconn *rc, const char *sha, int http_status,
                      const upstream_limits *l);
 void target_free(target *t);

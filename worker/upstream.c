@@ -14,7 +14,13 @@
  *   a stream cut before that           -> bad_upstream_response
  *   a body with "choices"              -> ok, the body as it came
  *   a body with "error"                -> upstream_error
- *   anything else                      -> bad_upstream_response */
+ *   anything else                      -> bad_upstream_response
+ *
+ * Every text from the upstream goes through the same gate before it is
+ * used: the API key masked (up_mask_text), then the strict check with the
+ * bounds of its kind, then json-c (up_parse). Chunks are assembled before
+ * they are handed on, so a chunk that passes a bound of the assembler is
+ * never published either. */
 #include "worker/upstream.h"
 
 #include <stdarg.h>
@@ -29,6 +35,7 @@
 #include "common/jsonparse.h"
 #include "common/log.h"
 #include "common/sse.h"
+#include "common/strictjson.h"
 #include "worker/policy.h"
 #include "worker/ratelimit.h"
 
@@ -51,6 +58,8 @@ struct upstream {
     int status;               /* HTTP status, 0 until known */
     int is_sse;
     int done_seen;            /* data: [DONE] seen */
+    long chunks;              /* stream events handed on, or refused */
+    buf masked;               /* a chunk's text with the key masked */
     char *request_id;
     upstream_limits limits;
     const char *fail_code;    /* set when a callback aborts the transfer */
@@ -89,9 +98,140 @@ static void up_set_fail(upstream *u, const char *code, int retryable, const char
     u->fail_retryable = retryable;
 }
 
+/* ---- the gate: secrets, strictness, bounds --------------------------------------- */
+
+size_t upstream_mask(char *s, size_t len, const char *secret) {
+    size_t klen = secret ? strlen(secret) : 0, mlen = strlen(UPSTREAM_SECRET_MASK);
+    if (klen < UPSTREAM_MIN_SECRET || klen < mlen) return len;
+    char *hit = memmem(s, len, secret, klen);
+    if (!hit) return len;
+    /* One pass: r reads, w writes behind it (the mask is never longer). */
+    size_t r = 0, w = 0;
+    while (hit) {
+        size_t keep = (size_t)(hit - (s + r));
+        memmove(s + w, s + r, keep);
+        w += keep;
+        memcpy(s + w, UPSTREAM_SECRET_MASK, mlen);
+        w += mlen;
+        r += keep + klen;
+        hit = memmem(s + r, len - r, secret, klen);
+    }
+    memmove(s + w, s + r, len - r);
+    return w + len - r;
+}
+
+char *upstream_excerpt(const char *s, size_t len, size_t max) {
+    buf b = {0};
+    size_t i = 0;
+    buf_puts(&b, "");
+    while (i < len) {
+        int n = s[i] ? strictjson_utf8(s + i, len - i, NULL) : 0;
+        size_t add = n ? (size_t)n : 3; /* U+FFFD is 3 bytes */
+        if (b.len + add > max) {
+            buf_puts(&b, "...");
+            break;
+        }
+        if (n)
+            buf_append(&b, s + i, (size_t)n);
+        else
+            buf_puts(&b, "\xEF\xBF\xBD");
+        i += n ? (size_t)n : 1;
+    }
+    return buf_steal(&b);
+}
+
+static const char *up_secret(const upstream *u) { return u->req.prov->api_key; }
+
+/* Masks the key in a NUL-terminated string of ours (a message). */
+static void up_mask_str(const upstream *u, char *s) {
+    if (s) s[upstream_mask(s, strlen(s), up_secret(u))] = '\0';
+}
+
+/* The text of a chunk to use: data itself, or a copy with the key masked
+ * (in u->masked) when the key is in it. */
+static const char *up_mask_text(upstream *u, const char *data, size_t *len) {
+    const char *key = up_secret(u);
+    size_t klen = key ? strlen(key) : 0;
+    if (klen < UPSTREAM_MIN_SECRET || !memmem(data, *len, key, klen)) return data;
+    buf_reset(&u->masked);
+    buf_append(&u->masked, data, *len);
+    *len = upstream_mask(u->masked.data, *len, key);
+    u->masked.data[*len] = '\0';
+    return u->masked.data;
+}
+
+static const strictjson_limits up_chunk_limits = {
+    .max_values = UPSTREAM_MAX_CHUNK_VALUES,
+    .max_containers = UPSTREAM_MAX_CHUNK_VALUES,
+    .max_depth = UPSTREAM_MAX_DEPTH,
+};
+static const strictjson_limits up_body_limits = {
+    .max_values = UPSTREAM_MAX_BODY_VALUES,
+    .max_containers = UPSTREAM_MAX_BODY_CONTAINERS,
+    .max_depth = UPSTREAM_MAX_DEPTH,
+};
+
+/* Parses text as strict JSON within lim. Returns the value (owned; NULL
+ * for a JSON null), or NULL with *rc set to why not: STRICTJSON_INVALID or
+ * STRICTJSON_TOO_BIG, with the reason in err. */
+static json_object *up_parse(upstream *u, const char *text, size_t len,
+                             const strictjson_limits *lim, int *rc, char *err, size_t errlen) {
+    json_object *o = NULL;
+    *rc = strictjson_check(text, len, lim, NULL, err, errlen);
+    if (*rc == STRICTJSON_OK && jsonparse_whole(u->tok, text, len, &o, err, errlen) != 0)
+        *rc = STRICTJSON_INVALID; /* json-c refused what the check let pass */
+    return o;
+}
+
+/* Why a text did not pass up_parse (rc), as an error code, a message
+ * (returned, owned) and whether another attempt may do better: too_large
+ * (no), or bad_upstream_response (yes) quoting the start of the text. */
+static char *up_refusal(int rc, const char *what, const char *why, const char *text, size_t len,
+                        const char **code, int *retryable) {
+    if (rc == STRICTJSON_TOO_BIG) {
+        *code = "too_large";
+        *retryable = 0;
+        return xasprintf("%s is too large: %s", what, why);
+    }
+    *code = "bad_upstream_response";
+    *retryable = 1;
+    char *quote = upstream_excerpt(text, len, 120);
+    char *msg = xasprintf("%s is not strict JSON (%s): %s", what, why, quote);
+    free(quote);
+    return msg;
+}
+
 /* ---- what arrives ------------------------------------------------------------ */
 
-/* One SSE event: "[DONE]", a chunk, or an error sent inside the stream. */
+/* An error sent inside a 200 stream (OpenRouter, vLLM do this): a top-level
+ * "error" object, whatever else the chunk carries (OpenRouter adds a
+ * finish_reason and then sends [DONE]), another non-null "error" in a chunk
+ * without choices, or an event of type "error". Records it (the attempt
+ * ends with it) and returns 1, or returns 0 for any other chunk. */
+static int up_stream_error(upstream *u, const char *event, json_object *chunk) {
+    json_object *err = NULL, *choices = NULL;
+    int has_choices = json_object_object_get_ex(chunk, "choices", &choices);
+    int is_err = json_object_object_get_ex(chunk, "error", &err) && err &&
+                 (json_object_is_type(err, json_type_object) || !has_choices);
+    if (!is_err && !(event && strcmp(event, "error") == 0)) return 0;
+    json_object *msg = NULL, *code = NULL, *e = err ? err : chunk;
+    if (json_object_is_type(e, json_type_string)) msg = e;
+    else json_object_object_get_ex(e, "message", &msg);
+    json_object_object_get_ex(e, "code", &code);
+    int st = code && json_object_is_type(code, json_type_int) ? json_object_get_int(code) : 0;
+    int has_msg = msg && json_object_is_type(msg, json_type_string);
+    const char *m = has_msg ? json_object_get_string(msg) : "(no message)";
+    size_t mlen = has_msg ? (size_t)json_object_get_string_len(msg) : strlen(m);
+    char *quote = upstream_excerpt(m, mlen, UPSTREAM_MAX_QUOTE);
+    up_set_fail(u, "upstream_error", policy_stream_error_retryable(st),
+                "upstream error in stream: %s", quote);
+    free(quote);
+    if (!u->fail_upstream) u->fail_upstream = json_object_get(chunk);
+    return 1;
+}
+
+/* One SSE event: "[DONE]", a chunk, or an error sent inside the stream. A
+ * chunk is handed on only once it passed every check and was assembled. */
 static int up_on_event(void *ud, const char *event, const char *data, size_t len) {
     upstream *u = ud;
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
@@ -99,35 +239,39 @@ static int up_on_event(void *ud, const char *event, const char *data, size_t len
         return 0;
     }
     if (len == 0) return 0;
-    json_object *chunk = NULL;
-    int ok = jsonparse_whole(u->tok, data, len, &chunk, NULL, 0) == 0 &&
-             json_object_is_type(chunk, json_type_object);
-    if (!ok) {
+    if (++u->chunks > UPSTREAM_MAX_CHUNKS) {
+        up_set_fail(u, "too_large", 0, "the stream has more than %d chunks", UPSTREAM_MAX_CHUNKS);
+        return 1;
+    }
+    data = up_mask_text(u, data, &len);
+    char why[128];
+    int rc;
+    json_object *chunk = up_parse(u, data, len, &up_chunk_limits, &rc, why, sizeof why);
+    if (rc == STRICTJSON_OK && !json_object_is_type(chunk, json_type_object)) {
+        rc = STRICTJSON_INVALID;
+        snprintf(why, sizeof why, "not an object");
+    }
+    if (rc != STRICTJSON_OK) {
         json_object_put(chunk);
-        up_set_fail(u, "bad_upstream_response", 1, "unparseable stream chunk: %.120s", data);
+        const char *code;
+        int retryable;
+        char *msg = up_refusal(rc, "a stream chunk", why, data, len, &code, &retryable);
+        up_set_fail(u, code, retryable, "%s", msg);
+        free(msg);
         return 1;
     }
-    json_object *err = NULL;
-    json_object *choices = NULL;
-    int has_choices = json_object_object_get_ex(chunk, "choices", &choices);
-    if ((json_object_object_get_ex(chunk, "error", &err) && err && !has_choices) ||
-        (event && strcmp(event, "error") == 0)) {
-        /* An error sent inside a 200 stream (OpenRouter, vLLM do this). */
-        json_object *msg = NULL, *code = NULL;
-        json_object *e = err ? err : chunk;
-        json_object_object_get_ex(e, "message", &msg);
-        json_object_object_get_ex(e, "code", &code);
-        int st = code && json_object_is_type(code, json_type_int) ? json_object_get_int(code) : 0;
-        up_set_fail(u, "upstream_error", policy_stream_error_retryable(st),
-                    "upstream error in stream: %s",
-                    msg ? json_object_get_string(msg) : "(no message)");
-        u->fail_upstream = chunk;
+    if (up_stream_error(u, event, chunk)) {
+        json_object_put(chunk);
         return 1;
     }
+    if (assembler_add(u->asmb, chunk) != 0) {
+        json_object_put(chunk);
+        up_set_fail(u, "too_large", 0, "the answer is too large: %s", assembler_error(u->asmb));
+        return 1;
+    }
+    json_object_put(chunk);
     if (!u->first_output_ms) u->first_output_ms = now_ms();
     u->on_chunk(u->jr, data, len);
-    assembler_add(u->asmb, chunk);
-    json_object_put(chunk);
     return 0;
 }
 
@@ -142,6 +286,15 @@ static size_t up_on_header(char *h, size_t size, size_t n, void *ud) {
     size_t vlen = len - klen - 1;
     while (vlen && (*v == ' ' || *v == '\t')) v++, vlen--;
     while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ')) vlen--;
+    if (klen == 12 && strncasecmp(h, "x-request-id", 12) == 0) {
+        /* stored and sent on: the key masked in the whole value, then cut */
+        char *id = xstrndup(v, vlen);
+        size_t n = upstream_mask(id, vlen, up_secret(u));
+        free(u->request_id);
+        u->request_id = upstream_excerpt(id, n, 128);
+        free(id);
+        return len;
+    }
     char val[128];
     if (vlen >= sizeof val) vlen = sizeof val - 1;
     memcpy(val, v, vlen);
@@ -151,16 +304,13 @@ static size_t up_on_header(char *h, size_t size, size_t n, void *ud) {
         const char *k = h + 12;
         size_t kl = klen - 12;
         if (kl == 18 && strncasecmp(k, "remaining-requests", 18) == 0)
-            l->remaining_requests = strtoll(val, NULL, 10);
+            l->remaining_requests = policy_parse_count(val);
         else if (kl == 16 && strncasecmp(k, "remaining-tokens", 16) == 0)
-            l->remaining_tokens = strtoll(val, NULL, 10);
+            l->remaining_tokens = policy_parse_count(val);
         else if (kl == 14 && strncasecmp(k, "reset-requests", 14) == 0)
             l->reset_requests_ms = rl_parse_duration(val);
         else if (kl == 12 && strncasecmp(k, "reset-tokens", 12) == 0)
             l->reset_tokens_ms = rl_parse_duration(val);
-    } else if (klen == 12 && strncasecmp(h, "x-request-id", 12) == 0) {
-        free(u->request_id);
-        u->request_id = xstrdup(val);
     } else if (klen == 14 && strncasecmp(h, "retry-after-ms", 14) == 0) {
         long long ms = policy_parse_retry_after_ms(val);
         if (ms >= 0) l->retry_after_ms = ms;
@@ -233,27 +383,40 @@ static void up_ok(upstream_outcome *o, json_object *response, char *text) {
         o->finish_reason = json_object_get_string(fr);
 }
 
-static json_object *up_parse_body(upstream *u) {
-    json_object *o = NULL;
-    if (u->in.len) jsonparse_whole(u->tok, u->in.data, u->in.len, &o, NULL, 0);
-    return o;
+/* Masks the key in the buffered body, in place: all later uses see it so. */
+static void up_mask_body(upstream *u) {
+    if (!u->in.len) return;
+    u->in.len = upstream_mask(u->in.data, u->in.len, up_secret(u));
+    u->in.data[u->in.len] = '\0';
 }
 
-/* An HTTP status outside 2xx: the upstream's error, with its message. */
+/* An HTTP status outside 2xx: the upstream's error, with its message. The
+ * body is kept as JSON when it is strict JSON within the bounds of a body,
+ * else as a string of its first UPSTREAM_MAX_ERROR_TEXT bytes. */
 static void up_status_error(upstream *u, upstream_outcome *o) {
-    json_object *body = up_parse_body(u);
+    int rc;
+    char why[128];
+    up_mask_body(u);
+    json_object *body =
+        u->in.len ? up_parse(u, u->in.data, u->in.len, &up_body_limits, &rc, why, sizeof why)
+                  : NULL;
     json_object *m = NULL, *e = NULL;
-    char msg[256];
+    char *msg;
     if (body && json_object_object_get_ex(body, "error", &e) &&
-        json_object_object_get_ex(e, "message", &m) && json_object_is_type(m, json_type_string))
-        snprintf(msg, sizeof msg, "HTTP %d: %s", u->status, json_object_get_string(m));
-    else
-        snprintf(msg, sizeof msg, "HTTP %d from the upstream", u->status);
-    /* a body that is not JSON is kept as a string, cut to 2000 bytes */
-    if (!body && u->in.len)
-        body = json_object_new_string_len(u->in.data, (int)(u->in.len > 2000 ? 2000 : u->in.len));
-    up_failed(o, "upstream_error", xstrdup(msg), u->status, body,
-              policy_status_retryable(u->status));
+        json_object_object_get_ex(e, "message", &m) && json_object_is_type(m, json_type_string)) {
+        char *quote = upstream_excerpt(json_object_get_string(m),
+                                       (size_t)json_object_get_string_len(m), UPSTREAM_MAX_QUOTE);
+        msg = xasprintf("HTTP %d: %s", u->status, quote);
+        free(quote);
+    } else {
+        msg = xasprintf("HTTP %d from the upstream", u->status);
+    }
+    if (!body && u->in.len) {
+        char *text = upstream_excerpt(u->in.data, u->in.len, UPSTREAM_MAX_ERROR_TEXT);
+        body = json_object_new_string(text);
+        free(text);
+    }
+    up_failed(o, "upstream_error", msg, u->status, body, policy_status_retryable(u->status));
 }
 
 static void up_stream_answer(upstream *u, upstream_outcome *o) {
@@ -268,7 +431,21 @@ static void up_stream_answer(upstream *u, upstream_outcome *o) {
 }
 
 static void up_plain_answer(upstream *u, upstream_outcome *o) {
-    json_object *body = up_parse_body(u);
+    if (!u->in.len) {
+        up_failed(o, "bad_upstream_response", xstrdup("empty response"), u->status, NULL, 1);
+        return;
+    }
+    int rc;
+    char why[128];
+    up_mask_body(u);
+    json_object *body = up_parse(u, u->in.data, u->in.len, &up_body_limits, &rc, why, sizeof why);
+    if (rc != STRICTJSON_OK) {
+        const char *code;
+        int retryable;
+        char *msg = up_refusal(rc, "the response", why, u->in.data, u->in.len, &code, &retryable);
+        up_failed(o, code, msg, u->status, NULL, retryable);
+        return;
+    }
     json_object *choices = NULL, *err = NULL;
     if (body && json_object_object_get_ex(body, "choices", &choices)) {
         /* Stored as it came, unless it spans lines (pretty-printed, as
@@ -285,8 +462,7 @@ static void up_plain_answer(upstream *u, upstream_outcome *o) {
         return;
     }
     json_object_put(body);
-    up_failed(o, "bad_upstream_response",
-              xstrdup(u->in.len ? "the response is not a chat completion" : "empty response"),
+    up_failed(o, "bad_upstream_response", xstrdup("the response is not a chat completion"),
               u->status, NULL, 1);
 }
 
@@ -323,6 +499,7 @@ static void up_finish(upstream *u, CURLcode res) {
     } else {
         up_plain_answer(u, &o);
     }
+    if (!o.ok) up_mask_str(u, o.message); /* whatever it quotes */
     upstream_stop(u);
     u->on_done(u->jr, &o); /* last: it may start the next exchange */
 }
@@ -449,6 +626,8 @@ void upstream_stop(upstream *u) {
     sse_free(&u->sse);
     sse_init(&u->sse, up_on_event, u);
     buf_free(&u->in);
+    buf_free(&u->masked);
+    u->chunks = 0;
     free(u->request_id);
     u->request_id = NULL;
     free(u->fail_msg);

@@ -17,6 +17,22 @@
  *           attempt may do better.
  * Either way the outcome says what the upstream said about its limits.
  *
+ * Nothing from the upstream is trusted (docs/reliability.md):
+ *   - every chunk and every body must be strict JSON in valid UTF-8
+ *     (common/strictjson.h): a chunk that is not is never handed on, and
+ *     the attempt fails bad_upstream_response;
+ *   - a chunk with a top-level "error" object (or an event of type "error")
+ *     ends the attempt as upstream_error, whatever else it carries;
+ *   - what one exchange may cost is bounded: UPSTREAM_MAX_CHUNKS chunks,
+ *     UPSTREAM_MAX_CHUNK_VALUES JSON values in one chunk, the BODY bounds for
+ *     a plain answer, the assembler's own (common/assembler.h), and
+ *     max_response_bytes for the bytes; passing one fails too_large;
+ *   - the provider's API key, should the upstream echo it, is replaced by
+ *     UPSTREAM_SECRET_MASK in all that comes (chunks, bodies, x-request-id)
+ *     before anything is parsed, published, stored or logged;
+ *   - the upstream's text quoted in a message is cut on a character
+ *     boundary, with invalid UTF-8 replaced (upstream_excerpt()).
+ *
  * One upstream per job, reused for each attempt. upstream_stop() cuts a
  * running exchange short (no callback then). The stream's assembled usage
  * stays readable (upstream_usage) after the exchange, until upstream_reset()
@@ -42,6 +58,23 @@
 
 typedef struct jobrun jobrun;
 typedef struct upstream upstream;
+
+/* The bounds on one exchange; see the file comment. */
+#define UPSTREAM_MAX_CHUNKS 100000
+#define UPSTREAM_MAX_CHUNK_VALUES 10000
+#define UPSTREAM_MAX_BODY_VALUES 1000000
+#define UPSTREAM_MAX_BODY_CONTAINERS 250000
+/* json-c's own parse depth (JSON_TOKENER_DEFAULT_DEPTH): deeper fails. */
+#define UPSTREAM_MAX_DEPTH 32
+/* An error body that is not JSON is kept as a string of at most this many
+ * bytes; upstream text in a message, at most UPSTREAM_MAX_QUOTE. */
+#define UPSTREAM_MAX_ERROR_TEXT 2000
+#define UPSTREAM_MAX_QUOTE 300
+/* What an echoed API key becomes. Keys shorter than UPSTREAM_MIN_SECRET
+ * bytes are not looked for: masking them would garble ordinary text (and
+ * JSON), and so short a key is no secret anyway. */
+#define UPSTREAM_SECRET_MASK "***"
+#define UPSTREAM_MIN_SECRET 8
 
 typedef struct upstream_request {
     const provider_cfg *prov;     /* base_url, api key, extra headers */
@@ -111,5 +144,16 @@ void upstream_free(upstream *u);
 void upstream_http_done(CURL *easy, CURLcode result, void *priv);
 
 void upstream_outcome_free(upstream_outcome *o);
+
+/* Replaces every occurrence of `secret` in s[0..len) by
+ * UPSTREAM_SECRET_MASK, in place (nothing when secret is NULL or shorter
+ * than UPSTREAM_MIN_SECRET). Returns the new length; s[len] is not
+ * touched, so a NUL-terminated s needs s[new length] = 0 after. */
+size_t upstream_mask(char *s, size_t len, const char *secret);
+
+/* At most max bytes of s[0..len) as a new NUL-terminated string of valid
+ * UTF-8: cut on a character boundary (then "..." follows), each byte that
+ * is not part of a valid UTF-8 sequence (a NUL too) replaced by U+FFFD. */
+char *upstream_excerpt(const char *s, size_t len, size_t max);
 
 #endif

@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/scripts.h"
 #include "worker/jobrun.h"
+#include "worker/report.h" /* issue 9: status lines to chatqd */
 #include "worker/upstream.h"
 
 #define FETCH_BATCH 128
@@ -35,6 +36,7 @@ static void w_check_exit(worker *w);
 /* ---- fetching --------------------------------------------------------------- */
 
 static void w_arm_waiters(worker *w);
+static void w_quiet(worker *w);
 
 static void w_resync(worker *w);
 
@@ -47,6 +49,51 @@ static void w_on_fetch_retry(uv_timer_t *t) {
     worker_maybe_fetch(w);
 }
 
+/* The jobs of one START call, for its answer. */
+typedef struct w_starting {
+    jobrun **jobs;
+    int n;
+} w_starting;
+
+static void w_on_started(rconn *rc, redisReply *reply, void *priv) {
+    w_starting *st = priv;
+    (void)rc;
+    size_t want = (size_t)st->n * SCRIPTS_START_REPLY;
+    int ok = reply->type == REDIS_REPLY_ARRAY && reply->elements == want;
+    if (!ok)
+        log_error("start_failed", "jobs=%d error=%s", st->n,
+                  log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+    for (int i = 0; i < st->n; i++)
+        jobrun_started(st->jobs[i], ok ? reply->element + (size_t)i * SCRIPTS_START_REPLY : NULL);
+    free(st->jobs);
+    free(st);
+}
+
+/* Starts the jobs of a FETCH: each is parsed, and all of them claim their
+ * ids in one START call. */
+static void w_start_jobs(worker *w, redisReply *reply) {
+    scripts_batch b = {0};
+    w_starting *st = xcalloc(1, sizeof *st);
+    st->jobs = xcalloc(reply->elements / 2 + 1, sizeof *st->jobs);
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        int q = (int)reply->element[i]->integer - 1;
+        redisReply *j = reply->element[i + 1];
+        if (q < 0 || q >= w->cfg->nqueues || j->type != REDIS_REPLY_STRING) continue;
+        jobrun *jr = jobrun_new(w, j->str, j->len, q);
+        if (jobrun_start_add(jr, &b)) st->jobs[st->n++] = jr;
+    }
+    if (st->n > 0) {
+        rargs a = {0};
+        scripts_start_args(&b, w->requeued_key, &a);
+        rconn_eval_reliable(w->cmd, w->scripts[WS_START], w_on_started, st, a.argc, a.argv, a.lens);
+        rargs_free(&a);
+    } else {
+        free(st->jobs);
+        free(st);
+    }
+    scripts_batch_free(&b);
+}
+
 static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
     worker *w = rconn_data(rc);
     long asked = (long)(intptr_t)priv;
@@ -54,44 +101,33 @@ static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
         w->fetching = 0;
         return;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
+    if (reply->type != REDIS_REPLY_ARRAY) {
         log_error("fetch_failed", "error=%s",
                   log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
         w->fetching = 0;
         uv_timer_start(&w->fetch_retry, w_on_fetch_retry, 1000, 0);
         return;
     }
-    long long mode = reply->element[0]->integer;
-    long got = (long)(reply->elements - 1) / 2;
-    if (mode != 0) {
-        /* solo: one suspect job runs alone; blocked: a suspect waits for us
-         * to be idle. Either way, the next fetch waits for nruns == 0. */
-        w->solo = 1;
-        if (mode == 1) log_warn("suspect_job_solo", "jobs=%ld", got);
-    }
+    long got = (long)reply->elements / 2;
     /* `fetching` stays set while the jobs start: one that ends at once
      * (invalid) must not send another FETCH sized before the rest started */
-    for (size_t i = 1; i + 1 < reply->elements; i += 2) {
-        int q = (int)reply->element[i]->integer - 1;
-        redisReply *j = reply->element[i + 1];
-        if (q < 0 || q >= w->cfg->nqueues || j->type != REDIS_REPLY_STRING) continue;
-        jobrun_start(w, j->str, j->len, q);
-    }
+    w_start_jobs(w, reply);
     w->fetching = 0;
-    if (w->solo)
-        worker_maybe_fetch(w); /* does nothing until the worker is idle */
-    else if (got < asked)
+    if (got < asked) {
+        if (w->quarantine && w->nruns == 0 && w->nending == 0 && !w->draining) {
+            log_info("quarantine_empty", "action=exit");
+            worker_drain(w);
+            return;
+        }
         w_arm_waiters(w);
-    else
+    } else {
+        w_quiet(w);
         worker_maybe_fetch(w);
+    }
 }
 
 void worker_maybe_fetch(worker *w) {
     if (w->draining || w->fetching || !rconn_ready(w->cmd)) return;
-    if (w->solo) {
-        if (w->nruns > 0) return;
-        w->solo = 0;
-    }
     int free_slots = w->cfg->concurrency - w->nruns;
     if (free_slots <= 0) return;
     long n = free_slots < FETCH_BATCH ? free_slots : FETCH_BATCH;
@@ -99,9 +135,9 @@ void worker_maybe_fetch(worker *w) {
         .queue_keys = w->queue_keys,
         .processing_keys = w->proc_keys,
         .nqueues = w->cfg->nqueues,
-        .crashes_key = w->crashes_key,
         .want = n,
-        .busy = w->nruns,
+        .max_job_bytes = w->cfg->max_job_bytes,
+        .excerpt_bytes = SCRIPTS_EXCERPT_BYTES,
     };
     rargs a = {0};
     rargs_adds(&a, "EVALSHA");
@@ -112,31 +148,82 @@ void worker_maybe_fetch(worker *w) {
     rargs_free(&a);
 }
 
-static void w_on_wait(rconn *rc, redisReply *reply, void *priv) {
+/* ---- waking up when a job arrives --------------------------------------------------- */
+
+/* Any change to a queue of ours (a producer's LPUSH): fetch. */
+static void w_on_invalidate(rconn *rc, redisReply *reply, void *priv) {
     worker *w = rconn_data(rc);
-    int q = (int)(intptr_t)priv;
-    w->waiting[q] = 0;
-    if (!reply) return; /* lost: re-armed when the connection is back */
+    (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) return;
+    redisReply *kind = reply->element[0];
+    if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0) return;
     worker_maybe_fetch(w);
 }
 
-/* Blocks each waiter in a non-destructive BLMOVE q q RIGHT RIGHT 0. */
-static void w_arm_waiters(worker *w) {
-    if (w->draining) return;
-    for (int i = 0; i < w->cfg->nqueues; i++) {
-        if (w->waiting[i] || !rconn_ready(w->waiters[i])) continue;
-        const char *k = w->queue_keys[i];
-        const char *a[] = {"BLMOVE", k, k, "RIGHT", "RIGHT", "0"};
-        size_t l[] = {6, strlen(k), strlen(k), 5, 5, 1};
-        if (rconn_send(w->waiters[i], w_on_wait, (void *)(intptr_t)i, 6, a, l) == 0)
-            w->waiting[i] = 1;
-    }
+static void w_on_wake_id(rconn *rc, redisReply *reply, void *priv) {
+    worker *w = rconn_data(rc);
+    (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_INTEGER) return;
+    w->wake_id = reply->integer;
+    const char *a[] = {"SUBSCRIBE", "__redis__:invalidate"};
+    size_t l[] = {9, 20};
+    rconn_send(rc, w_on_invalidate, NULL, 2, a, l);
+    w->tracking = 0; /* a redirect to the old connection is worth nothing now */
+    w_arm_waiters(w);
 }
 
-static void w_on_waiter_state(rconn *rc, int ready, void *ud) {
-    worker *w = ud;
+static void w_on_tracking(rconn *rc, redisReply *reply, void *priv) {
     (void)rc;
-    if (ready) worker_maybe_fetch(w); /* then re-arms the waiters if the queues are empty */
+    (void)priv;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_error("tracking_failed", "error=%s", log_quote(reply->str));
+}
+
+/* Asks Redis to tell the wake connection about every change to our queues
+ * (client-side caching's broadcast mode: a message naming the key, never
+ * its value), then fetches once more: a job pushed before the tracking took
+ * effect is seen by that fetch. Only an idle worker is told: a busy one
+ * turns the tracking off (w_quiet), so the LMOVEs of other workers under
+ * load do not flood it. (A quarantine worker has no waking up: it exits
+ * once the quarantine is empty.) */
+static void w_arm_waiters(worker *w) {
+    if (w->draining || w->quarantine || w->tracking || w->wake_id <= 0 || !rconn_ready(w->cmd))
+        return;
+    rargs a = {0};
+    rargs_adds(&a, "CLIENT");
+    rargs_adds(&a, "TRACKING");
+    rargs_adds(&a, "ON");
+    rargs_adds(&a, "REDIRECT");
+    rargs_addll(&a, w->wake_id);
+    rargs_adds(&a, "BCAST");
+    rargs_adds(&a, "NOLOOP");
+    for (int i = 0; i < w->cfg->nqueues; i++) {
+        rargs_adds(&a, "PREFIX");
+        rargs_adds(&a, w->queue_keys[i]);
+    }
+    if (rconn_send(w->cmd, w_on_tracking, NULL, a.argc, a.argv, a.lens) == 0) {
+        w->tracking = 1;
+        worker_maybe_fetch(w);
+    }
+    rargs_free(&a);
+}
+
+/* The worker is busy: no need to hear about the queues. */
+static void w_quiet(worker *w) {
+    if (!w->tracking) return;
+    const char *a[] = {"CLIENT", "TRACKING", "OFF"};
+    size_t l[] = {6, 8, 3};
+    rconn_send(w->cmd, w_on_tracking, NULL, 3, a, l);
+    w->tracking = 0;
+}
+
+static void w_on_wake_state(rconn *rc, int ready, void *ud) {
+    worker *w = ud;
+    w->wake_id = 0;
+    if (!ready) return;
+    const char *a[] = {"CLIENT", "ID"};
+    size_t l[] = {6, 2};
+    rconn_send(rc, w_on_wake_id, NULL, 2, a, l);
 }
 
 /* ---- resync after a reconnect ------------------------------------------------- */
@@ -145,15 +232,20 @@ static void w_on_resync(rconn *rc, redisReply *reply, void *priv) {
     worker *w = rconn_data(rc);
     int q = (int)(intptr_t)priv;
     if (!reply || reply->type != REDIS_REPLY_ARRAY) return;
-    /* Each held job of this queue matches one entry; the rest are orphans. */
+    /* Each held job of this queue matches one entry, whether it runs or its
+     * FINISH is on its way; the rest are orphans. */
     char *matched = xcalloc(reply->elements ? reply->elements : 1, 1);
-    for (jobrun *jr = w->runs; jr; jr = jr->next) {
-        if (jr->queue != q) continue;
-        for (size_t i = 0; i < reply->elements; i++) {
-            redisReply *e = reply->element[i];
-            if (!matched[i] && e->len == jr->raw_len && memcmp(e->str, jr->raw, e->len) == 0) {
-                matched[i] = 1;
-                break;
+    jobrun *lists[] = {w->runs, w->ending};
+    for (int l = 0; l < 2; l++) {
+        for (jobrun *jr = lists[l]; jr; jr = jr->next) {
+            if (jr->queue != q) continue;
+            for (size_t i = 0; i < reply->elements; i++) {
+                redisReply *e = reply->element[i];
+                if (!matched[i] && e->len == jr->raw_len &&
+                    memcmp(e->str, jr->raw, e->len) == 0) {
+                    matched[i] = 1;
+                    break;
+                }
             }
         }
     }
@@ -169,6 +261,8 @@ static void w_on_resync(rconn *rc, redisReply *reply, void *priv) {
     }
     if (orphans) {
         scripts_requeue_call call = {
+            .requeued_key = w->requeued_key,
+            .worker_id = w->id,
             .processing_keys = &w->proc_keys[q],
             .queue_keys = &w->queue_keys[q],
             .nqueues = 1,
@@ -235,6 +329,7 @@ static void w_on_heartbeat(uv_timer_t *t) { w_heartbeat(t->data); }
 static void w_on_cmd_state(rconn *rc, int ready, void *ud) {
     worker *w = ud;
     (void)rc;
+    w->tracking = 0; /* client tracking is a connection's: gone with it */
     if (!ready) return;
     /* Heartbeat first: a supervisor that sees us registered must also see
      * us alive, or it would recover the jobs of a live worker. */
@@ -244,6 +339,7 @@ static void w_on_cmd_state(rconn *rc, int ready, void *ud) {
     w->cmd_was_ready = 1;
     worker_maybe_fetch(w);
     w_check_exit(w);
+    report_ready(); /* chatqd resets its restart backoff */
 }
 
 /* ---- cancellation --------------------------------------------------------------- */
@@ -294,7 +390,7 @@ static void w_on_deregistered(rconn *rc, redisReply *reply, void *priv) {
  * the worker removes itself from P:workers, so nobody tries to recover it. */
 static void w_check_exit(worker *w) {
     if (!w->draining || w->nruns > 0 || w->exiting) return;
-    if (rconn_pending(w->cmd) > 0) return;
+    if (w->finish.n > 0 || rconn_pending(w->cmd) > 0) return;
     if (w->deregistered) {
         w_stop_loop(w);
         return;
@@ -321,15 +417,98 @@ void worker_run_add(worker *w, jobrun *jr) {
     w->nruns++;
 }
 
-void worker_run_remove(worker *w, jobrun *jr) {
+/* Unlinks jr from the list whose head is *head. */
+static void w_unlink(jobrun **head, jobrun *jr) {
     if (jr->prev)
         jr->prev->next = jr->next;
     else
-        w->runs = jr->next;
+        *head = jr->next;
     if (jr->next) jr->next->prev = jr->prev;
     jr->prev = jr->next = NULL;
+}
+
+void worker_run_remove(worker *w, jobrun *jr) {
+    w_unlink(&w->runs, jr);
     w->nruns--;
     worker_maybe_fetch(w);
+}
+
+void worker_run_end(worker *w, jobrun *jr) {
+    w_unlink(&w->runs, jr);
+    w->nruns--;
+    jr->next = w->ending;
+    if (w->ending) w->ending->prev = jr;
+    w->ending = jr;
+    w->nending++;
+    worker_maybe_fetch(w);
+}
+
+void worker_run_gone(worker *w, jobrun *jr) {
+    w_unlink(&w->ending, jr);
+    w->nending--;
+    /* a job's end is stored: chatqd counts this worker as making progress */
+    report_progress(w->done + w->failed + w->duplicates);
+}
+
+/* ---- FINISH, many jobs a call ----------------------------------------------------- */
+
+/* The jobs of one FINISH call, for its answer. */
+typedef struct w_finishing {
+    jobrun **jobs;
+    int n;
+} w_finishing;
+
+static void w_on_finished(rconn *rc, redisReply *reply, void *priv) {
+    w_finishing *f = priv;
+    (void)rc;
+    int ok = reply->type == REDIS_REPLY_ARRAY && reply->elements == (size_t)f->n;
+    for (int i = 0; i < f->n; i++) jobrun_finished(f->jobs[i], ok ? reply->element[i] : reply);
+    free(f->jobs);
+    free(f);
+}
+
+void worker_finish(worker *w, jobrun *jr, const scripts_finish_call *c) {
+    if (w->finish.n == w->finishing_cap) {
+        w->finishing_cap = w->finishing_cap ? 2 * w->finishing_cap : 16;
+        w->finishing = xrealloc(w->finishing, sizeof *w->finishing * (size_t)w->finishing_cap);
+    }
+    w->finishing[w->finish.n] = jr;
+    scripts_finish_add(&w->finish, c);
+}
+
+void worker_events_pending(worker *w, jobrun *jr) {
+    if (w->nevq == w->evq_cap) {
+        w->evq_cap = w->evq_cap ? 2 * w->evq_cap : 16;
+        w->evq = xrealloc(w->evq, sizeof *w->evq * (size_t)w->evq_cap);
+    }
+    w->evq[w->nevq++] = jr;
+}
+
+void worker_events_forget(worker *w, jobrun *jr) {
+    for (int i = 0; i < w->nevq; i++)
+        if (w->evq[i] == jr) w->evq[i] = NULL;
+}
+
+/* Sends the stream events, then the FINISHes, of this loop iteration: the
+ * FINISHes in one call. */
+static void w_flush(worker *w) {
+    for (int i = 0; i < w->nevq; i++)
+        if (w->evq[i]) jobrun_flush_events(w->evq[i]);
+    w->nevq = 0;
+    if (w->finish.n == 0) return;
+    scripts_finish_shared shared = {.crashes_key = w->crashes_key,
+                                    .requeued_key = w->requeued_key,
+                                    .dead_key = w->dead_key,
+                                    .default_ttl_s = w->cfg->result_ttl_s};
+    w_finishing *f = xmalloc(sizeof *f);
+    f->n = w->finish.n;
+    f->jobs = xmalloc(sizeof *f->jobs * (size_t)f->n);
+    memcpy(f->jobs, w->finishing, sizeof *f->jobs * (size_t)f->n);
+    rargs a = {0};
+    scripts_finish_args(&w->finish, &shared, &a);
+    rconn_eval_reliable(w->cmd, w->scripts[WS_FINISH], w_on_finished, f, a.argc, a.argv, a.lens);
+    rargs_free(&a);
+    scripts_batch_free(&w->finish);
 }
 
 static void w_on_requeued(rconn *rc, redisReply *reply, void *priv) {
@@ -353,6 +532,8 @@ static void w_on_grace(uv_timer_t *t) {
     log_warn("drain_timeout", "jobs_left=%d", w->nruns);
     while (w->runs) jobrun_abort(w->runs);
     scripts_requeue_call call = {
+        .requeued_key = w->requeued_key,
+        .worker_id = w->id,
         .processing_keys = w->proc_keys,
         .queue_keys = w->queue_keys,
         .nqueues = w->cfg->nqueues,
@@ -387,8 +568,12 @@ static void w_on_signal(uv_signal_t *s, int signum) {
     worker_drain(s->data);
 }
 
-/* Runs after each loop iteration: a stored result may complete the drain. */
-static void w_on_check(uv_check_t *c) { w_check_exit(c->data); }
+/* Runs after each loop iteration's I/O: sends what ended in it, and a stored
+ * result may complete the drain. */
+static void w_on_check(uv_check_t *c) {
+    w_flush(c->data);
+    w_check_exit(c->data);
+}
 
 /* ---- set-up ------------------------------------------------------------------------- */
 
@@ -421,16 +606,19 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->scripts[WS_REQUEUE] = rconn_add_script(w->cmd, scripts_requeue);
     w->scripts[WS_RATELIMIT] = rconn_add_script(w->cmd, scripts_ratelimit);
     w->scripts[WS_DEREGISTER] = rconn_add_script(w->cmd, scripts_deregister);
+    w->scripts[WS_DROP] = rconn_add_script(w->cmd, scripts_drop);
     w->control = rconn_new(loop, &w->redis, "control", w_on_control_state, w);
-    w->waiters = xcalloc((size_t)cfg->nqueues, sizeof *w->waiters);
-    w->waiting = xcalloc((size_t)cfg->nqueues, sizeof *w->waiting);
+    w->wake = rconn_new(loop, &w->redis, "wake", w_on_wake_state, w);
     w->crashes_key = keys_crashes(cfg->prefix);
+    w->requeued_key = keys_requeued(cfg->prefix);
+    w->dead_key = keys_dead(cfg->prefix);
+    w->quarantine = cfg->quarantine;
     w->queue_keys = xcalloc((size_t)cfg->nqueues, sizeof *w->queue_keys);
     w->proc_keys = xcalloc((size_t)cfg->nqueues, sizeof *w->proc_keys);
     for (int i = 0; i < cfg->nqueues; i++) {
-        w->queue_keys[i] = keys_queue(cfg->prefix, cfg->queues[i]);
+        w->queue_keys[i] = w->quarantine ? keys_quarantine(cfg->prefix, cfg->queues[i])
+                                         : keys_queue(cfg->prefix, cfg->queues[i]);
         w->proc_keys[i] = keys_processing(cfg->prefix, id, cfg->queues[i]);
-        w->waiters[i] = rconn_new(loop, &w->redis, "wait", w_on_waiter_state, w);
     }
     uv_timer_init(loop, &w->heartbeat);
     w->heartbeat.data = w;
@@ -459,7 +647,7 @@ void worker_start(worker *w) {
              w->cfg->concurrency, w->cfg->nqueues);
     rconn_start(w->cmd);
     rconn_start(w->control);
-    for (int i = 0; i < w->cfg->nqueues; i++) rconn_start(w->waiters[i]);
+    rconn_start(w->wake);
     uv_timer_start(&w->heartbeat, w_on_heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
     uv_signal_start(&w->sigterm, w_on_signal, SIGTERM);
     if (!w->supervised) uv_signal_start(&w->sigint, w_on_signal, SIGINT);
@@ -471,15 +659,18 @@ void worker_close(worker *w) {
     rconn_free(w->cmd);
     rconn_free(w->control);
     for (int i = 0; i < w->cfg->nqueues; i++) {
-        rconn_free(w->waiters[i]);
         free(w->queue_keys[i]);
         free(w->proc_keys[i]);
     }
-    free(w->waiters);
-    free(w->waiting);
+    rconn_free(w->wake);
     free(w->queue_keys);
     free(w->proc_keys);
     free(w->crashes_key);
+    free(w->requeued_key);
+    free(w->dead_key);
+    scripts_batch_free(&w->finish);
+    free(w->finishing);
+    free(w->evq);
     http_free(w->http);
     uv_close((uv_handle_t *)&w->heartbeat, NULL);
     uv_close((uv_handle_t *)&w->grace, NULL);

@@ -4,14 +4,15 @@
  *   cmd      a Redis connection for every command: fetching (the FETCH
  *            script), starting and finishing jobs, publishing stream events;
  *            commands are pipelined, never one blocking round trip each;
- *   waiters  one Redis connection per queue, each blocked in
- *            BLMOVE q q RIGHT RIGHT 0 while the worker has free slots and the
- *            queues are empty. That command moves the last element of q to
- *            the end of q, i.e. leaves the list as it was: it is a blocking
- *            "wait until q is not empty" that takes nothing. When it answers,
- *            the worker runs FETCH, which takes jobs in priority order. So an
- *            idle worker sends nothing at all, a job on any queue is seen at
- *            once, and a higher queue's job is always taken first;
+ *   wake     a Redis connection subscribed to __redis__:invalidate. When
+ *            the worker is idle (its last FETCH found the queues empty), cmd
+ *            turns on client tracking in broadcast mode for the queue keys,
+ *            redirected to wake: any LPUSH to a queue then sends wake a
+ *            message naming the key (never the job itself: an oversized job
+ *            must not reach a worker), and the worker runs FETCH, which takes
+ *            jobs in priority order. So an idle worker sends nothing at all,
+ *            a job on any queue is seen at once, and a higher queue's job is
+ *            always taken first; a busy worker turns tracking off;
  *   control  a Redis connection subscribed to P:control, for cancellations;
  *   http     one curl multi handle (worker/http.h) for all upstream calls,
  *            with the pool of easy handles they reuse.
@@ -28,12 +29,13 @@
 
 #include "common/config.h"
 #include "common/rconn.h"
+#include "common/scripts.h"
 #include "worker/http.h"
 
 typedef struct jobrun jobrun;
 
 enum worker_script {
-    WS_FETCH, WS_START, WS_FINISH, WS_REQUEUE, WS_RATELIMIT, WS_DEREGISTER, WS_NSCRIPTS
+    WS_FETCH, WS_START, WS_FINISH, WS_REQUEUE, WS_RATELIMIT, WS_DEREGISTER, WS_DROP, WS_NSCRIPTS
 };
 
 typedef struct worker {
@@ -43,16 +45,28 @@ typedef struct worker {
     redis_target redis;
     rconn *cmd;
     rconn *control;
-    rconn **waiters;       /* one per queue */
-    int *waiting;          /* a BLMOVE is outstanding on waiters[i] */
+    rconn *wake;           /* subscribed to Redis' invalidation messages */
+    long long wake_id;     /* its CLIENT ID, 0 until known */
+    int tracking;          /* cmd has client tracking on, redirected to wake */
     int scripts[WS_NSCRIPTS];
     http_client *http;
-    char **queue_keys;     /* P:queue:<name>, priority order */
+    char **queue_keys;     /* where jobs are taken from: P:queue:<name>, priority
+                              order (P:quarantine:<name> for a quarantine worker) */
     char **proc_keys;      /* P:processing:<id>:<name> */
     char *crashes_key;     /* P:crashes */
-    int solo;              /* a suspect job runs or waits: fetch only when idle */
+    char *requeued_key;    /* P:requeued */
+    char *dead_key;        /* P:dead */
+    int quarantine;        /* runs suspects, one at a time, and exits when none is left */
     jobrun *runs;          /* jobs in flight */
     int nruns;
+    jobrun *ending;        /* jobs whose FINISH or DROP has not answered: their
+                              entries are still in a processing list */
+    int nending;
+    jobrun **evq;          /* jobs with events to send at the end of this loop */
+    int nevq, evq_cap;     /*   iteration (NULL: forgotten) */
+    scripts_batch finish;  /* the FINISHes of this loop iteration ... */
+    jobrun **finishing;    /* ... and their jobs, sent together (w_flush) */
+    int finishing_cap;
     int fetching;          /* a FETCH is outstanding */
     int cmd_was_ready;     /* cmd has been ready before: a reconnect needs a resync */
     int draining;          /* SIGTERM seen: take no new job */
@@ -64,7 +78,7 @@ typedef struct worker {
     uv_timer_t grace;
     uv_timer_t fetch_retry;
     uv_signal_t sigterm, sigint;
-    long long done, failed;
+    long long done, failed, duplicates;
     unsigned long long starts; /* jobs started: makes START tokens unique */
     json_tokener *tok;     /* one JSON parser, reset for each use */
     int supervised;        /* started by chatqd: SIGINT is not ours to handle */
@@ -74,11 +88,23 @@ typedef struct worker {
  * after logging why (nothing is left to free then). */
 int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id);
 void worker_start(worker *w);
-/* The running list: a jobrun is added when it starts, and removed when it is
- * over (its result handed to the outbox, or dropped by a drain), which frees
- * its slot and fetches more. The list does not own the jobruns. */
+/* The running list: a jobrun is added when it starts, and leaves it when it
+ * is over, which frees its slot and fetches more: to the ending list when its
+ * FINISH or DROP is on its way (worker_run_end; worker_run_gone once it
+ * answered), or for good when a drain drops it (worker_run_remove). The
+ * lists do not own the jobruns. */
 void worker_run_add(worker *w, jobrun *jr);
 void worker_run_remove(worker *w, jobrun *jr);
+void worker_run_end(worker *w, jobrun *jr);
+void worker_run_gone(worker *w, jobrun *jr);
+/* Queues jr's FINISH (c is copied) into the call sent at the end of this
+ * loop iteration, with every other job that ended in it; jobrun_finished()
+ * gets the answer. */
+void worker_finish(worker *w, jobrun *jr, const scripts_finish_call *c);
+/* jr has stream events to send: jobrun_flush_events(jr) is called at the end
+ * of this loop iteration, unless worker_events_forget(jr) came first. */
+void worker_events_pending(worker *w, jobrun *jr);
+void worker_events_forget(worker *w, jobrun *jr);
 /* Asks for more jobs when there are free slots. */
 void worker_maybe_fetch(worker *w);
 /* Begins a drain: no new job; in-flight jobs get the grace period. */

@@ -88,6 +88,14 @@ class Chatq {
     return [this.prefix, ...parts].join(':');
   }
 
+  /* A key of this application's own, such as a reply_to list:
+   * P-examples:<parts>. Outside chatq's namespace P:, since a job's reply_to
+   * may not name a key under P: (chatq's state; only a `chatq batch` run's
+   * P:batch:<batch>:out is allowed there), and still apart for each prefix. */
+  appKey(...parts) {
+    return [`${this.prefix}-examples`, ...parts].join(':');
+  }
+
   /* An id of our own: without one we could not follow the job. */
   static newId(kind = 'js') {
     return `${kind}-${crypto.randomBytes(12).toString('hex')}`;

@@ -5,7 +5,8 @@
  *
  *   node wait.js [-m MODEL] [--poll] PROMPT
  *
- * The job names a reply_to list (P:examples:reply:<id>); when it ends, chatq
+ * The job names a reply_to list (P-examples:reply:<id>, a key of our own:
+ * reply_to may not name one of chatq's, under P:); when it ends, chatq
  * pushes its output line there (OpenAI Batch output format) and BRPOP wakes
  * us. With --poll the job hash P:job:<id> is read every 100 ms instead.
  * Prints the answer; exit status 0 succeeded, 1 failed or cancelled, 2 on a
@@ -28,7 +29,7 @@ async function main() {
   const c = new Chatq();
   try {
     const id = Chatq.newId();
-    const replyTo = o.poll ? undefined : c.key('examples', 'reply', id);
+    const replyTo = o.poll ? undefined : c.appKey('reply', id);
     await c.submit(c.makeJob({ prompt: positionals[0], model: o.model, id, replyTo }), o.queue);
     process.stderr.write(`${id}\n`);
     if (o.poll) {

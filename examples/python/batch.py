@@ -4,7 +4,8 @@
     batch.py [-n 1000] [-m MODEL] [--queue Q] [--tenant T]
 
 Pushes N jobs ("Question i of N"), 500 to an LPUSH, all with the same
-reply_to list, P:examples:batch:<batch>:out, then takes their output lines
+reply_to list, P-examples:batch:<batch>:out (ours: reply_to may not name
+a key under chatq's P:), then takes their output lines
 off that list as they come (BRPOP for the first, RPOP with a count for the
 rest that are there: one round trip for many lines) until every job has
 answered. Each job's id is <batch>-<i>, so a line is matched to its job and
@@ -72,7 +73,7 @@ class Progress:
 
 def run(c, n, model, queue, tenant, idle):
     batch = Chatq.new_id("b")
-    out_key = c.key("examples", "batch", batch, "out")
+    out_key = c.app_key("batch", batch, "out")
     jobs = [c.make_job("Question %d of %d" % (i, n), model=model, id="%s-%d" % (batch, i),
                        reply_to=out_key, tenant=tenant, metadata={"batch": batch, "line": i})
             for i in range(1, n + 1)]

@@ -111,6 +111,14 @@ class Chatq:
     def key(self, *parts):
         return ":".join((self.prefix,) + parts)
 
+    def app_key(self, *parts):
+        """A key of this application's own, such as a reply_to list:
+        P-examples:<parts>. Outside chatq's namespace P:, since a job's
+        reply_to may not name a key under P: (chatq's state; only a `chatq
+        batch` run's P:batch:<batch>:out is allowed there), and still apart
+        for each prefix."""
+        return ":".join((self.prefix + "-examples",) + parts)
+
     # ------------------------------------------------------------ submit
 
     @staticmethod

@@ -3,7 +3,8 @@
 
     wait.py [-m MODEL] [--poll] PROMPT
 
-The job names a reply_to list (P:examples:reply:<id>); when it ends, chatq
+The job names a reply_to list (P-examples:reply:<id>, a key of our own:
+reply_to may not name one of chatq's, under P:); when it ends, chatq
 pushes its output line there (OpenAI Batch output format) and BRPOP wakes
 us: no polling. With --poll the script reads the job hash P:job:<id> every
 100 ms instead, which needs no list but costs a round trip per poll.
@@ -29,7 +30,7 @@ def main():
     a = ap.parse_args()
     c = Chatq()
     jid = c.new_id()
-    reply_key = None if a.poll else c.key("examples", "reply", jid)
+    reply_key = None if a.poll else c.app_key("reply", jid)
     try:
         c.submit(c.make_job(a.prompt, model=a.model, id=jid, reply_to=reply_key), a.queue)
         print(jid, file=sys.stderr)

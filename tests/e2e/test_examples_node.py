@@ -101,7 +101,7 @@ def test_wait_by_reply_to_and_by_polling(node, cq):
     assert p.stdout == "echo: via reply_to\n"
     jid = p.stderr.splitlines()[0]
     assert cq.job(jid)["status"] == "succeeded"
-    assert not cq.r.exists(cq.k("examples", "reply", jid)), "reply list left behind"
+    assert not cq.r.exists(cq.prefix + "-examples:reply:" + jid), "reply list left behind"
 
     p = run(node, cq, "wait.js", "--poll", "via the hash")
     assert p.returncode == 0, p.stderr

@@ -18,7 +18,7 @@ def content_of(h):
 # ------------------------------------------------------------ cancel
 
 def test_cancel_running_stream(cq, upstream):
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     job = cq.mkjob(mock={"content": ["a", "b", "c"], "stall_after": 2}, stream=True, reply_to=R)
     sub = cq.subscribe(job["id"])
     cq.push(job)
@@ -80,7 +80,7 @@ def pids_talking_to(port):
 
 
 def test_sigkill_worker_holding_streams(cq, upstream):
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     n = 8
     pieces = ["p%d " % i for i in range(12)]
     # Slow first attempts (about 3 s), so the kill surely lands mid-stream;
@@ -176,7 +176,7 @@ def test_redis_restart_keeps_job_and_result(redis_factory, start_chatqd, upstrea
     srv = redis_factory(extra=["--appendonly", "yes", "--appendfsync", "always"]).start()
     port = srv.port
     cq = start_chatqd(redis=srv)
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     job = cq.mkjob(mock={"content": ["r"] * 10, "chunk_delay_ms": 100}, stream=True, reply_to=R, tenant="rr")
     cq.push(job)
     upstream.wait_requests(cq.mock_key(job["id"]), 1)

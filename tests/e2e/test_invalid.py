@@ -56,7 +56,7 @@ CASES = [
 
 @pytest.mark.parametrize("name,build,jid,word", CASES, ids=[c[0] for c in CASES])
 def test_invalid_job(cq, upstream, name, build, jid, word):
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     raw = build(cq, R)
     t0 = now_ms()
     cq.push(raw)
@@ -90,7 +90,7 @@ def test_invalid_job(cq, upstream, name, build, jid, word):
 
 def test_job_over_max_job_bytes(start_chatqd, upstream):
     cq = start_chatqd(config={"max_job_bytes": 2048})
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     raw = mk(cq, "big", R, body_set={"x_pad": "p" * 3000})
     fits = mk(cq, "fits", R, body_set={"x_pad": "p" * 1000})
     cq.push(raw)
@@ -104,7 +104,7 @@ def test_job_over_max_job_bytes(start_chatqd, upstream):
 
 def test_survives_garbage(cq, upstream):
     pids = cq.wait_workers(2)
-    huge = mk(cq, "huge", cq.k("replies"), body_set={"x_pad": "h" * (1024 * 1024 + 10)})
+    huge = mk(cq, "huge", cq.prefix + "-replies", body_set={"x_pad": "h" * (1024 * 1024 + 10)})
     garbage = [b"\xff\xfe\x00\x01binary\x80", b"", b"null", b"0", b"{}", b"[]", b"{" * 100000,
                b"[" * 5000 + b"]" * 5000, b'{"id":"g1","body":1e999999}', b'{"id":' + b"9" * 5000 + b"}",
                b'{"id":"g2","body":{"model":"mock-1","messages":"' + b"\\u" * 1000 + b'"}}',

@@ -223,7 +223,7 @@ def test_fallback_chain_that_all_fails_ends_with_the_last_error(start_chatqd, up
         "fallbacks": {"mock-chain": [{"provider": "b"},
                                      {"provider": "c", "model": "mock-chain-c"}]},
     }, env=KEYS)
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     # upstream attempts 1-2 (at b) answer 503, 3-4 (at c) 502
     job = cq.mkjob(model="mock-chain", tenant="fbc", reply_to=R, mock={"script": [
         {"status": 503}, {"status": 503}, {"status": 502, "message": "the last one"}]})

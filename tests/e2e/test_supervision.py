@@ -150,7 +150,7 @@ def pid_alive(pid):
 
 def test_sigkill_worker_jobs_back_within_1s_and_done_once(start_chatqd, upstream):
     cq = start_chatqd(workers=2, concurrency=64)
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     n = 10
     # First attempt slow (~2.4 s), later ones fast.
     mock = {"content": ["s%d " % i for i in range(4)], "repeat": 3,
@@ -220,7 +220,7 @@ def test_sigkill_worker_jobs_back_within_1s_and_done_once(start_chatqd, upstream
 
 def test_whole_daemon_sigkilled_other_daemons_recover_once(start_chatqd, upstream):
     a = start_chatqd(workers=2, concurrency=64)
-    R = a.k("replies")
+    R = a.prefix + "-replies"
     n = 12
     # The first attempt stalls after two chunks (until its connection is
     # closed, i.e. the worker dies); the rerun is quick.
@@ -316,7 +316,7 @@ def assert_pill_dead(cq, pill, raw_pill, reply_to, upstream):
 
 def test_poison_pill_ends_dead_as_worker_crashed(start_chatqd, upstream):
     cq = start_chatqd(workers=2, concurrency=16, env={"CHATQ_WORKER": hooks_worker_path()})
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     before = cq.wait_workers(2)
     wait_registered(cq, before)
     pill = cq.mkjob(body={"chatq_test_crash": True}, reply_to=R, custom_id="pill-c")
@@ -347,7 +347,7 @@ def test_poison_pill_spares_a_job_fetched_with_it(start_chatqd, redis_server, up
     queued before chatqd starts, so that the first worker takes both in one
     fetch (as it would in any burst): the test is deterministic."""
     prefix = "e2e" + uuid.uuid4().hex[:10]
-    R = prefix + ":replies"
+    R = prefix + "-replies"
     pill = {"id": "pill", "reply_to": R,
             "body": {"model": "mock-1", "messages": [{"role": "user", "content": "hi"}],
                      "chatq_test_crash": True, "mock": {"key": prefix + ":pill"}}}
@@ -379,7 +379,7 @@ def test_poison_pill_spares_a_job_fetched_with_it(start_chatqd, redis_server, up
 def test_sigterm_with_200_streams_in_flight(start_chatqd, upstream, variant):
     grace = 1000 if variant == "requeued" else 15000
     cq = start_chatqd(workers=2, concurrency=128, config={"shutdown_grace_ms": grace})
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     n = 200
     # ~2.4 s per first attempt; reruns (after a requeue) are quick.
     mock = {"content": ["d%d" % i for i in range(4)], "repeat": 3,
@@ -469,7 +469,7 @@ def test_sighup_bad_config_is_refused(start_chatqd, upstream):
 
 def test_sighup_changes_worker_count_without_dropping_jobs(start_chatqd, upstream):
     cq = start_chatqd(args=["--concurrency", "32"], config={"workers": 2})
-    R = cq.k("replies")
+    R = cq.prefix + "-replies"  # reply_to may not name a key under P:
     old = cq.wait_workers(2)
     old_ids = wait_registered(cq, old)
     with open(cq.config_path) as f:

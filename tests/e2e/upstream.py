@@ -45,6 +45,19 @@ unchanged) holds the options below. Without it the server answers
                  (defaults "chatcmpl-mock", 1700000000, body.model, "fp_mock").
   raw_events     list: send exactly these as the SSE data payloads (objects
                  are JSON-encoded, strings go verbatim), then [DONE].
+  raw_events_b64 list of base64 strings: the same, as raw bytes (invalid
+                 UTF-8, control bytes); it wins over raw_events.
+  repeat_events  int: send the raw events this many times over (before
+                 [DONE]), for streams of very many chunks.
+  one_write      bool: write the whole stream (every event and [DONE]) at
+                 once, as one HTTP chunk: fast for huge numbers of events.
+  raw_body       string: a non-stream answer's body, sent verbatim with
+                 `status` (default 200); raw_body_b64: the same as bytes.
+                 content_type: its Content-Type (default application/json).
+  {{authorization}} in `message`, `raw_body`, the strings of `raw_events`,
+                 `request_id` and the values of `headers` becomes the
+                 request's Authorization header, as a proxy that echoes it
+                 would send it (the stand-in never learns the key otherwise).
   request_id     string: the x-request-id header (default "req-<seq>").
   headers        object: extra response headers.
   delay_ms       sleep before sending the status line and headers.
@@ -99,6 +112,7 @@ Inspection endpoints (JSON):
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -191,9 +205,12 @@ def _logprob(piece):
 def stream_parts(body, o, include_usage):
     """The SSE data payloads of a streamed answer, in three parts:
     (body events, finish events, usage events). Objects are chunks; a string
-    payload is sent verbatim."""
+    or bytes payload is sent verbatim."""
+    if "raw_events_b64" in o:
+        raw = [base64.b64decode(e) for e in o["raw_events_b64"]]
+        return raw * int(o.get("repeat_events") or 1), [], []
     if "raw_events" in o:
-        return list(o["raw_events"]), [], []
+        return list(o["raw_events"]) * int(o.get("repeat_events") or 1), [], []
     usage = o.get("usage", DEFAULT_USAGE)
     head = {"id": o.get("id", "chatcmpl-mock"), "object": "chat.completion.chunk",
             "created": o.get("created", 1700000000),
@@ -279,6 +296,25 @@ def completion_body(body, o):
     if usage is not None:
         out["usage"] = usage
     return out
+
+
+def substitute(o, auth):
+    """The options with {{authorization}} replaced by the request's
+    Authorization header wherever upstream.py's docstring says."""
+    if not auth:
+        return o
+
+    def sub(v):
+        return v.replace("{{authorization}}", auth) if isinstance(v, str) else v
+    o = dict(o)
+    for k in ("message", "raw_body", "request_id"):
+        if k in o:
+            o[k] = sub(o[k])
+    if isinstance(o.get("raw_events"), list):
+        o["raw_events"] = [sub(e) for e in o["raw_events"]]
+    if isinstance(o.get("headers"), dict):
+        o["headers"] = {k: sub(v) for k, v in o["headers"].items()}
+    return o
 
 
 def error_body(status, o):
@@ -437,6 +473,21 @@ class Conn:
         self.w.transport.abort()
 
 
+def sse_event(ev, nl):
+    """One SSE event (bytes) carrying payload ev: an object (JSON-encoded),
+    a string or bytes (verbatim)."""
+    if isinstance(ev, bytes):
+        payload = ev
+    else:
+        payload = (ev if isinstance(ev, str) else json.dumps(ev)).encode()
+    return b"data: " + payload + (nl + nl).encode()
+
+
+def recorded(ev):
+    """How a sent payload is recorded (bytes cannot go into JSON as such)."""
+    return {"b64": base64.b64encode(ev).decode()} if isinstance(ev, bytes) else ev
+
+
 def status_head(status, headers):
     lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status"))]
     lines += ["%s: %s" % (k, v) for k, v in headers]
@@ -517,7 +568,7 @@ class Upstream:
         mock = mock if isinstance(mock, dict) else {}
         key = mock.get("key") if isinstance(mock.get("key"), str) else ""
         self.by_key[key] += 1
-        o = resolve_options(mock, self.by_key[key])
+        o = substitute(resolve_options(mock, self.by_key[key]), req.headers.get("authorization"))
         rec = {"seq": self.seq, "key": key, "attempt": self.by_key[key], "conn": conn.serial,
                "method": req.method, "path": req.path, "headers": req.headers,
                "body": body, "t": time.time(), "t_end": None,
@@ -556,6 +607,8 @@ class Upstream:
             rec["outcome"] = "status"
             return await self.send_json(conn, 400, error_body(400, {"message": "body is not a JSON object"}), headers)
         status = int(o.get("status") or 200)
+        if "raw_body" in o or "raw_body_b64" in o:
+            return await self.answer_raw_body(conn, o, rec, headers, status)
         if status != 200:
             if "retry_after" in o:
                 headers.append(("Retry-After", o["retry_after"]))
@@ -594,6 +647,18 @@ class Upstream:
             conn.reset()
         return False
 
+    async def answer_raw_body(self, conn, o, rec, headers, status):
+        if "raw_body_b64" in o:
+            data = base64.b64decode(o["raw_body_b64"])
+            rec["sent"] = [{"b64": o["raw_body_b64"]}]
+        else:
+            data = o["raw_body"].encode()
+            rec["sent"] = [o["raw_body"]]
+        rec["outcome"] = "ok" if status == 200 else "status"
+        head = status_head(status, [("Content-Type", o.get("content_type", "application/json")),
+                                    ("Content-Length", len(data))] + headers)
+        return await conn.send(head + data)
+
     async def answer_plain(self, conn, body, o, rec, headers):
         obj = completion_body(body, o)
         data = b"{not json" if o.get("invalid_json") else json.dumps(obj).encode()
@@ -616,6 +681,20 @@ class Upstream:
         rec["outcome"] = "ok"
         return True
 
+    async def answer_one_write(self, conn, o, rec, events, nl, chunked, truncated):
+        data = b"".join(sse_event(ev, nl) for ev in events)
+        if not truncated and not o.get("no_done"):
+            data += ("data: [DONE]" + nl + nl).encode()
+        frame = b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data) if chunked else data
+        # very many events are summed up, not recorded one by one
+        rec["sent"] = [recorded(ev) for ev in events[:100]]
+        rec["sent_count"] = len(events)
+        if not await conn.send(frame):
+            rec["outcome"] = "client_closed"
+            return False
+        rec["outcome"] = "truncated" if truncated else "ok"
+        return chunked
+
     async def answer_stream(self, conn, body, o, rec, headers):
         so = body.get("stream_options")
         include_usage = isinstance(so, dict) and so.get("include_usage") is True
@@ -632,6 +711,8 @@ class Upstream:
         if not await conn.send(head):
             return False
         nl = "\r\n" if o.get("crlf") else "\n"
+        if o.get("one_write"):
+            return await self.answer_one_write(conn, o, rec, events, nl, chunked, truncated)
         gap = float(o.get("chunk_delay_ms") or 0) / 1000
         stall_at = o.get("stall_after")
         reset_at = int(o.get("reset_after", 2)) if o.get("reset") == "mid_stream" else None
@@ -643,15 +724,14 @@ class Upstream:
             if k and gap and await conn.sleep(gap):
                 rec["outcome"] = "client_closed"
                 return False
-            payload = ev if isinstance(ev, str) else json.dumps(ev)
-            out = ""
+            out = b""
             if o.get("keepalive"):
-                out += ": keep-alive" + nl + nl
-            out += "data: " + payload + nl + nl
-            if not await self.write_split(conn, out.encode(), o, chunked):
+                out += (": keep-alive" + nl + nl).encode()
+            out += sse_event(ev, nl)
+            if not await self.write_split(conn, out, o, chunked):
                 rec["outcome"] = "client_closed"
                 return False
-            rec["sent"].append(ev)
+            rec["sent"].append(recorded(ev))
         if stall_at is not None and int(stall_at) >= len(events):
             return await self.hang(conn, rec)
         if reset_at is not None and reset_at >= len(events):

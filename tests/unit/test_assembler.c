@@ -612,30 +612,121 @@ static void test_invalid_input(void **state) {
     assembler_free(a);
 }
 
+/* Indexes that are not whole numbers >= 0 are ignored; 127 is the last
+ * choice index, and 1.0 reads as 1. */
 static void test_absurd_indexes(void **state) {
     (void)state;
     assembler *a = assembler_new();
-    feed(a, "{'choices':[{'index':5000,'delta':{'content':'big'}},"
-            "{'index':-1,'delta':{'content':'neg'}},"
+    feed(a, "{'choices':[{'index':-1,'delta':{'content':'neg'}},"
             "{'index':'0','delta':{'content':'str'}},"
-            "{'index':1.5,'delta':{'content':'half'}},"
-            "{'index':2147483648,'delta':{'content':'huge'}}]}");
+            "{'index':1.5,'delta':{'content':'half'}}]}");
     assert_int_equal(assembler_choices(a), 0);
-    feed(a, "{'choices':[{'index':1024,'delta':{'content':'edge'},'finish_reason':'stop'}]}");
+    feed(a, "{'choices':[{'index':127,'delta':{'content':'edge'},'finish_reason':'stop'}]}");
     feed(a, "{'choices':[{'index':1.0,'delta':{'content':'one'},'finish_reason':'stop'}]}");
     assert_int_equal(assembler_choices(a), 2);
     feed(a, "{'choices':[{'index':1,'delta':{'tool_calls':["
-            "{'index':99999,'id':'bad','function':{'name':'x','arguments':'{}'}},"
             "{'index':-3,'id':'bad2','function':{'name':'y','arguments':'{}'}},"
             "{'index':2,'id':'ok','type':'function','function':{'name':'z','arguments':'1'}}"
             "]}}]}");
+    assert_null(assembler_error(a));
     assert_result(a, "{'id':null,'object':'chat.completion','created':null,'model':null,"
                      "'choices':["
                      "{'index':1,'message':{'role':'assistant','content':'one','tool_calls':["
                      "{'id':'ok','type':'function','function':{'name':'z','arguments':'1'}}]},"
                      "'logprobs':null,'finish_reason':'stop'},"
-                     "{'index':1024,'message':{'role':'assistant','content':'edge'},"
+                     "{'index':127,'message':{'role':'assistant','content':'edge'},"
                      "'logprobs':null,'finish_reason':'stop'}]}");
+    assembler_free(a);
+}
+
+/* Adds `text` expecting it to pass a limit: -2, and the message says which. */
+static void feed_over(assembler *a, const char *text, const char *why) {
+    json_object *chunk = Q(text);
+    assert_int_equal(assembler_add(a, chunk), -2);
+    json_object_put(chunk);
+    assert_non_null(assembler_error(a));
+    assert_string_equal(assembler_error(a), why);
+}
+
+static void test_choice_index_limit(void **state) {
+    (void)state;
+    const char *over[] = {"128", "5000", "2147483648", "1e300", "128.0"};
+    for (size_t i = 0; i < sizeof over / sizeof *over; i++) {
+        assembler *a = assembler_new();
+        char *c = xasprintf("{'choices':[{'index':%s,'delta':{'content':'x'}}]}", over[i]);
+        feed_over(a, c, "a choice index over 127");
+        free(c);
+        /* spoiled: even a good chunk is refused now */
+        json_object *good = Q("{'choices':[{'index':0,'delta':{'content':'x'}}]}");
+        assert_int_equal(assembler_add(a, good), -2);
+        json_object_put(good);
+        assembler_free(a);
+    }
+    /* choices without an index take their position: the 129th is too many */
+    buf b = {0};
+    buf_puts(&b, "{'choices':[");
+    for (int i = 0; i < 129; i++) buf_printf(&b, "%s{'delta':{'content':'x'}}", i ? "," : "");
+    buf_puts(&b, "]}");
+    assembler *a = assembler_new();
+    feed_over(a, buf_cstr(&b), "a choice index over 127");
+    assembler_free(a);
+    buf_free(&b);
+}
+
+static void test_tool_call_limits(void **state) {
+    (void)state;
+    /* 128 calls without index are fine, the 129th is not */
+    assembler *a = assembler_new();
+    for (int i = 0; i < 128; i++) feed_obj(a, tool_chunk(-1, "call", "f", "{}"));
+    json_object *chunk = tool_chunk(-1, "call", "f", "{}");
+    assert_int_equal(assembler_add(a, chunk), -2);
+    json_object_put(chunk);
+    assert_string_equal(assembler_error(a), "more than 128 tool calls in choice 0");
+    assembler_free(a);
+
+    /* indexed ones count the same way, and the two kinds together */
+    a = assembler_new();
+    for (int i = 0; i < 100; i++) feed_obj(a, tool_chunk(i, "call", "f", "{"));
+    for (int i = 0; i < 100; i++) feed_obj(a, tool_chunk(i, NULL, NULL, "}")); /* the same calls */
+    for (int i = 0; i < 28; i++) feed_obj(a, tool_chunk(-1, "call", "g", "{}"));
+    chunk = tool_chunk(100, "call", "f", "{}");
+    assert_int_equal(assembler_add(a, chunk), -2);
+    json_object_put(chunk);
+    assert_string_equal(assembler_error(a), "more than 128 tool calls in choice 0");
+    assembler_free(a);
+
+    /* an index of 128 or more is refused at once */
+    a = assembler_new();
+    chunk = tool_chunk(128, "call", "f", "{}");
+    assert_int_equal(assembler_add(a, chunk), -2);
+    json_object_put(chunk);
+    assert_string_equal(assembler_error(a), "a tool-call index over 127 in choice 0");
+    assembler_free(a);
+    a = assembler_new();
+    feed_over(a, "{'choices':[{'index':3,'delta':{'tool_calls':[{'index':99999,'id':'x'}]}}]}",
+              "a tool-call index over 127 in choice 3");
+    assembler_free(a);
+}
+
+/* Logprobs entries are kept whole: their values are counted. */
+static void test_logprobs_limit(void **state) {
+    (void)state;
+    assembler *a = assembler_new();
+    /* one chunk of 10,000 empty objects: 10,000 values and containers */
+    buf b = {0};
+    buf_puts(&b, "{'choices':[{'index':0,'delta':{'content':'x'},'logprobs':{'content':[");
+    for (int i = 0; i < 10000; i++) buf_puts(&b, i ? ",{}" : "{}");
+    buf_puts(&b, "]}}]}");
+    json_object *chunk = Q(buf_cstr(&b));
+    int i, rc = 0;
+    for (i = 0; i < 1000 && rc == 0; i++) rc = assembler_add(a, chunk);
+    assert_int_equal(rc, -2);
+    /* 250,000 containers fit in 25 chunks; the 26th passes the limit */
+    assert_int_equal(i, 26);
+    assert_string_equal(assembler_error(a),
+                        "logprobs of more than 1000000 values or 250000 objects and arrays");
+    json_object_put(chunk);
+    buf_free(&b);
     assembler_free(a);
 }
 
@@ -710,6 +801,9 @@ int main(void) {
         cmocka_unit_test(test_ollama),
         cmocka_unit_test(test_invalid_input),
         cmocka_unit_test(test_absurd_indexes),
+        cmocka_unit_test(test_choice_index_limit),
+        cmocka_unit_test(test_tool_call_limits),
+        cmocka_unit_test(test_logprobs_limit),
         cmocka_unit_test(test_choice_without_index),
         cmocka_unit_test(test_nul_in_content),
         cmocka_unit_test(test_many_fragments),

@@ -107,6 +107,60 @@ static void test_error_object_without_upstream(void **state) {
     json_object_put(e);
 }
 
+/* ---- output_term_safe ---- */
+
+static void expect_term(const char *in, size_t len, const char *want) {
+    buf b = {0};
+    output_term_safe(&b, in, len);
+    if (strcmp(buf_cstr(&b), want) != 0)
+        fail_msg("term_safe(%zu bytes) = \"%s\", want \"%s\"", len, buf_cstr(&b), want);
+    buf_free(&b);
+}
+#define TERM(lit, want) expect_term(lit, sizeof lit - 1, want)
+
+static void test_term_plain_text_passes(void **state) {
+    (void)state;
+    TERM("", "");
+    TERM("Hello, world!\n\tindented ~ {}[]", "Hello, world!\n\tindented ~ {}[]");
+    TERM("h\xc3\xa9llo \xe4\xb8\x96\xe7\x95\x8c \xf0\x9f\x98\x80 \xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d",
+         "h\xc3\xa9llo \xe4\xb8\x96\xe7\x95\x8c \xf0\x9f\x98\x80 \xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d");
+    TERM("line\r\nnext\r\n", "line\nnext\n"); /* CRLF line ends */
+}
+
+static void test_term_escape_sequences(void **state) {
+    (void)state;
+    /* colour, cursor movement, screen clear, window title (OSC), a
+     * hyperlink, the bell, a backspace over printed text */
+    TERM("\x1b[31mred\x1b[0m", "^[[31mred^[[0m");
+    TERM("\x1b[2J\x1b[H\x1b[10A", "^[[2J^[[H^[[10A");
+    TERM("\x1b]0;pwned\x07", "^[]0;pwned^G");
+    TERM("\x1b]8;;http://x\x1b\\link", "^[]8;;http://x^[\\link");
+    TERM("abc\b\b\bxyz", "abc^H^H^Hxyz");
+    TERM("hidden\rshown", "hidden^Mshown"); /* a lone CR would overwrite */
+    TERM("\r", "^M");
+    TERM("del\x7f", "del^?");
+    TERM("nul\0x", "nul^@x");
+    TERM("\x1f\x0b\x0c", "^_^K^L");
+}
+
+static void test_term_c1_and_bidi(void **state) {
+    (void)state;
+    TERM("\xc2\x9b" "31m", "<U+009B>31m"); /* CSI as a C1 control */
+    TERM("\xc2\x80\xc2\x9f\xc2\xa0", "<U+0080><U+009F>\xc2\xa0"); /* NBSP passes */
+    TERM("\xe2\x80\xae" "evil" "\xe2\x80\xac", "<U+202E>evil<U+202C>");
+    TERM("\xe2\x81\xa6" "x" "\xe2\x81\xa9", "<U+2066>x<U+2069>");
+    TERM("\xe2\x80\xa9", "\xe2\x80\xa9"); /* U+2029 is no override */
+}
+
+static void test_term_invalid_utf8(void **state) {
+    (void)state;
+    TERM("\x9b" "31m", "<9B>31m"); /* a raw C1 byte */
+    TERM("a\xff\xfe", "a<FF><FE>");
+    TERM("\xc3", "<C3>");          /* cut short */
+    TERM("\xe4\xb8x", "<E4><B8>x");
+    TERM("\xed\xa0\x80", "<ED><A0><80>"); /* a surrogate */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_line_success),
@@ -116,6 +170,10 @@ int main(void) {
         cmocka_unit_test(test_line_escapes_text),
         cmocka_unit_test(test_error_object),
         cmocka_unit_test(test_error_object_without_upstream),
+        cmocka_unit_test(test_term_plain_text_passes),
+        cmocka_unit_test(test_term_escape_sequences),
+        cmocka_unit_test(test_term_c1_and_bidi),
+        cmocka_unit_test(test_term_invalid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,8 +126,18 @@ static void test_retry_after_seconds(void **state) {
     assert_int_equal(policy_parse_retry_after("-5", 0), -1);
     assert_int_equal(policy_parse_retry_after("inf", 0), -1);
     assert_int_equal(policy_parse_retry_after("nan", 0), -1);
-    /* absurdly large: clamped, never undefined */
-    assert_true(policy_parse_retry_after("1e300", 0) > 0);
+    assert_int_equal(policy_parse_retry_after(" 7 ", 0), 7000);
+    /* only digits with a fraction: what strtod would also take is refused */
+    const char *bad[] = {"1e3", "0x10", "+5", ".5", "5.", "5s", "5 5", "infinity", "-0", "1e300"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (policy_parse_retry_after(bad[i], 0) != -1) fail_msg("accepted \"%s\"", bad[i]);
+    /* absurdly large: clamped to what a job would wait at most */
+    assert_int_equal(policy_parse_retry_after("601", 0), POLICY_MAX_DELAY_MS);
+    assert_int_equal(policy_parse_retry_after("99999999999999999999999999", 0), POLICY_MAX_DELAY_MS);
+    char many[200];
+    memset(many, '9', sizeof many - 1);
+    many[sizeof many - 1] = '\0';
+    assert_int_equal(policy_parse_retry_after(many, 0), POLICY_MAX_DELAY_MS);
 }
 
 static void test_retry_after_date(void **state) {
@@ -137,6 +148,8 @@ static void test_retry_after_date(void **state) {
     assert_int_equal(policy_parse_retry_after(date, at - 5000), 5000);
     assert_int_equal(policy_parse_retry_after(date, at), 0);
     assert_int_equal(policy_parse_retry_after(date, at + 60000), 0); /* in the past */
+    /* a date years ahead: the longest delay, no more */
+    assert_int_equal(policy_parse_retry_after(date, at - 10LL * 365 * 86400000), POLICY_MAX_DELAY_MS);
 }
 
 static void test_retry_after_ms(void **state) {
@@ -149,6 +162,32 @@ static void test_retry_after_ms(void **state) {
     assert_int_equal(policy_parse_retry_after_ms(""), -1);
     assert_int_equal(policy_parse_retry_after_ms("nan"), -1);
     assert_int_equal(policy_parse_retry_after_ms("inf"), -1);
+    assert_int_equal(policy_parse_retry_after_ms("1e3"), -1);
+    assert_int_equal(policy_parse_retry_after_ms("250ms"), -1);
+    assert_int_equal(policy_parse_retry_after_ms("600000"), POLICY_MAX_DELAY_MS);
+    assert_int_equal(policy_parse_retry_after_ms("1000000000000000000000"), POLICY_MAX_DELAY_MS);
+}
+
+/* x-ratelimit-remaining-*: garbage must not read as 0 ("nothing left"). */
+static void test_parse_count(void **state) {
+    (void)state;
+    assert_int_equal(policy_parse_count("0"), 0);
+    assert_int_equal(policy_parse_count("4999"), 4999);
+    assert_int_equal(policy_parse_count(" 12 "), 12);
+    const char *bad[] = {"", " ", "abc", "-1", "+1", "1.5", "1e3", "0x10", "12abc", "nan"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (policy_parse_count(bad[i]) != -1) fail_msg("accepted \"%s\"", bad[i]);
+    assert_true(policy_parse_count("99999999999999999999999999") == LLONG_MAX);
+}
+
+/* One upstream answer pauses everyone's buckets for a minute at most. */
+static void test_shared_pause(void **state) {
+    (void)state;
+    assert_int_equal(policy_shared_pause_ms(1500), 1500);
+    assert_int_equal(policy_shared_pause_ms(0), 0);
+    assert_int_equal(policy_shared_pause_ms(-5), 0);
+    assert_int_equal(policy_shared_pause_ms(POLICY_MAX_DELAY_MS), POLICY_MAX_SHARED_PAUSE_MS);
+    assert_int_equal(policy_shared_pause_ms(LLONG_MAX), 60000);
 }
 
 /* ---- waiting for rate-limit capacity ---- */
@@ -297,6 +336,50 @@ static void test_target_follows_fallback(void **state) {
     job_free(&j);
 }
 
+/* The token estimate of a job: its max_tokens is the job's to choose, so
+ * what the buckets are charged is capped (ratelimit.h). */
+static long long estimate_of(const char *max_tokens, long long tpm) {
+    char *raw = xasprintf("{\"id\":\"j1\",\"body\":{\"model\":\"m\","
+                          "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]%s%s}}",
+                          max_tokens ? ",\"max_tokens\":" : "", max_tokens ? max_tokens : "");
+    job j;
+    char err[256];
+    if (job_parse(&j, raw, strlen(raw), 0, err, sizeof err) != 0) {
+        job_free(&j);
+        free(raw);
+        return -1; /* the job itself is refused */
+    }
+    limit_cfg lim = {"*", 0, tpm};
+    provider_cfg p = test_providers[0];
+    p.limits = &lim;
+    p.nlimits = tpm > 0 ? 1 : 0;
+    target t;
+    target_init(&t);
+    target_set(&t, "cq", &j, &p, j.model);
+    long long est = t.rl_tokens - (long long)t.body_len / 4;
+    target_free(&t);
+    job_free(&j);
+    free(raw);
+    return est;
+}
+
+static void test_target_token_estimate(void **state) {
+    (void)state;
+    assert_int_equal(estimate_of("100", 600000), 100);
+    assert_int_equal(estimate_of(NULL, 600000), 0);
+    /* not a non-negative integer: the job is refused before any estimate */
+    assert_int_equal(estimate_of("1000.0", 600000), -1);
+    assert_int_equal(estimate_of("-1000000", 600000), -1);
+    assert_int_equal(estimate_of("\"500\"", 600000), -1);
+    assert_int_equal(estimate_of("1e15", 600000), -1);
+    /* 1e15: one minute of the limit at most */
+    assert_true(estimate_of("1000000000000000", 600000) <= 600000);
+    assert_true(estimate_of("1000000000000000", 600000) > 0);
+    assert_true(estimate_of("9223372036854775807", 600000) <= 600000);
+    /* and without a token limit, RL_MAX_TOKENS */
+    assert_true(estimate_of("1000000000000000", 0) <= RL_MAX_TOKENS);
+}
+
 /* A job's own timeout wins over the provider's, which wins over the global
  * one; a request that does not stream has no idle timeout. */
 static void test_target_request_settings(void **state) {
@@ -338,11 +421,14 @@ int main(void) {
         cmocka_unit_test(test_retry_after_seconds),
         cmocka_unit_test(test_retry_after_date),
         cmocka_unit_test(test_retry_after_ms),
+        cmocka_unit_test(test_parse_count),
+        cmocka_unit_test(test_shared_pause),
         cmocka_unit_test(test_rate_wait),
         cmocka_unit_test(test_rate_wait_gives_up),
         cmocka_unit_test(test_next_target_chain),
         cmocka_unit_test(test_next_target_none),
         cmocka_unit_test(test_target_follows_fallback),
+        cmocka_unit_test(test_target_token_estimate),
         cmocka_unit_test(test_target_request_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +174,40 @@ static void test_take_args(void **state) {
     rl_target_free(&t);
 }
 
+/* ---- the cap on a request's token estimate ---- */
+
+static void test_capped_tokens(void **state) {
+    (void)state;
+    provider_cfg p = test_provider();
+    rl_target t;
+    /* no token limit applies: the fixed cap */
+    rl_target_init(&t, "cq", &p, "x1"); /* "*": tpm 60000 */
+    assert_int_equal(rl_capped_tokens(&t, 500), 500);
+    assert_int_equal(rl_capped_tokens(&t, 60000), 60000);
+    assert_int_equal(rl_capped_tokens(&t, 60001), 60000); /* one minute of "*" */
+    assert_int_equal(rl_capped_tokens(&t, 1000000000000000LL), 60000);
+    assert_int_equal(rl_capped_tokens(&t, -5), 0);
+    rl_target_free(&t);
+    /* two buckets: the smaller one's minute */
+    rl_target_init(&t, "cq", &p, "claude-3"); /* "*" 60000, "claude-*" 1000 */
+    assert_int_equal(rl_capped_tokens(&t, 999), 999);
+    assert_int_equal(rl_capped_tokens(&t, 5000), 1000);
+    rl_target_free(&t);
+    /* a request limit only, or no limit at all: RL_MAX_TOKENS */
+    limit_cfg big[] = {{"*", 600, 0}, {"huge*", 0, 100000000000LL}};
+    p.limits = big;
+    p.nlimits = 2;
+    rl_target_init(&t, "cq", &p, "gpt-4o");
+    assert_int_equal(rl_capped_tokens(&t, LLONG_MAX), RL_MAX_TOKENS);
+    rl_target_free(&t);
+    rl_target_init(&t, "cq", &p, "huge-1"); /* tpm above the fixed cap */
+    assert_int_equal(rl_capped_tokens(&t, LLONG_MAX), RL_MAX_TOKENS);
+    rl_target_free(&t);
+    rl_target_init(&t, "cq", NULL, "gpt-4o");
+    assert_int_equal(rl_capped_tokens(&t, 2000000), RL_MAX_TOKENS);
+    rl_target_free(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duration_forms),
@@ -180,6 +216,7 @@ int main(void) {
         cmocka_unit_test(test_target_buckets),
         cmocka_unit_test(test_target_none),
         cmocka_unit_test(test_take_args),
+        cmocka_unit_test(test_capped_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,8 +80,34 @@ static void test_doubles(void **state) {
           "\"prompt_tokens_details\":{\"cached_tokens\":8.0},"
           "\"completion_tokens_details\":{\"reasoning_tokens\":1e1}}",
           12, 3, 15, 8, 10);
-    /* Not whole numbers, not finite-looking, out of range: 0. */
-    check("{\"prompt_tokens\":12.5,\"completion_tokens\":1e300}", 0, 0, 0, 0, 0);
+    /* Not whole numbers: 0; out of range: the clamp (test_clamped). */
+    check("{\"prompt_tokens\":12.5,\"completion_tokens\":1e300}", 0, USAGE_MAX_COUNT,
+          USAGE_MAX_COUNT, 0, 0);
+}
+
+/* Counts near INT64_MAX made HINCRBY fail half way through FINISH, for this
+ * job and every later one of the same tenant, model and day: each count is
+ * clamped to 1e12, and so is the cost. */
+static void test_clamped(void **state) {
+    (void)state;
+    const int64_t M = USAGE_MAX_COUNT;
+    check("{\"prompt_tokens\":9223372036854775807,\"completion_tokens\":9223372036854775807,"
+          "\"total_tokens\":9223372036854775807,"
+          "\"prompt_tokens_details\":{\"cached_tokens\":9223372036854775807},"
+          "\"completion_tokens_details\":{\"reasoning_tokens\":18446744073709551615}}",
+          M, M, M, M, M);
+    check("{\"prompt_tokens\":1000000000001,\"completion_tokens\":1000000000000}", M, M, M, 0, 0);
+    /* the default total of two clamped counts is clamped too */
+    check("{\"prompt_tokens\":700000000000,\"completion_tokens\":700000000000}",
+          700000000000LL, 700000000000LL, M, 0, 0);
+    check("{\"prompt_tokens\":1e18,\"completion_tokens\":-1e18}", M, 0, M, 0, 0);
+    /* the cost of the largest counts at the highest price: clamped */
+    usage_counts u = {M, M, M, 0, 0};
+    assert_int_equal(usage_cost_micro_usd(&u, 1e6, 1e6, 1e6), M);
+    usage_counts huge = {INT64_MAX, 0, 0, 0, 0};
+    assert_int_equal(usage_cost_micro_usd(&huge, 1e6, 1e6, 1e6), M);
+    usage_counts neg = {-5, 0, 0, 0, 0};
+    assert_int_equal(usage_cost_micro_usd(&neg, 1, 1, 1), 0);
 }
 
 static void test_bad_values(void **state) {
@@ -274,6 +300,7 @@ int main(void) {
         cmocka_unit_test(test_total_default),
         cmocka_unit_test(test_doubles),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_clamped),
         cmocka_unit_test(test_null_and_non_object),
         cmocka_unit_test(test_cost_price_table),
         cmocka_unit_test(test_cost_rounding),

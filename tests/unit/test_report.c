@@ -1,0 +1,153 @@
+/* test_report.c — worker/report.c: the lines a worker writes to chatqd,
+ * and the crash handler, which must name the running job and then let the
+ * process die of the same signal. Each case runs in a child process (the
+ * module's state is static, and the crash case must die). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "worker/report.h"
+
+#define SHA "0123456789abcdef0123456789abcdef01234567"
+
+/* cmocka catches fault signals to report them: a child must die of them. */
+static void default_signals(void) {
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], SIG_DFL);
+}
+
+/* Runs fn in a child whose report channel is one end of a socket pair;
+ * returns what the child wrote and its wait status. */
+static char *run_child(void (*fn)(void), int *status) {
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(sv[0]);
+        default_signals();
+        if (report_init(sv[1]) != 0) _exit(90);
+        fn();
+        _exit(0);
+    }
+    close(sv[1]);
+    static char out[4096];
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(sv[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)r;
+    out[n] = '\0';
+    close(sv[0]);
+    assert_int_equal(waitpid(pid, status, 0), pid);
+    return out;
+}
+
+static void lines(void) {
+    report_ready();
+    report_progress(1);
+    report_progress(2); /* coalesced: within REPORT_PROGRESS_MS of the first */
+    report_progress(2);
+    usleep(150 * 1000);
+    report_progress(3);
+}
+
+static void test_lines(void **state) {
+    (void)state;
+    int st;
+    char *out = run_child(lines, &st);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_string_equal(out, "ready\nprogress 1\nprogress 3\n");
+}
+
+static void crash_in_job(void) {
+    report_install_crash_handler();
+    report_current("ffffffffffffffffffffffffffffffffffffffff");
+    report_current(SHA);
+    abort();
+}
+
+static void crash_outside_job(void) {
+    report_install_crash_handler();
+    report_current(SHA);
+    report_current(NULL);
+    raise(SIGSEGV);
+}
+
+static void crash_bad_sha(void) {
+    report_install_crash_handler();
+    report_current("not-a-sha");
+    volatile int zero = 0;
+    raise(SIGFPE + zero);
+}
+
+static void test_crash_names_the_job_and_dies_of_it(void **state) {
+    (void)state;
+    int st;
+    char *out = run_child(crash_in_job, &st);
+    assert_string_equal(out, "crash " SHA "\n");
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    out = run_child(crash_outside_job, &st);
+    assert_string_equal(out, "crash -\n");
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+    out = run_child(crash_bad_sha, &st);
+    assert_string_equal(out, "crash -\n");
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGFPE);
+}
+
+static void no_channel(void) {
+    report_init(-1);
+    report_install_crash_handler(); /* a no-op: the default action stays */
+    report_ready();
+    report_progress(5);
+    report_current(SHA);
+    raise(SIGBUS);
+}
+
+static void test_no_channel_is_a_no_op(void **state) {
+    (void)state;
+    int st;
+    char *out = run_child(no_channel, &st);
+    assert_string_equal(out, "");
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS);
+    assert_int_equal(report_init(1000), -1); /* not an open descriptor */
+}
+
+static void peer_gone(void) {
+    /* the supervisor's end is closed: no SIGPIPE, no block */
+    for (int i = 0; i < 1000; i++) report_ready();
+}
+
+static void test_closed_channel_does_not_kill(void **state) {
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(sv[0]);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (report_init(sv[1]) != 0) _exit(90);
+        peer_gone();
+        _exit(0);
+    }
+    close(sv[1]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lines),
+        cmocka_unit_test(test_crash_names_the_job_and_dies_of_it),
+        cmocka_unit_test(test_no_channel_is_a_no_op),
+        cmocka_unit_test(test_closed_channel_does_not_kill),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
