@@ -18,7 +18,7 @@
 # $(FUZZ_BUILD)/artifacts/<name>/; `make fuzz` runs the other targets, then
 # fails, listing them. Replay one: $(FUZZ_BUILD)/fuzz/<name> FILE.
 
-FUZZ_TARGETS ?= sse job assembler batchin config
+FUZZ_TARGETS ?= sse job assembler batchin config json
 FUZZ_SECONDS ?= 60
 FUZZ_TIMEOUT ?= 25
 FUZZ_BUILD   ?= build-fuzz
@@ -31,6 +31,7 @@ FUZZ_MAXLEN_job       := 65536
 FUZZ_MAXLEN_assembler := 65536
 FUZZ_MAXLEN_batchin   := 32768
 FUZZ_MAXLEN_config    := 16384
+FUZZ_MAXLEN_json      := 65536
 # extra options per target (batchin prints every bad line on stderr)
 FUZZ_OPTS_batchin     := -close_fd_mask=2
 
@@ -73,6 +74,7 @@ fuzz: fuzz-build
 	    assembler) opts="-max_len=$(FUZZ_MAXLEN_assembler) $(FUZZ_OPTS_assembler)";; \
 	    batchin) opts="-max_len=$(FUZZ_MAXLEN_batchin) $(FUZZ_OPTS_batchin)";; \
 	    config) opts="-max_len=$(FUZZ_MAXLEN_config) $(FUZZ_OPTS_config)";; \
+	    json) opts="-max_len=$(FUZZ_MAXLEN_json) $(FUZZ_OPTS_json)";; \
 	    *) opts="";; \
 	  esac; \
 	  dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
