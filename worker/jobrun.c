@@ -44,6 +44,10 @@
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
+/* The stream events a job may leave in P:events over all its attempts (an
+ * attempt alone is bounded by UPSTREAM_MAX_CHUNKS): past it, no retry. */
+#define JR_MAX_EVENTS 250000
+
 /* How soon to ask the rate limits again when Redis did not answer. */
 #define JR_RATE_RETRY_MS 200
 
@@ -526,6 +530,13 @@ static void jr_attempt_failed(jobrun *jr, upstream_outcome *o) {
         next = POLICY_RETRY;
         tries = 0;         /* a fresh set of attempts at the new target */
         retry_after = -1;  /* what the old target said is not the new one's */
+    }
+    if (next == POLICY_RETRY && p->seq >= JR_MAX_EVENTS) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the job's attempts published %lld stream events, more than %d",
+                 p->seq, JR_MAX_EVENTS);
+        jr_fail(jr, JOB_FAILED, "too_large", msg);
+        return;
     }
     if (next != POLICY_RETRY) {
         jr_end_failed(jr, JOB_FAILED, o->code, o->message, o->status, o->upstream, o->request_id);
