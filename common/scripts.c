@@ -12,13 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* FETCH: take up to ARGV[1] jobs, higher-priority queues first.
+/* FETCH: take up to `want` jobs, higher-priority queues first.
  * Each job moves atomically from the consuming (right) end of its queue to
  * the left of the worker's processing list for that queue. A job longer than
  * max_job_bytes never leaves Redis whole: its place in the processing list
  * takes a marker, "\0chatq-oversized\0<bytes>\0<first excerpt bytes>", which
- * the worker ends as invalid_job (the marker is what FINISH removes).
- * Returns {queue number (1-based), job, ...}. */
+ * the worker ends as invalid_job (the marker is what FINISH removes). */
 const char scripts_fetch[] =
     "local want, max, ex = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local out, got = {}, 0\n"
@@ -38,8 +37,6 @@ const char scripts_fetch[] =
     "return out\n";
 
 /* START: workers begin (or resume) jobs; one call for many jobs.
- * taken back from), then per job: job hash, events list, cancel key.
- * tenant, provider, now (unix ms), start token (unique to this start).
  * For each job, in order:
  *   duplicate  the hash holds a final status (succeeded, failed,
  *              cancelled), or says running and this text is not the copy
@@ -54,8 +51,7 @@ const char scripts_fetch[] =
  * The answer is kept in the hash's "start" field with the token, so a START
  * resent after its reply was lost gets the same answer instead of counting
  * an attempt twice.
- * Returns per job {kind (0 fresh, 1 resumed, 2 duplicate), cancel requested
- * 0/1, next seq, attempts made before, charged attempts before, started_at}. */
+ * A job hash of another type (a producer's SET) is treated as absent. */
 const char scripts_start[] =
     "local RQ = KEYS[1]\n"
     "local out = {}\n"
@@ -114,12 +110,6 @@ const char scripts_start[] =
     "return out\n";
 
 /* FINISH: store jobs' final results, each exactly once; one call for many.
- * job 7 keys: processing list, job hash ('' = none: the job has no id),
- * events list, stream channel, usage hash, reply_to list ('' = none), cancel
- * key ('' = none).
- * ('' = none), SHA1 of the text, result ttl (s), final event, output line,
- * dead entry ('' = none), usage field prefix "tenant|model|", m, m pairs
- * (metric, increment), f, f pairs (field, value) for the job hash.
  * Each job is atomic on its own, and nothing can fail after its first write:
  *   - a resend whose first run stored the result (its token is in the
  *     hash's "done" field) changes nothing;
@@ -131,8 +121,8 @@ const char scripts_start[] =
  *   - every number was checked by the worker, and the ttl is clamped here
  *     too; usage increments are summed per field and added at the end with
  *     pcall (an overflowing counter stays as it is), reply_to is pushed with
- *     pcall (a key the producer made something else than a list).
- * Returns per job 0 (skipped), 1 (stored) or 2 (stored, reply_to not a list). */
+ *     pcall (a key the producer made something else than a list), and an
+ *     events list or dead list of another type is replaced. */
 const char scripts_finish[] =
     "local crashes, requeued, dead = KEYS[1], KEYS[2], KEYS[3]\n"
     "local any_crash = redis.call('EXISTS', crashes) == 1\n"
@@ -206,14 +196,13 @@ const char scripts_finish[] =
     "end\n"
     "return out\n";
 
-/* REQUEUE: put jobs a worker holds back at the consuming end of their queues.
- * once from whichever processing list holds it); with no job text, every
- * job of every processing list.
+/* REQUEUE: put jobs a worker holds back at the consuming end of their queues
+ * (the ones named, or every job of its processing lists).
  * The processing list holds the newest job on the left, so moving from its
  * left to the right end of the queue leaves the oldest job to be consumed
  * first. Each job put back is marked in the requeued hash (SHA1 of its text
  * -> this worker), which lets its next START resume the run instead of
- * taking it for a duplicate. Returns the number of jobs moved. */
+ * taking it for a duplicate. */
 const char scripts_requeue[] =
     "local n = 0\n"
     "local function mark(j) redis.call('HSET', KEYS[1], redis.sha1hex(j), ARGV[1]) end\n"
@@ -241,17 +230,11 @@ const char scripts_requeue[] =
     "return n\n";
 
 /* RECOVER: put back the jobs of a worker that is gone, and forget it.
- * list its jobs go back to, quarantine list).
- * sweep of other hosts' workers) else "0", ARGV[3] prefix, ARGV[4] now (unix
- * ms), ARGV[5] poison limit, ARGV[6] default result ttl (s), ARGV[7] UTC
- * day, ARGV[8] "1" when the worker died of a fault signal (its jobs may have
- * caused it) else "0", ARGV[9] SHA1 of the job it was running when it
- * faulted ('' = not known).
  * Atomic, so when two supervisors notice the same death at once, the second
  * finds nothing left to move. Only a fault counts against jobs: against the
  * culprit when it is known, else against every job in flight. A counted job
  * goes to the quarantine list (run apart, one at a time) when it is the
- * culprit or has been counted twice; after ARGV[5] counts it is a poison
+ * culprit or has been counted twice; after `poison limit` counts it is a poison
  * pill: it ends failed with code worker_crashed (dead list, and when the id
  * is this job's own run: job hash, final event, reply_to, usage). Any other
  * job goes back to its list unharmed. Every job put back is marked in the
@@ -259,9 +242,7 @@ const char scripts_requeue[] =
  * the prefix: its id is known only by decoding it.
  * Nothing can fail after the first write: numbers from the job are clamped,
  * a reply_to that is not a list and counters that would overflow are
- * skipped (pcall).
- * Returns {requeued, quarantined, dead}, or {-1} when the worker was unknown
- * and held nothing, {-2} when its heartbeat is alive (nothing done). */
+ * skipped (pcall). */
 const char scripts_recover[] =
     "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end\n"
     "local known = redis.call('HDEL', KEYS[1], ARGV[1])\n"
@@ -347,8 +328,7 @@ const char scripts_recover[] =
 /* DROP: a worker lets go of a duplicate (START said another job with this id
  * is queued, running or stored): its entry leaves the processing list and
  * nothing else is written.
- * start token). ARGV[1] the job text.
- * The marker makes a resend after a lost reply harmless: without it, a second
+ * The marker key makes a resend after a lost reply harmless: without it, a second
  * LREM could take an identical text the same worker still runs. */
 const char scripts_drop[] =
     "if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) then\n"
