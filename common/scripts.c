@@ -40,7 +40,9 @@ const char scripts_fetch[] =
  * For each job, in order:
  *   duplicate  the hash holds a final status (succeeded, failed,
  *              cancelled), or says running and this text is not the copy
- *              taken back from the worker that ran it: nothing is written;
+ *              taken back from the worker that ran it: nothing is written
+ *              (but a mark of this text in the requeued hash, when the id
+ *              has its result: nothing will resume it);
  *   resumed    the hash says running and this very text (same SHA1) was
  *              taken back from that hash's worker (its worker died or was
  *              stopped; RECOVER/REQUEUE left the mark): attempts, charged
@@ -68,6 +70,7 @@ const char scripts_start[] =
     "    local kind, seq, a, c = string.match(string.sub(st[4], #tok + 2), '^(%d)|(%d+)|(%d+)|(%d+)$')\n"
     "    r = {tonumber(kind), redis.call('EXISTS', ck), tonumber(seq), tonumber(a), tonumber(c), st[3] or ''}\n"
     "  elseif st[1] == 'succeeded' or st[1] == 'failed' or st[1] == 'cancelled' then\n"
+    "    redis.call('HDEL', RQ, sha)\n"
     "    r = {2, 0, 0, 0, 0, ''}\n"
     "  else\n"
     "    local kind, attempts, charged, seq, started = 0, 0, 0, 0, ARGV[b + 7]\n"
@@ -236,7 +239,9 @@ const char scripts_requeue[] =
  * goes to the quarantine list (run apart, one at a time) when it is the
  * culprit or has been counted twice; after `poison limit` counts it is a poison
  * pill: it ends failed with code worker_crashed (dead list, and when the id
- * is this job's own run: job hash, final event, reply_to, usage). Any other
+ * is this job's own run: job hash, final event, reply_to, usage; a job with
+ * neither id nor custom_id has the id the worker gives it, "job-" and 24 hex
+ * digits of its text's SHA1). Any other
  * job goes back to its list unharmed. Every job put back is marked in the
  * requeued hash (see START). Job keys of a poison pill are built here from
  * the prefix: its id is known only by decoding it.
@@ -261,6 +266,9 @@ const char scripts_recover[] =
     "  if not ok or type(j) ~= 'table' then j = {} end\n"
     "  local body = type(j.body) == 'table' and j.body or {}\n"
     "  local id = str(j.id) or str(j.custom_id)\n"
+    "  if not j.id and not j.custom_id and ok and type(j) == 'table' then\n"
+    "    id = 'job-' .. string.sub(sha, 1, 24)\n"
+    "  end\n"
     "  if id and (#id > 128 or not string.match(id, '^[A-Za-z0-9._:-]+$')) then id = nil end\n"
     "  local msg = 'the job was running each time its worker died of a fault (' .. count ..\n"
     "    ' times): it is not run again'\n"

@@ -48,6 +48,7 @@ typedef struct worker {
     rconn *wake;           /* subscribed to Redis' invalidation messages */
     long long wake_id;     /* its CLIENT ID, 0 until known */
     int tracking;          /* cmd has client tracking on, redirected to wake */
+    int tracking_failed;   /* Redis refused it: an idle worker polls instead */
     int scripts[WS_NSCRIPTS];
     http_client *http;
     char **queue_keys;     /* where jobs are taken from: P:queue:<name>, priority
@@ -77,6 +78,7 @@ typedef struct worker {
     uv_timer_t heartbeat;
     uv_timer_t grace;
     uv_timer_t fetch_retry;
+    uv_timer_t poll;       /* an idle worker's next fetch, without tracking */
     uv_signal_t sigterm, sigint;
     long long done, failed, duplicates;
     unsigned long long starts; /* jobs started: makes START tokens unique */
