@@ -512,6 +512,7 @@ static void jr_send(jobrun *jr) {
                              jr_on_upstream_done);
     upstream_request req;
     target_request(&p->tgt, jr_cfg(jr), &p->job, &req);
+    req.owner = p->sha1;
     const char *err = NULL;
     if (upstream_start(p->up, &req, &err) != 0) jr_fail(jr, JOB_FAILED, "connection_error", err);
 }
