@@ -158,8 +158,16 @@ static void w_on_invalidate(rconn *rc, redisReply *reply, void *priv) {
     (void)priv;
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) return;
     redisReply *kind = reply->element[0];
-    if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0) return;
-    worker_maybe_fetch(w);
+    if (kind->type != REDIS_REPLY_STRING) return;
+    if (strcmp(kind->str, "subscribe") == 0) {
+        /* Only now may cmd redirect to us: Redis drops invalidation
+         * messages for a connection that is not subscribed yet. */
+        w->wake_id = w->wake_conn_id;
+        w->tracking = 0; /* a redirect to an older connection is worth nothing */
+        w_idle(w);
+    } else if (strcmp(kind->str, "message") == 0) {
+        worker_maybe_fetch(w);
+    }
 }
 
 static void w_on_tracking(rconn *rc, redisReply *reply, void *priv);
@@ -172,12 +180,10 @@ static void w_on_wake_id(rconn *rc, redisReply *reply, void *priv) {
         w_on_tracking(w->cmd, reply, NULL);
         return;
     }
-    w->wake_id = reply->integer;
+    w->wake_conn_id = reply->integer;
     const char *a[] = {"SUBSCRIBE", "__redis__:invalidate"};
     size_t l[] = {9, 20};
     rconn_send(rc, w_on_invalidate, NULL, 2, a, l);
-    w->tracking = 0; /* a redirect to the old connection is worth nothing now */
-    w_idle(w);
 }
 
 static void w_on_poll(uv_timer_t *t) { worker_maybe_fetch(t->data); }

@@ -46,7 +46,8 @@ typedef struct worker {
     rconn *cmd;
     rconn *control;
     rconn *wake;           /* subscribed to Redis' invalidation messages */
-    long long wake_id;     /* its CLIENT ID, 0 until known */
+    long long wake_conn_id;/* its CLIENT ID ... */
+    long long wake_id;     /* ... once it is subscribed (0 until then) */
     int tracking;          /* cmd has client tracking on, redirected to wake */
     int tracking_failed;   /* Redis refused it: an idle worker polls instead */
     int scripts[WS_NSCRIPTS];
