@@ -644,3 +644,98 @@ void scripts_ratelimit_args(const scripts_ratelimit_call *c, rargs *out) {
         break;
     }
 }
+
+/* ---- the dead list (`chatq dead`, cli/dead_cmd.c) ------------------------- */
+
+/* DEAD_RETRY: put dead jobs back on a queue; one call for many jobs.
+ * For each job, in order, with every check before the first write:
+ *   - the queue must be a list (or absent): else nothing is done;
+ *   - the job hash, when the text has an id, must be absent or say
+ *     "failed": any other status means the id lives again (pushed anew,
+ *     retried already, running): the entry stays dead, and the status is
+ *     the answer. A key that is not a hash counts as absent (START too
+ *     throws it away);
+ *   - the entry must still be in P:dead: LREM of its exact text is the
+ *     first write, so of two concurrent retries of one entry one wins;
+ * then what is left of the dead run goes (hash, events, a cancel request
+ * the dead run left behind: the retry is a newer request) and the hash says
+ * "queued" until START replaces it. That mark is what stops a second entry
+ * with the same id, or a second CLI, from queueing the id twice: START
+ * would drop the copy as a duplicate and the job would be lost. The text
+ * goes onto the queue's consuming (right) end, so it is taken next; START
+ * then finds no finished hash and runs it afresh: attempts start at 1.
+ * Returns per job "retried", "gone", "queue_not_list" or the status that
+ * refused it. */
+const char scripts_dead_retry[] =
+    "local dead, now, out = KEYS[1], ARGV[1], {}\n"
+    "for i = 0, (#KEYS - 1) / 4 - 1 do\n"
+    "  local q, h, ev, ck = KEYS[2 + 4 * i], KEYS[3 + 4 * i], KEYS[4 + 4 * i], KEYS[5 + 4 * i]\n"
+    "  local entry, count, job, qname = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i],\n"
+    "    ARGV[5 + 4 * i]\n"
+    "  local qt = redis.call('TYPE', q)['ok']\n"
+    "  local st = false\n"
+    "  if h ~= '' then\n"
+    "    local ok, v = pcall(redis.call, 'HGET', h, 'status')\n"
+    "    if ok then st = v end\n"
+    "  end\n"
+    "  local res\n"
+    "  if qt ~= 'list' and qt ~= 'none' then\n"
+    "    res = 'queue_not_list'\n"
+    "  elseif st and st ~= 'failed' then\n"
+    "    res = st\n"
+    "  elseif redis.call('LREM', dead, count, entry) == 0 then\n"
+    "    res = 'gone'\n"
+    "  else\n"
+    "    if h ~= '' then\n"
+    "      redis.call('DEL', h, ev, ck)\n"
+    "      redis.call('HSET', h, 'status', 'queued', 'queue', qname, 'retried_at', now)\n"
+    "    end\n"
+    "    redis.call('RPUSH', q, job)\n"
+    "    res = 'retried'\n"
+    "  end\n"
+    "  out[#out + 1] = res\n"
+    "end\n"
+    "return out\n";
+
+/* DEAD_PURGE: remove entries from the dead list by their exact text, in one
+ * step. A dead list that is not a list fails on the first LREM, before any
+ * write. Returns how many were removed. */
+const char scripts_dead_purge[] =
+    "local n = 0\n"
+    "for i = 1, #ARGV, 2 do\n"
+    "  n = n + redis.call('LREM', KEYS[1], ARGV[i], ARGV[i + 1])\n"
+    "end\n"
+    "return n\n";
+
+void scripts_dead_retry_add(scripts_batch *b, const scripts_dead_retry_call *c) {
+    sc_copys(&b->keys, c->queue_key);
+    sc_copys(&b->keys, c->job_key);
+    sc_copys(&b->keys, c->events_key);
+    sc_copys(&b->keys, c->cancel_key);
+    sc_copy(&b->args, c->entry, c->entry_len);
+    rargs_adds(&b->args, c->from_tail ? "-1" : "1");
+    sc_copy(&b->args, c->job, c->job_len);
+    sc_copys(&b->args, c->queue);
+    b->n++;
+}
+
+void scripts_dead_retry_args(const scripts_batch *b, const char *dead_key, long long now_ms,
+                             rargs *out) {
+    rargs_addll(out, 1 + b->keys.argc);
+    rargs_adds(out, dead_key);
+    sc_append(out, &b->keys);
+    rargs_addll(out, now_ms);
+    sc_append(out, &b->args);
+}
+
+void scripts_dead_purge_add(scripts_batch *b, const char *entry, size_t len, int from_tail) {
+    rargs_adds(&b->args, from_tail ? "-1" : "1");
+    sc_copy(&b->args, entry, len);
+    b->n++;
+}
+
+void scripts_dead_purge_args(const scripts_batch *b, const char *dead_key, rargs *out) {
+    rargs_adds(out, "1");
+    rargs_adds(out, dead_key);
+    sc_append(out, &b->args);
+}
