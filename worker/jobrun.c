@@ -259,9 +259,9 @@ static void jr_final_event(const jobrun *jr, const jr_end *e, const char *usage_
     }
 }
 
-/* The dead-list entry of a failed job: its text (or for a job too large to
- * take out of Redis the first bytes FETCH kept, and its size), and the
- * queue it came from. */
+/* The dead-list entry of a failed job, in the shape of docs/protocol.md §3:
+ * its text, or for a job too large to take out of Redis the first bytes
+ * FETCH kept and its size. */
 static void jr_dead_entry(const jobrun *jr, const char *error_json, long long when, buf *out) {
     const char *text = jr->raw;
     size_t len = jr->raw_len;
@@ -269,9 +269,7 @@ static void jr_dead_entry(const jobrun *jr, const char *error_json, long long wh
     if (jr->p->job_bytes > 0) scripts_oversized_parse(jr->raw, jr->raw_len, &bytes, &text, &len);
     buf_puts(out, "{\"job\":");
     buf_json_str(out, text, len);
-    buf_printf(out, ",\"error\":%s,\"failed_at\":%lld,\"queue\":", error_json, when);
-    const char *q = jr->w->cfg->queues[jr->queue];
-    buf_json_str(out, q, strlen(q)); /* where `chatq dead retry` puts it back */
+    buf_printf(out, ",\"error\":%s,\"failed_at\":%lld", error_json, when);
     if (jr->p->job_bytes > 0) buf_printf(out, ",\"job_bytes\":%lld", jr->p->job_bytes);
     buf_putc(out, '}');
 }
