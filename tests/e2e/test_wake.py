@@ -46,6 +46,7 @@ def test_without_client_tracking_an_idle_worker_polls(start_chatqd, redis_server
     user, pw = "nocl" + uuid.uuid4().hex[:6], uuid.uuid4().hex
     r = redis_server.client()
     r.execute_command("ACL", "SETUSER", user, "on", ">" + pw, "~*", "&*", "+@all", "-client")
+    cq = None
     try:
         url = "redis://%s:%s@127.0.0.1:%d/0" % (user, pw, redis_server.port)
         cq = start_chatqd(env={"CHATQ_REDIS_URL": url})
@@ -57,4 +58,7 @@ def test_without_client_tracking_an_idle_worker_polls(start_chatqd, redis_server
             assert cq.wait_job_done(job["id"])["status"] == "succeeded"
         assert "action=poll" in cq.log()
     finally:
+        if cq:
+            cq.expect_exit = True
+            assert cq.stop() == 0  # while its user still exists
         r.execute_command("ACL", "DELUSER", user)
