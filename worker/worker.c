@@ -115,7 +115,11 @@ static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
      * (invalid) must not send another FETCH sized before the rest started */
     w_start_jobs(w, reply);
     w->fetching = 0;
-    if (got < asked) {
+    if (got < asked && w->woken) {
+        /* a wake-up came while this FETCH was on its way: the job it was
+         * for may have been pushed after the FETCH ran */
+        worker_maybe_fetch(w);
+    } else if (got < asked) {
         if (w->quarantine && w->nruns == 0 && w->nending == 0 && !w->draining) {
             log_info("quarantine_empty", "action=exit");
             worker_drain(w);
@@ -126,6 +130,13 @@ static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
         w_quiet(w);
         worker_maybe_fetch(w);
     }
+}
+
+/* A queue changed (or tracking was just turned on): fetch, or fetch again
+ * once the FETCH on its way has answered. */
+static void w_woken(worker *w) {
+    w->woken = 1;
+    worker_maybe_fetch(w);
 }
 
 void worker_maybe_fetch(worker *w) {
@@ -145,8 +156,10 @@ void worker_maybe_fetch(worker *w) {
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FETCH]));
     scripts_fetch_args(&call, &a);
-    if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0)
+    if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0) {
         w->fetching = 1;
+        w->woken = 0;
+    }
     rargs_free(&a);
 }
 
@@ -166,7 +179,7 @@ static void w_on_invalidate(rconn *rc, redisReply *reply, void *priv) {
         w->tracking = 0; /* a redirect to an older connection is worth nothing */
         w_idle(w);
     } else if (strcmp(kind->str, "message") == 0) {
-        worker_maybe_fetch(w);
+        w_woken(w);
     }
 }
 
@@ -248,7 +261,7 @@ static void w_idle(worker *w) {
     if (rconn_send(w->cmd, NULL, NULL, 3, off, offl) == 0 &&
         rconn_send(w->cmd, w_on_tracking, NULL, a.argc, a.argv, a.lens) == 0) {
         w->tracking = 1;
-        worker_maybe_fetch(w);
+        w_woken(w); /* a job pushed before the tracking took effect */
     }
     rargs_free(&a);
 }

@@ -70,6 +70,7 @@ typedef struct worker {
     jobrun **finishing;    /* ... and their jobs, sent together (w_flush) */
     int finishing_cap;
     int fetching;          /* a FETCH is outstanding */
+    int woken;             /* a wake-up came since the last FETCH was sent */
     int cmd_was_ready;     /* cmd has been ready before: a reconnect needs a resync */
     int draining;          /* SIGTERM seen: take no new job */
     int aborting;          /* grace period over: abort what is left */
