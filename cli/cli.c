@@ -16,10 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/help.h"
 #include "common/buf.h"
 #include "common/job.h"
+#include "common/output.h"
 
 /* Deep enough for large tool schemas; json-c's default is 32. */
 #define CLI_JSON_MAX_DEPTH 128
@@ -281,8 +283,18 @@ void cli_print_json(json_object *o) {
         puts("[]"); /* json-c's pretty form of it spans two lines */
         return;
     }
-    puts(json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
+    const char *text = json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (!isatty(STDOUT_FILENO)) {
+        puts(text);
+        return;
+    }
+    /* JSON escapes C0 controls, but DEL, C1 controls and bidi overrides in
+     * upstream text pass as they are: on a terminal they are made harmless */
+    buf b = {0};
+    output_term_safe(&b, text, strlen(text));
+    puts(buf_cstr(&b));
+    buf_free(&b);
 }
 
 double cli_now(void) {

@@ -21,6 +21,7 @@ static const char help_overview[] =
     "  cancel   ask for a job to be cancelled\n"
     "  usage    token usage and cost of one day, by tenant and model\n"
     "  stats    queue lengths, workers, dead jobs and today's totals\n"
+    "  dead     list the jobs that failed for good; retry or purge them\n"
     "\n"
     "Common options (before or after the command):\n"
     "  --redis URL     redis://[user[:password]@]host[:port][/db] or unix:///path.sock\n"
@@ -142,11 +143,50 @@ static const char help_stats[] =
     "\n"
     "  --json   the same as one JSON object\n";
 
+static const char help_dead[] =
+    "usage: chatq dead [--json] [--limit N]\n"
+    "       chatq dead retry ID...|--index N...|--all [--code C] [--older-than D]\n"
+    "                  [--queue Q]\n"
+    "       chatq dead purge [ID...|--index N...|--all] [--code C] [--older-than D]\n"
+    "\n"
+    "The dead list P:dead holds every job that failed for good. Entries are\n"
+    "numbered from the oldest (0), so a new failure does not renumber them;\n"
+    "removing entries does. An entry is acted on by its exact text, so a\n"
+    "running chatqd may keep adding to the list meanwhile.\n"
+    "\n"
+    "chatq dead: the entries, newest first: INDEX, the job's ID (\"-\" when its\n"
+    "text has none), the error CODE, FAILED_AT (UTC) and the MESSAGE.\n"
+    "  --json           an array of the entries as stored, each with \"index\" and\n"
+    "                   \"id\" (null when none)\n"
+    "  --limit N        show the newest N (default 100; 0: all)\n"
+    "\n"
+    "chatq dead retry: puts jobs back on a queue, at the end taken next, to\n"
+    "run afresh (attempts from 1). Each one atomically: the entry leaves\n"
+    "P:dead as the job is queued, so it is never both, and never retried\n"
+    "twice. The job's old hash and events are deleted; a job whose hash says\n"
+    "it is queued, running or ended otherwise since is left dead. Oversized\n"
+    "jobs (P:dead kept only their first bytes) and entries without a job\n"
+    "text are skipped.\n"
+    "  ID...            the newest entry of each of these job ids\n"
+    "  --index N        entry number N (repeatable): also for entries without an id\n"
+    "  --all            every entry (those without an id too)\n"
+    "  --code C         only entries whose error code is C\n"
+    "  --older-than D   only entries that failed more than D ago: 30m, 12h, 7d\n"
+    "  --queue Q        the queue (default: the one the job's hash names while it\n"
+    "                   lives, else \"default\")\n"
+    "Prints a line per entry (retried, or skipped and why) and a total. Exit\n"
+    "status 1 when an ID or --index named was not found or not retried.\n"
+    "\n"
+    "chatq dead purge: removes entries and prints how many; needs --all, or\n"
+    "ids, --index, --code or --older-than (which narrow each other).\n"
+    "  ID...            every entry of these job ids\n"
+    "  --index N, --all, --code C, --older-than D   as for retry\n";
+
 static const struct {
     const char *cmd, *text;
 } help_texts[] = {
     {"submit", help_submit}, {"batch", help_batch}, {"watch", help_watch}, {"get", help_get},
-    {"cancel", help_cancel}, {"usage", help_usage}, {"stats", help_stats},
+    {"cancel", help_cancel}, {"usage", help_usage}, {"stats", help_stats}, {"dead", help_dead},
 };
 
 int help_print(const char *cmd) {

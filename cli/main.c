@@ -8,6 +8,7 @@
 #include "cli/batch_cmd.h"
 #include "cli/cancel_cmd.h"
 #include "cli/cli.h"
+#include "cli/dead_cmd.h"
 #include "cli/get_cmd.h"
 #include "cli/help.h"
 #include "cli/stats_cmd.h"
@@ -22,7 +23,7 @@ static const struct {
     main_cmd_fn fn;
 } main_cmds[] = {
     {"submit", submit_cmd}, {"batch", batch_cmd}, {"watch", watch_cmd}, {"cancel", cancel_cmd},
-    {"get", get_cmd},       {"usage", usage_cmd}, {"stats", stats_cmd},
+    {"get", get_cmd},       {"usage", usage_cmd}, {"stats", stats_cmd},   {"dead", dead_cmd},
 };
 
 enum { MAIN_VERSION = 1 };

@@ -520,6 +520,9 @@ static int rc_is_noscript(const redisReply *reply);
 static void rc_on_plain_reply(redisAsyncContext *ac, void *r, void *priv) {
     rc_plain *p = priv;
     rconn *rc = p->rc;
+    /* Read before the callback: one that sends SUBSCRIBE sets the flag at
+     * once, though this reply was not a subscription's. */
+    int subscribed = ((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED;
     if (p->cb && !rc->freeing) p->cb(rc, r, p->priv);
     /* The server forgot our scripts: reconnecting reloads them. */
     if (r && rc_is_noscript(r) && !rc->freeing && rc->ac == ac) {
@@ -528,7 +531,7 @@ static void rc_on_plain_reply(redisAsyncContext *ac, void *r, void *priv) {
     }
     /* Subscriptions call back once per message: keep p until the end, which
      * hiredis signals with a NULL reply (disconnect). */
-    if (!r || !(((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED)) free(p);
+    if (!r || !subscribed) free(p);
 }
 
 const char *rconn_strerror(rconn_err err) {

@@ -12,13 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* FETCH: take up to ARGV[1] jobs, higher-priority queues first.
+/* FETCH: take up to `want` jobs, higher-priority queues first.
  * Each job moves atomically from the consuming (right) end of its queue to
  * the left of the worker's processing list for that queue. A job longer than
  * max_job_bytes never leaves Redis whole: its place in the processing list
  * takes a marker, "\0chatq-oversized\0<bytes>\0<first excerpt bytes>", which
- * the worker ends as invalid_job (the marker is what FINISH removes).
- * Returns {queue number (1-based), job, ...}. */
+ * the worker ends as invalid_job (the marker is what FINISH removes). */
 const char scripts_fetch[] =
     "local want, max, ex = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local out, got = {}, 0\n"
@@ -38,12 +37,12 @@ const char scripts_fetch[] =
     "return out\n";
 
 /* START: workers begin (or resume) jobs; one call for many jobs.
- * taken back from), then per job: job hash, events list, cancel key.
- * tenant, provider, now (unix ms), start token (unique to this start).
  * For each job, in order:
  *   duplicate  the hash holds a final status (succeeded, failed,
  *              cancelled), or says running and this text is not the copy
- *              taken back from the worker that ran it: nothing is written;
+ *              taken back from the worker that ran it: nothing is written
+ *              (but a mark of this text in the requeued hash, when the id
+ *              has its result: nothing will resume it);
  *   resumed    the hash says running and this very text (same SHA1) was
  *              taken back from that hash's worker (its worker died or was
  *              stopped; RECOVER/REQUEUE left the mark): attempts, charged
@@ -54,8 +53,7 @@ const char scripts_fetch[] =
  * The answer is kept in the hash's "start" field with the token, so a START
  * resent after its reply was lost gets the same answer instead of counting
  * an attempt twice.
- * Returns per job {kind (0 fresh, 1 resumed, 2 duplicate), cancel requested
- * 0/1, next seq, attempts made before, charged attempts before, started_at}. */
+ * A job hash of another type (a producer's SET) is treated as absent. */
 const char scripts_start[] =
     "local RQ = KEYS[1]\n"
     "local out = {}\n"
@@ -72,6 +70,7 @@ const char scripts_start[] =
     "    local kind, seq, a, c = string.match(string.sub(st[4], #tok + 2), '^(%d)|(%d+)|(%d+)|(%d+)$')\n"
     "    r = {tonumber(kind), redis.call('EXISTS', ck), tonumber(seq), tonumber(a), tonumber(c), st[3] or ''}\n"
     "  elseif st[1] == 'succeeded' or st[1] == 'failed' or st[1] == 'cancelled' then\n"
+    "    redis.call('HDEL', RQ, sha)\n"
     "    r = {2, 0, 0, 0, 0, ''}\n"
     "  else\n"
     "    local kind, attempts, charged, seq, started = 0, 0, 0, 0, ARGV[b + 7]\n"
@@ -114,12 +113,6 @@ const char scripts_start[] =
     "return out\n";
 
 /* FINISH: store jobs' final results, each exactly once; one call for many.
- * job 7 keys: processing list, job hash ('' = none: the job has no id),
- * events list, stream channel, usage hash, reply_to list ('' = none), cancel
- * key ('' = none).
- * ('' = none), SHA1 of the text, result ttl (s), final event, output line,
- * dead entry ('' = none), usage field prefix "tenant|model|", m, m pairs
- * (metric, increment), f, f pairs (field, value) for the job hash.
  * Each job is atomic on its own, and nothing can fail after its first write:
  *   - a resend whose first run stored the result (its token is in the
  *     hash's "done" field) changes nothing;
@@ -131,8 +124,8 @@ const char scripts_start[] =
  *   - every number was checked by the worker, and the ttl is clamped here
  *     too; usage increments are summed per field and added at the end with
  *     pcall (an overflowing counter stays as it is), reply_to is pushed with
- *     pcall (a key the producer made something else than a list).
- * Returns per job 0 (skipped), 1 (stored) or 2 (stored, reply_to not a list). */
+ *     pcall (a key the producer made something else than a list), and an
+ *     events list or dead list of another type is replaced. */
 const char scripts_finish[] =
     "local crashes, requeued, dead = KEYS[1], KEYS[2], KEYS[3]\n"
     "local any_crash = redis.call('EXISTS', crashes) == 1\n"
@@ -206,14 +199,13 @@ const char scripts_finish[] =
     "end\n"
     "return out\n";
 
-/* REQUEUE: put jobs a worker holds back at the consuming end of their queues.
- * once from whichever processing list holds it); with no job text, every
- * job of every processing list.
+/* REQUEUE: put jobs a worker holds back at the consuming end of their queues
+ * (the ones named, or every job of its processing lists).
  * The processing list holds the newest job on the left, so moving from its
  * left to the right end of the queue leaves the oldest job to be consumed
  * first. Each job put back is marked in the requeued hash (SHA1 of its text
  * -> this worker), which lets its next START resume the run instead of
- * taking it for a duplicate. Returns the number of jobs moved. */
+ * taking it for a duplicate. */
 const char scripts_requeue[] =
     "local n = 0\n"
     "local function mark(j) redis.call('HSET', KEYS[1], redis.sha1hex(j), ARGV[1]) end\n"
@@ -241,27 +233,21 @@ const char scripts_requeue[] =
     "return n\n";
 
 /* RECOVER: put back the jobs of a worker that is gone, and forget it.
- * list its jobs go back to, quarantine list).
- * sweep of other hosts' workers) else "0", ARGV[3] prefix, ARGV[4] now (unix
- * ms), ARGV[5] poison limit, ARGV[6] default result ttl (s), ARGV[7] UTC
- * day, ARGV[8] "1" when the worker died of a fault signal (its jobs may have
- * caused it) else "0", ARGV[9] SHA1 of the job it was running when it
- * faulted ('' = not known).
  * Atomic, so when two supervisors notice the same death at once, the second
  * finds nothing left to move. Only a fault counts against jobs: against the
  * culprit when it is known, else against every job in flight. A counted job
  * goes to the quarantine list (run apart, one at a time) when it is the
- * culprit or has been counted twice; after ARGV[5] counts it is a poison
+ * culprit or has been counted twice; after `poison limit` counts it is a poison
  * pill: it ends failed with code worker_crashed (dead list, and when the id
- * is this job's own run: job hash, final event, reply_to, usage). Any other
+ * is this job's own run: job hash, final event, reply_to, usage; a job with
+ * neither id nor custom_id has the id the worker gives it, "job-" and 24 hex
+ * digits of its text's SHA1). Any other
  * job goes back to its list unharmed. Every job put back is marked in the
  * requeued hash (see START). Job keys of a poison pill are built here from
  * the prefix: its id is known only by decoding it.
  * Nothing can fail after the first write: numbers from the job are clamped,
  * a reply_to that is not a list and counters that would overflow are
- * skipped (pcall).
- * Returns {requeued, quarantined, dead}, or {-1} when the worker was unknown
- * and held nothing, {-2} when its heartbeat is alive (nothing done). */
+ * skipped (pcall). */
 const char scripts_recover[] =
     "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end\n"
     "local known = redis.call('HDEL', KEYS[1], ARGV[1])\n"
@@ -280,6 +266,9 @@ const char scripts_recover[] =
     "  if not ok or type(j) ~= 'table' then j = {} end\n"
     "  local body = type(j.body) == 'table' and j.body or {}\n"
     "  local id = str(j.id) or str(j.custom_id)\n"
+    "  if not j.id and not j.custom_id and ok and type(j) == 'table' then\n"
+    "    id = 'job-' .. string.sub(sha, 1, 24)\n"
+    "  end\n"
     "  if id and (#id > 128 or not string.match(id, '^[A-Za-z0-9._:-]+$')) then id = nil end\n"
     "  local msg = 'the job was running each time its worker died of a fault (' .. count ..\n"
     "    ' times): it is not run again'\n"
@@ -347,8 +336,7 @@ const char scripts_recover[] =
 /* DROP: a worker lets go of a duplicate (START said another job with this id
  * is queued, running or stored): its entry leaves the processing list and
  * nothing else is written.
- * start token). ARGV[1] the job text.
- * The marker makes a resend after a lost reply harmless: without it, a second
+ * The marker key makes a resend after a lost reply harmless: without it, a second
  * LREM could take an identical text the same worker still runs. */
 const char scripts_drop[] =
     "if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) then\n"
@@ -655,4 +643,99 @@ void scripts_ratelimit_args(const scripts_ratelimit_call *c, rargs *out) {
         rargs_adds(out, c->which);
         break;
     }
+}
+
+/* ---- the dead list (`chatq dead`, cli/dead_cmd.c) ------------------------- */
+
+/* DEAD_RETRY: put dead jobs back on a queue; one call for many jobs.
+ * For each job, in order, with every check before the first write:
+ *   - the queue must be a list (or absent): else nothing is done;
+ *   - the job hash, when the text has an id, must be absent or say
+ *     "failed": any other status means the id lives again (pushed anew,
+ *     retried already, running): the entry stays dead, and the status is
+ *     the answer. A key that is not a hash counts as absent (START too
+ *     throws it away);
+ *   - the entry must still be in P:dead: LREM of its exact text is the
+ *     first write, so of two concurrent retries of one entry one wins;
+ * then what is left of the dead run goes (hash, events, a cancel request
+ * the dead run left behind: the retry is a newer request) and the hash says
+ * "queued" until START replaces it. That mark is what stops a second entry
+ * with the same id, or a second CLI, from queueing the id twice: START
+ * would drop the copy as a duplicate and the job would be lost. The text
+ * goes onto the queue's consuming (right) end, so it is taken next; START
+ * then finds no finished hash and runs it afresh: attempts start at 1.
+ * Returns per job "retried", "gone", "queue_not_list" or the status that
+ * refused it. */
+const char scripts_dead_retry[] =
+    "local dead, now, out = KEYS[1], ARGV[1], {}\n"
+    "for i = 0, (#KEYS - 1) / 4 - 1 do\n"
+    "  local q, h, ev, ck = KEYS[2 + 4 * i], KEYS[3 + 4 * i], KEYS[4 + 4 * i], KEYS[5 + 4 * i]\n"
+    "  local entry, count, job, qname = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i],\n"
+    "    ARGV[5 + 4 * i]\n"
+    "  local qt = redis.call('TYPE', q)['ok']\n"
+    "  local st = false\n"
+    "  if h ~= '' then\n"
+    "    local ok, v = pcall(redis.call, 'HGET', h, 'status')\n"
+    "    if ok then st = v end\n"
+    "  end\n"
+    "  local res\n"
+    "  if qt ~= 'list' and qt ~= 'none' then\n"
+    "    res = 'queue_not_list'\n"
+    "  elseif st and st ~= 'failed' then\n"
+    "    res = st\n"
+    "  elseif redis.call('LREM', dead, count, entry) == 0 then\n"
+    "    res = 'gone'\n"
+    "  else\n"
+    "    if h ~= '' then\n"
+    "      redis.call('DEL', h, ev, ck)\n"
+    "      redis.call('HSET', h, 'status', 'queued', 'queue', qname, 'retried_at', now)\n"
+    "    end\n"
+    "    redis.call('RPUSH', q, job)\n"
+    "    res = 'retried'\n"
+    "  end\n"
+    "  out[#out + 1] = res\n"
+    "end\n"
+    "return out\n";
+
+/* DEAD_PURGE: remove entries from the dead list by their exact text, in one
+ * step. A dead list that is not a list fails on the first LREM, before any
+ * write. Returns how many were removed. */
+const char scripts_dead_purge[] =
+    "local n = 0\n"
+    "for i = 1, #ARGV, 2 do\n"
+    "  n = n + redis.call('LREM', KEYS[1], ARGV[i], ARGV[i + 1])\n"
+    "end\n"
+    "return n\n";
+
+void scripts_dead_retry_add(scripts_batch *b, const scripts_dead_retry_call *c) {
+    sc_copys(&b->keys, c->queue_key);
+    sc_copys(&b->keys, c->job_key);
+    sc_copys(&b->keys, c->events_key);
+    sc_copys(&b->keys, c->cancel_key);
+    sc_copy(&b->args, c->entry, c->entry_len);
+    rargs_adds(&b->args, c->from_tail ? "-1" : "1");
+    sc_copy(&b->args, c->job, c->job_len);
+    sc_copys(&b->args, c->queue);
+    b->n++;
+}
+
+void scripts_dead_retry_args(const scripts_batch *b, const char *dead_key, long long now_ms,
+                             rargs *out) {
+    rargs_addll(out, 1 + b->keys.argc);
+    rargs_adds(out, dead_key);
+    sc_append(out, &b->keys);
+    rargs_addll(out, now_ms);
+    sc_append(out, &b->args);
+}
+
+void scripts_dead_purge_add(scripts_batch *b, const char *entry, size_t len, int from_tail) {
+    rargs_adds(&b->args, from_tail ? "-1" : "1");
+    sc_copy(&b->args, entry, len);
+    b->n++;
+}
+
+void scripts_dead_purge_args(const scripts_batch *b, const char *dead_key, rargs *out) {
+    rargs_adds(out, "1");
+    rargs_adds(out, dead_key);
+    sc_append(out, &b->args);
 }

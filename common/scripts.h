@@ -257,4 +257,53 @@ typedef struct scripts_ratelimit_call {
 } scripts_ratelimit_call;
 void scripts_ratelimit_args(const scripts_ratelimit_call *c, rargs *out);
 
+/* ---- the dead list (`chatq dead`, cli/dead_cmd.c) ----
+ *
+ * Both scripts name each P:dead entry by its exact text, never by position:
+ * workers LPUSH onto the list while the CLI reads it, so positions move.
+ * With each entry goes the count given to LREM: 1 removes the copy nearest
+ * the head, -1 the copy nearest the tail; the caller picks the end nearer
+ * to where it saw the entry (LREM walks from that end, so a large list
+ * costs what lies between, not the whole list). Identical texts are the
+ * same failure, so which copy goes does not matter. */
+extern const char scripts_dead_retry[];
+extern const char scripts_dead_purge[];
+
+/* DEAD_RETRY: put dead jobs back on a queue; one call for many, each job
+ * atomic on its own.
+ * KEYS[1] the dead list, then per job 4 keys: the queue, the job hash, the
+ * events list and the cancel key ('' for all three when the job text has
+ * no readable id).
+ * ARGV[1] now (unix ms), then per job: the dead entry (exact text), its
+ * LREM count (1 or -1), the job text, the queue's name.
+ * Returns per job one string:
+ *   "retried"          the entry left P:dead and the job is on the queue
+ *   "gone"             the entry is no longer in P:dead (retried or purged
+ *                      by someone else): nothing done
+ *   "queue_not_list"   the queue key holds something else: nothing done
+ *   any other          the job hash's status ("queued", "running",
+ *                      "succeeded", "cancelled", ...): the id has a newer
+ *                      life than this entry, nothing done */
+typedef struct scripts_dead_retry_call {
+    const char *queue_key;      /* P:queue:<queue> */
+    const char *job_key;        /* P:job:<id>; NULL = the text has no id */
+    const char *events_key;     /* P:events:<id>; NULL likewise */
+    const char *cancel_key;     /* P:cancel:<id>; NULL likewise */
+    const char *entry;          /* the dead entry, byte for byte as read */
+    size_t entry_len;
+    int from_tail;              /* LREM count -1 (1: from the head) */
+    const char *job;            /* the job text (the entry's "job") */
+    size_t job_len;
+    const char *queue;          /* the queue's name, for the job hash */
+} scripts_dead_retry_call;
+void scripts_dead_retry_add(scripts_batch *b, const scripts_dead_retry_call *c);
+void scripts_dead_retry_args(const scripts_batch *b, const char *dead_key, long long now_ms,
+                             rargs *out);
+
+/* DEAD_PURGE: remove entries from the dead list, all in one step.
+ * KEYS[1] the dead list. ARGV pairs: (LREM count 1 or -1, exact entry text).
+ * Returns the number of entries removed (an entry already gone counts 0). */
+void scripts_dead_purge_add(scripts_batch *b, const char *entry, size_t len, int from_tail);
+void scripts_dead_purge_args(const scripts_batch *b, const char *dead_key, rargs *out);
+
 #endif

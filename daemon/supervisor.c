@@ -63,10 +63,25 @@ static long long sup_now_ms(void) {
 
 /* ---- recovery ------------------------------------------------------------ */
 
-typedef struct sup_recovery {
+/* A RECOVER on its way, on the supervisor's list until it answers: one
+ * still unanswered when chatqd gives up waiting (Redis away) is freed with
+ * the supervisor, its jobs left in Redis for a later chatqd. */
+struct sup_recovery {
     supervisor *sup;
     char *id;
-} sup_recovery;
+    struct sup_recovery *prev, *next;
+};
+
+static void sup_recovery_free(sup_recovery *r) {
+    supervisor *s = r->sup;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        s->recoveries = r->next;
+    if (r->next) r->next->prev = r->prev;
+    free(r->id);
+    free(r);
+}
 
 /* RECOVER answers {requeued, quarantined, dead} ({-1}: unknown worker, {-2}:
  * its heartbeat lives); before issue 9 it answered the requeued count alone,
@@ -91,8 +106,7 @@ static void sup_on_recovered(rconn *rc, redisReply *reply, void *priv) {
             log_warn("poison_pill", "worker=%s jobs=%lld code=worker_crashed", log_quote(r->id), n[2]);
         if (n[1] > 0) sup_quarantine_start(s);
     }
-    free(r->id);
-    free(r);
+    sup_recovery_free(r);
     sup_check_stopped(s);
 }
 
@@ -136,9 +150,12 @@ static void sup_recover(supervisor *s, const sup_gone *g) {
         .fault = g->fault, .culprit_sha1 = g->culprit};
     rargs a = {0};
     scripts_recover_args(&c, &a);
-    sup_recovery *r = xmalloc(sizeof *r);
+    sup_recovery *r = xcalloc(1, sizeof *r);
     r->sup = s;
     r->id = xstrdup(g->id);
+    r->next = s->recoveries;
+    if (r->next) r->next->prev = r;
+    s->recoveries = r;
     rconn_eval_reliable(s->redis, s->recover_script, sup_on_recovered, r, a.argc, a.argv, a.lens);
     rargs_free(&a);
     for (int i = 0; i < g->nqueues; i++) {
@@ -906,6 +923,7 @@ void supervisor_close(supervisor *s) {
 }
 
 void supervisor_free(supervisor *s) {
+    while (s->recoveries) sup_recovery_free(s->recoveries);
     while (s->procs) {
         sup_proc *p = s->procs;
         s->procs = p->next;

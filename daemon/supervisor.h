@@ -66,6 +66,7 @@
 #define CHATQ_MAX_WORKERS 1024 /* the largest --workers config.c accepts */
 
 typedef struct supervisor supervisor;
+typedef struct sup_recovery sup_recovery;
 
 typedef struct sup_proc {
     supervisor *sup;
@@ -112,6 +113,7 @@ typedef struct sup_slot {
 #define SUP_QSLOT CHATQ_MAX_WORKERS
 
 struct supervisor {
+    sup_recovery *recoveries; /* RECOVERs not answered yet */
     uv_loop_t *loop;
     config *cfg;
     config_args args;

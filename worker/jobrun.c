@@ -44,6 +44,10 @@
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
+/* The stream events a job may leave in P:events over all its attempts (an
+ * attempt alone is bounded by UPSTREAM_MAX_CHUNKS): past it, no retry. */
+#define JR_MAX_EVENTS 250000
+
 /* How soon to ask the rate limits again when Redis did not answer. */
 #define JR_RATE_RETRY_MS 200
 
@@ -255,8 +259,9 @@ static void jr_final_event(const jobrun *jr, const jr_end *e, const char *usage_
     }
 }
 
-/* The dead-list entry of a failed job: its text, or for a job too large to
- * take out of Redis the first bytes FETCH kept and its size. */
+/* The dead-list entry of a failed job, in the shape of docs/protocol.md §3:
+ * its text, or for a job too large to take out of Redis the first bytes
+ * FETCH kept and its size. */
 static void jr_dead_entry(const jobrun *jr, const char *error_json, long long when, buf *out) {
     const char *text = jr->raw;
     size_t len = jr->raw_len;
@@ -508,6 +513,7 @@ static void jr_send(jobrun *jr) {
                              jr_on_upstream_done);
     upstream_request req;
     target_request(&p->tgt, jr_cfg(jr), &p->job, &req);
+    req.owner = p->sha1;
     const char *err = NULL;
     if (upstream_start(p->up, &req, &err) != 0) jr_fail(jr, JOB_FAILED, "connection_error", err);
 }
@@ -526,6 +532,13 @@ static void jr_attempt_failed(jobrun *jr, upstream_outcome *o) {
         next = POLICY_RETRY;
         tries = 0;         /* a fresh set of attempts at the new target */
         retry_after = -1;  /* what the old target said is not the new one's */
+    }
+    if (next == POLICY_RETRY && p->seq >= JR_MAX_EVENTS) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the job's attempts published %lld stream events, more than %d",
+                 p->seq, JR_MAX_EVENTS);
+        jr_fail(jr, JOB_FAILED, "too_large", msg);
+        return;
     }
     if (next != POLICY_RETRY) {
         jr_end_failed(jr, JOB_FAILED, o->code, o->message, o->status, o->upstream, o->request_id);

@@ -37,6 +37,7 @@
 #include "common/sse.h"
 #include "common/strictjson.h"
 #include "worker/policy.h"
+#include "worker/report.h"
 #include "worker/ratelimit.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -320,9 +321,19 @@ static size_t up_on_header(char *h, size_t size, size_t n, void *ud) {
     return len;
 }
 
+static size_t up_body(upstream *u, char *data, size_t len);
+
+/* curl's callbacks name the job whose answer they read, for the time they
+ * run (worker/report.h): a fault in parsing it is this job's. */
 static size_t up_on_body(char *data, size_t size, size_t n, void *ud) {
     upstream *u = ud;
-    size_t len = size * n;
+    report_current(u->req.owner);
+    size_t r = up_body(u, data, size * n);
+    report_current(NULL);
+    return r;
+}
+
+static size_t up_body(upstream *u, char *data, size_t len) {
     long long max = u->req.max_response_bytes;
     u->last_activity = uv_now(u->loop);
     if (!u->status) {
@@ -505,8 +516,11 @@ static void up_finish(upstream *u, CURLcode res) {
 }
 
 void upstream_http_done(CURL *easy, CURLcode result, void *priv) {
+    upstream *u = priv;
     (void)easy;
-    up_finish(priv, result);
+    report_current(u->req.owner); /* the answer is parsed in there */
+    up_finish(u, result);
+    report_current(NULL);
 }
 
 /* The idle timer: fires idle_timeout after the last byte; re-arms itself for

@@ -85,6 +85,9 @@ typedef struct upstream_request {
     long long connect_timeout_ms;
     long long idle_timeout_ms;    /* a stream's longest silence; 0 = none */
     long long max_response_bytes; /* larger answers fail too_large */
+    const char *owner;            /* the job's SHA1, named to chatqd while its
+                                     answer is read (report_current): a fault
+                                     there is charged to this job alone */
 } upstream_request;
 
 /* What the upstream said about its limits; -1 = not said. */

@@ -2,11 +2,12 @@
  * heartbeat and drain; see worker.h for the design of the fetch.
  *
  * Fetch cycle. Whenever a slot may have become free (start, a job ended, a
- * waiter answered, the command connection came back), worker_maybe_fetch()
+ * wake-up message came, the command connection came back), worker_maybe_fetch()
  * sends one FETCH asking for as many jobs as there are free slots (at most
  * FETCH_BATCH). Only one FETCH is outstanding at a time, which batches
  * naturally under load. When FETCH returns fewer jobs than asked, the queues
- * were empty: the waiters are armed and the worker sleeps until one answers.
+ * were empty: the worker turns on client tracking of its queues and sleeps
+ * until a change to one of them wakes it (worker.h, `wake`).
  *
  * Reconnects. A FETCH whose reply was lost with the connection may have moved
  * jobs into the processing lists that this process never saw. So after every
@@ -30,12 +31,13 @@
 #define FETCH_BATCH 128
 #define HEARTBEAT_MS 3000
 #define HEARTBEAT_TTL_MS 10000
+#define POLL_MS 500 /* an idle worker's fetches when Redis has no client tracking */
 
 static void w_check_exit(worker *w);
 
 /* ---- fetching --------------------------------------------------------------- */
 
-static void w_arm_waiters(worker *w);
+static void w_idle(worker *w);
 static void w_quiet(worker *w);
 
 static void w_resync(worker *w);
@@ -113,17 +115,28 @@ static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
      * (invalid) must not send another FETCH sized before the rest started */
     w_start_jobs(w, reply);
     w->fetching = 0;
-    if (got < asked) {
+    if (got < asked && w->woken) {
+        /* a wake-up came while this FETCH was on its way: the job it was
+         * for may have been pushed after the FETCH ran */
+        worker_maybe_fetch(w);
+    } else if (got < asked) {
         if (w->quarantine && w->nruns == 0 && w->nending == 0 && !w->draining) {
             log_info("quarantine_empty", "action=exit");
             worker_drain(w);
             return;
         }
-        w_arm_waiters(w);
+        w_idle(w);
     } else {
         w_quiet(w);
         worker_maybe_fetch(w);
     }
+}
+
+/* A queue changed (or tracking was just turned on): fetch, or fetch again
+ * once the FETCH on its way has answered. */
+static void w_woken(worker *w) {
+    w->woken = 1;
+    worker_maybe_fetch(w);
 }
 
 void worker_maybe_fetch(worker *w) {
@@ -143,8 +156,10 @@ void worker_maybe_fetch(worker *w) {
     rargs_adds(&a, "EVALSHA");
     rargs_adds(&a, rconn_script_sha(w->cmd, w->scripts[WS_FETCH]));
     scripts_fetch_args(&call, &a);
-    if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0)
+    if (rconn_send(w->cmd, w_on_fetch, (void *)(intptr_t)n, a.argc, a.argv, a.lens) == 0) {
         w->fetching = 1;
+        w->woken = 0;
+    }
     rargs_free(&a);
 }
 
@@ -156,27 +171,60 @@ static void w_on_invalidate(rconn *rc, redisReply *reply, void *priv) {
     (void)priv;
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) return;
     redisReply *kind = reply->element[0];
-    if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0) return;
-    worker_maybe_fetch(w);
+    if (kind->type != REDIS_REPLY_STRING) return;
+    if (strcmp(kind->str, "subscribe") == 0) {
+        /* Only now may cmd redirect to us: Redis drops invalidation
+         * messages for a connection that is not subscribed yet. */
+        w->wake_id = w->wake_conn_id;
+        w->tracking = 0; /* a redirect to an older connection is worth nothing */
+        w_idle(w);
+    } else if (strcmp(kind->str, "message") == 0) {
+        w_woken(w);
+    }
 }
+
+static void w_on_tracking(rconn *rc, redisReply *reply, void *priv);
 
 static void w_on_wake_id(rconn *rc, redisReply *reply, void *priv) {
     worker *w = rconn_data(rc);
     (void)priv;
-    if (!reply || reply->type != REDIS_REPLY_INTEGER) return;
-    w->wake_id = reply->integer;
+    if (!reply) return;
+    if (reply->type != REDIS_REPLY_INTEGER) { /* no CLIENT ID: no tracking either */
+        w_on_tracking(w->cmd, reply, NULL);
+        return;
+    }
+    w->wake_conn_id = reply->integer;
     const char *a[] = {"SUBSCRIBE", "__redis__:invalidate"};
     size_t l[] = {9, 20};
     rconn_send(rc, w_on_invalidate, NULL, 2, a, l);
-    w->tracking = 0; /* a redirect to the old connection is worth nothing now */
-    w_arm_waiters(w);
 }
 
+static void w_on_poll(uv_timer_t *t) { worker_maybe_fetch(t->data); }
+
 static void w_on_tracking(rconn *rc, redisReply *reply, void *priv) {
-    (void)rc;
+    worker *w = rconn_data(rc);
     (void)priv;
-    if (reply && reply->type == REDIS_REPLY_ERROR)
-        log_error("tracking_failed", "error=%s", log_quote(reply->str));
+    if (!reply || reply->type != REDIS_REPLY_ERROR) return;
+    /* No client tracking (an ACL that forbids CLIENT, say): an idle worker
+     * asks again every POLL_MS instead. */
+    if (!w->tracking_failed)
+        log_warn("tracking_failed", "error=%s action=poll every_ms=%d", log_quote(reply->str),
+                 POLL_MS);
+    w->tracking_failed = 1;
+    w->tracking = 0;
+    w_idle(w);
+}
+
+/* 1 when queue key i need not be tracked: another one is a prefix of it
+ * (Redis refuses overlapping prefixes; the shorter one covers it). */
+static int w_prefix_covered(const worker *w, int i) {
+    const char *k = w->queue_keys[i];
+    for (int j = 0; j < w->cfg->nqueues; j++) {
+        const char *o = w->queue_keys[j];
+        size_t n = strlen(o);
+        if (j != i && strncmp(k, o, n) == 0 && (strlen(k) > n || j < i)) return 1;
+    }
+    return 0;
 }
 
 /* Asks Redis to tell the wake connection about every change to our queues
@@ -184,11 +232,19 @@ static void w_on_tracking(rconn *rc, redisReply *reply, void *priv) {
  * its value), then fetches once more: a job pushed before the tracking took
  * effect is seen by that fetch. Only an idle worker is told: a busy one
  * turns the tracking off (w_quiet), so the LMOVEs of other workers under
- * load do not flood it. (A quarantine worker has no waking up: it exits
- * once the quarantine is empty.) */
-static void w_arm_waiters(worker *w) {
-    if (w->draining || w->quarantine || w->tracking || w->wake_id <= 0 || !rconn_ready(w->cmd))
+ * load do not flood it. Tracking is turned off first: after a reconnect of
+ * wake, cmd may still be tracking for the connection that is gone. (A
+ * quarantine worker has no waking up: it exits once the quarantine is
+ * empty.) */
+static void w_idle(worker *w) {
+    if (w->draining || w->quarantine || w->tracking || !rconn_ready(w->cmd)) return;
+    if (w->tracking_failed) {
+        uv_timer_start(&w->poll, w_on_poll, POLL_MS, 0);
         return;
+    }
+    if (w->wake_id <= 0) return;
+    const char *off[] = {"CLIENT", "TRACKING", "OFF"};
+    size_t offl[] = {6, 8, 3};
     rargs a = {0};
     rargs_adds(&a, "CLIENT");
     rargs_adds(&a, "TRACKING");
@@ -198,12 +254,14 @@ static void w_arm_waiters(worker *w) {
     rargs_adds(&a, "BCAST");
     rargs_adds(&a, "NOLOOP");
     for (int i = 0; i < w->cfg->nqueues; i++) {
+        if (w_prefix_covered(w, i)) continue;
         rargs_adds(&a, "PREFIX");
         rargs_adds(&a, w->queue_keys[i]);
     }
-    if (rconn_send(w->cmd, w_on_tracking, NULL, a.argc, a.argv, a.lens) == 0) {
+    if (rconn_send(w->cmd, NULL, NULL, 3, off, offl) == 0 &&
+        rconn_send(w->cmd, w_on_tracking, NULL, a.argc, a.argv, a.lens) == 0) {
         w->tracking = 1;
-        worker_maybe_fetch(w);
+        w_woken(w); /* a job pushed before the tracking took effect */
     }
     rargs_free(&a);
 }
@@ -626,6 +684,8 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
     w->grace.data = w;
     uv_timer_init(loop, &w->fetch_retry);
     w->fetch_retry.data = w;
+    uv_timer_init(loop, &w->poll);
+    w->poll.data = w;
     uv_signal_init(loop, &w->sigterm);
     w->sigterm.data = w;
     uv_signal_init(loop, &w->sigint);
@@ -675,6 +735,7 @@ void worker_close(worker *w) {
     uv_close((uv_handle_t *)&w->heartbeat, NULL);
     uv_close((uv_handle_t *)&w->grace, NULL);
     uv_close((uv_handle_t *)&w->fetch_retry, NULL);
+    uv_close((uv_handle_t *)&w->poll, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->check, NULL);

@@ -46,8 +46,10 @@ typedef struct worker {
     rconn *cmd;
     rconn *control;
     rconn *wake;           /* subscribed to Redis' invalidation messages */
-    long long wake_id;     /* its CLIENT ID, 0 until known */
+    long long wake_conn_id;/* its CLIENT ID ... */
+    long long wake_id;     /* ... once it is subscribed (0 until then) */
     int tracking;          /* cmd has client tracking on, redirected to wake */
+    int tracking_failed;   /* Redis refused it: an idle worker polls instead */
     int scripts[WS_NSCRIPTS];
     http_client *http;
     char **queue_keys;     /* where jobs are taken from: P:queue:<name>, priority
@@ -68,6 +70,7 @@ typedef struct worker {
     jobrun **finishing;    /* ... and their jobs, sent together (w_flush) */
     int finishing_cap;
     int fetching;          /* a FETCH is outstanding */
+    int woken;             /* a wake-up came since the last FETCH was sent */
     int cmd_was_ready;     /* cmd has been ready before: a reconnect needs a resync */
     int draining;          /* SIGTERM seen: take no new job */
     int aborting;          /* grace period over: abort what is left */
@@ -77,6 +80,7 @@ typedef struct worker {
     uv_timer_t heartbeat;
     uv_timer_t grace;
     uv_timer_t fetch_retry;
+    uv_timer_t poll;       /* an idle worker's next fetch, without tracking */
     uv_signal_t sigterm, sigint;
     long long done, failed, duplicates;
     unsigned long long starts; /* jobs started: makes START tokens unique */

@@ -342,6 +342,26 @@ def test_poison_pill_ends_dead_as_worker_crashed(start_chatqd, upstream):
     assert len(log_lines(cq, "worker_exited")) == 3
 
 
+def test_poison_pill_without_an_id_ends_under_its_generated_id(start_chatqd, upstream):
+    """A pill with neither id nor custom_id has the id the worker gives it
+    ("job-" and 24 hex digits of its text's SHA1): RECOVER stores its
+    failure there, so its reply_to gets a line and its hash is not left
+    running."""
+    import hashlib
+    cq = start_chatqd(workers=2, concurrency=16, env={"CHATQ_WORKER": hooks_worker_path()})
+    R = cq.prefix + "-replies"
+    cq.wait_workers(2)
+    pill = cq.mkjob(body={"chatq_test_crash": True}, reply_to=R)
+    del pill["id"]
+    raw = cq.push(pill)
+    jid = "job-" + hashlib.sha1(raw.encode()).hexdigest()[:24]
+    h = cq.wait_job_done(jid, timeout=30)
+    assert h["status"] == "failed" and h["error"]["code"] == "worker_crashed", h
+    line = cq.wait_replies(R, 1, timeout=10)[0]
+    assert line["id"] == jid and line["error"]["code"] == "worker_crashed"
+    assert [d["error"]["code"] for d in cq.dead()] == ["worker_crashed"]
+
+
 def test_poison_pill_spares_a_job_fetched_with_it(start_chatqd, redis_server, upstream):
     """A normal job queued next to the pill must still succeed. Both are
     queued before chatqd starts, so that the first worker takes both in one

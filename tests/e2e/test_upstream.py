@@ -440,7 +440,7 @@ def test_lenient_plain_bodies_fail(cq):
 def test_error_chunk_with_finish_reason_then_done_is_upstream_error(cq):
     # What OpenRouter sends when the provider behind it fails mid-stream.
     err_chunk = chunk("", "error", error={"code": 502, "message": "Provider returned error"})
-    job = cq.mkjob(stream=True, max_attempts=1, reply_to=cq.k("out-err"),
+    job = cq.mkjob(stream=True, max_attempts=1, reply_to=cq.prefix + "-out-err",
                    mock=raw_mock([chunk("partial "), err_chunk]))  # then [DONE]
     h = cq.run(job)
     assert h["status"] == "failed", h.get("response")
@@ -526,7 +526,7 @@ def everything_stored(cq):
 
 
 def test_echoed_api_key_is_never_stored_or_logged(cq):
-    R = cq.k("out-keys")
+    R = cq.prefix + "-out-keys"
     echo = "{{authorization}}"  # the stand-in puts "Bearer <key>" there
     jobs = [
         # a JSON error body, its message and the request id
