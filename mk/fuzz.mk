@@ -85,7 +85,7 @@ fuzz: fuzz-build
 	       > $(FUZZ_BUILD)/$$t.log 2>&1; then \
 	    failed="$$failed $$t"; \
 	    echo "fuzz: $$t FAILED: see $(FUZZ_BUILD)/$$t.log and $(FUZZ_BUILD)/artifacts/$$t/"; \
-	    grep -m1 -A12 "ERROR:\|runtime error\|==ERROR\|deadly signal\|Test unit written" \
+	    grep -m1 -A12 "^fuzz_[a-z]*: \|ERROR:\|runtime error\|deadly signal\|Test unit written" \
 	      $(FUZZ_BUILD)/$$t.log || tail -20 $(FUZZ_BUILD)/$$t.log; \
 	  else \
 	    grep "stat::number_of_executed_units\|stat::peak_rss_mb" $(FUZZ_BUILD)/$$t.log \
