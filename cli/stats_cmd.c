@@ -57,22 +57,9 @@ static void stats_names_free(stats_names *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* The glob that matches "<prefix>:queue:*" literally in its prefix part.
- * It must follow keys_queue() (common/keys.c), which names the queues. */
-static char *stats_queue_glob(const char *prefix) {
-    buf b = {0};
-    for (const char *p = prefix; *p; p++) {
-        if (strchr("*?[]\\", *p)) buf_putc(&b, '\\');
-        buf_putc(&b, *p);
-    }
-    buf_puts(&b, ":queue:*");
-    return buf_steal(&b);
-}
-
 /* The queue names (without the key prefix), sorted. 0 or -1. */
 static int stats_scan_queues(redisContext *c, const char *prefix, stats_names *out) {
-    char *glob = stats_queue_glob(prefix), *cursor = xstrdup("0");
-    size_t skip = strlen(prefix) + strlen(":queue:");
+    char *glob = keys_queue_pattern(prefix), *cursor = xstrdup("0");
     int rc = 0;
     do {
         redisReply *r = cli_redis_cmd(c, "SCAN %s MATCH %s COUNT 1000", cursor, glob);
@@ -87,9 +74,11 @@ static int stats_scan_queues(redisContext *c, const char *prefix, stats_names *o
         free(cursor);
         cursor = xstrdup(r->element[0]->str);
         const redisReply *keys = r->element[1];
-        for (size_t i = 0; i < keys->elements; i++)
-            if (keys->element[i]->type == REDIS_REPLY_STRING && keys->element[i]->len > skip)
-                stats_names_add(out, keys->element[i]->str + skip, keys->element[i]->len - skip);
+        for (size_t i = 0; i < keys->elements; i++) {
+            const redisReply *k = keys->element[i];
+            const char *name = k->type == REDIS_REPLY_STRING ? keys_queue_name(prefix, k->str) : NULL;
+            if (name) stats_names_add(out, name, strlen(name));
+        }
         freeReplyObject(r);
     } while (strcmp(cursor, "0"));
     free(glob);
@@ -223,8 +212,8 @@ static json_object *stats_usage(redisContext *c, const char *prefix, int *failed
     tally_free(&rows);
     json_object *u = json_object_new_object();
     json_object_object_add(u, "day", json_object_new_string(today));
-    for (int m = TALLY_REQUESTS; m <= TALLY_TOTAL; m++)
-        json_object_object_add(u, tally_metrics[m], json_object_new_int64(sum.m[m]));
+    for (int m = USAGE_REQUESTS; m <= USAGE_TOTAL_TOKENS; m++)
+        json_object_object_add(u, usage_metric_name((usage_metric)m), json_object_new_int64(sum.m[m]));
     return u;
 }
 

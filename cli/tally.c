@@ -1,9 +1,6 @@
 /* tally.c — reading one day's usage counters into rows; see tally.h.
  *
- * The tenant cannot hold '|' (it ends at the first one) while a model name
- * may (OpenRouter-style names do not today, but nothing forbids it), so the
- * metric starts after the last '|' and the model is what lies between.
- * The fields are split in place, sorted by (tenant, model) and then added
+ * The fields are split in place by usage_field_parse() (common/usage.h), sorted by (tenant, model) and then added
  * up row by row, which keeps the whole read O(n log n) however many
  * tenants there are. */
 #include "cli/tally.h"
@@ -17,11 +14,6 @@
 #include "common/buf.h"
 #include "common/keys.h"
 
-const char *const tally_metrics[TALLY_NMETRICS + 1] = {
-    "requests", "succeeded", "failed", "prompt_tokens", "completion_tokens",
-    "total_tokens", "cached_tokens", "reasoning_tokens", "cost_micro_usd", NULL,
-};
-
 /* One counter field, split; the strings point into the HGETALL reply. */
 typedef struct tally_counter {
     const char *tenant, *model;
@@ -30,20 +22,20 @@ typedef struct tally_counter {
     long long value;
 } tally_counter;
 
-/* Splits a "<tenant>|<model>|<metric>" field: the one place that reads
- * the field format. Returns 0, or -1 for a field of another shape, an
- * unknown metric or a value that is not an integer. */
+/* Splits a "<tenant>|<model>|<metric>" field (common/usage.h reads the
+ * field format) and reads its value. Returns 0, or -1 for a field of another
+ * shape, an unknown metric or a value that is not an integer. */
 static int tally_field_parse(const redisReply *k, const redisReply *v, tally_counter *out) {
+    usage_field_parts f;
     if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) return -1;
-    const char *first = memchr(k->str, '|', k->len), *last = strrchr(k->str, '|');
-    if (!first || last == first || strlen(k->str) != k->len) return -1;
-    out->metric = cli_str_index(tally_metrics, last + 1);
-    if (out->metric < 0 || cli_parse_ll(v->str, LLONG_MIN, LLONG_MAX, &out->value) < 0)
+    if (usage_field_parse(k->str, k->len, &f) < 0 ||
+        cli_parse_ll(v->str, LLONG_MIN, LLONG_MAX, &out->value) < 0)
         return -1;
-    out->tenant = k->str;
-    out->tlen = (size_t)(first - k->str);
-    out->model = first + 1;
-    out->mlen = (size_t)(last - first - 1);
+    out->metric = (int)f.metric;
+    out->tenant = f.tenant;
+    out->tlen = f.tenant_len;
+    out->model = f.model;
+    out->mlen = f.model_len;
     return 0;
 }
 
@@ -74,7 +66,7 @@ static void tally_add_counters(const tally_counter *cs, size_t n, tally *out) {
             row->model = xstrndup(cs[i].model, cs[i].mlen);
         }
         row->m[cs[i].metric] += cs[i].value;
-        if (cs[i].metric == TALLY_COST) row->has_cost = 1;
+        if (cs[i].metric == USAGE_COST_MICRO_USD) row->has_cost = 1;
     }
 }
 
@@ -104,7 +96,7 @@ int tally_read(redisContext *c, const char *prefix, const char *day, const char 
 void tally_sum(const tally *t, tally_row *sum) {
     memset(sum, 0, sizeof *sum);
     for (size_t i = 0; i < t->n; i++) {
-        for (int m = 0; m < TALLY_NMETRICS; m++) sum->m[m] += t->v[i].m[m];
+        for (int m = 0; m < USAGE_NMETRICS; m++) sum->m[m] += t->v[i].m[m];
         sum->has_cost |= t->v[i].has_cost;
     }
 }

@@ -14,17 +14,12 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
-/* The metrics, in the order of tally_metrics and of the output. */
-enum {
-    TALLY_REQUESTS, TALLY_SUCCEEDED, TALLY_FAILED, TALLY_PROMPT, TALLY_COMPLETION, TALLY_TOTAL,
-    TALLY_CACHED, TALLY_REASONING, TALLY_COST, TALLY_NMETRICS,
-};
-/* Their names in the fields ("requests", ...), NULL-terminated. */
-extern const char *const tally_metrics[TALLY_NMETRICS + 1];
+#include "common/usage.h"
+
 
 typedef struct tally_row {
     char *tenant, *model;      /* the tenant is "" when the jobs had none */
-    long long m[TALLY_NMETRICS];
+    long long m[USAGE_NMETRICS]; /* by usage_metric, the order of the output */
     int has_cost;              /* a cost_micro_usd field was there */
 } tally_row;
 

@@ -45,8 +45,8 @@ static void usage_json(const tally *t, const char *day) {
         json_object_object_add(o, "day", json_object_new_string(day));
         json_object_object_add(o, "tenant", json_object_new_string(t->v[i].tenant));
         json_object_object_add(o, "model", json_object_new_string(t->v[i].model));
-        for (int m = 0; m < TALLY_NMETRICS; m++)
-            json_object_object_add(o, tally_metrics[m], json_object_new_int64(t->v[i].m[m]));
+        for (int m = 0; m < USAGE_NMETRICS; m++)
+            json_object_object_add(o, usage_metric_name((usage_metric)m), json_object_new_int64(t->v[i].m[m]));
         json_object_array_add(arr, o);
     }
     cli_print_json(arr);
@@ -57,8 +57,8 @@ static void usage_cells(table *t, const tally_row *row, const char *tenant, cons
     char usd[48];
     table_addf(t, "%s", tenant);
     table_addf(t, "%s", model);
-    for (int m = 0; m < TALLY_COST; m++) table_addf(t, "%lld", row->m[m]);
-    if (row->has_cost) usage_usd(usd, sizeof usd, row->m[TALLY_COST]);
+    for (int m = 0; m < USAGE_COST_MICRO_USD; m++) table_addf(t, "%lld", row->m[m]);
+    if (row->has_cost) usage_usd(usd, sizeof usd, row->m[USAGE_COST_MICRO_USD]);
     table_addf(t, "%s", row->has_cost ? usd : "-");
 }
 

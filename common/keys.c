@@ -1,11 +1,28 @@
 /* keys.c — Redis key names; see keys.h for the list and their types. */
 #include "common/keys.h"
 
+#include <string.h>
 #include <time.h>
 
 #include "common/buf.h"
 
 char *keys_queue(const char *p, const char *q) { return xasprintf("%s:queue:%s", p, q); }
+
+char *keys_queue_pattern(const char *p) {
+    buf b = {0};
+    for (; *p; p++) {
+        if (strchr("*?[]\\", *p)) buf_putc(&b, '\\');
+        buf_putc(&b, *p);
+    }
+    buf_puts(&b, ":queue:*");
+    return buf_steal(&b);
+}
+
+const char *keys_queue_name(const char *p, const char *key) {
+    size_t n = strlen(p);
+    if (strncmp(key, p, n) != 0 || strncmp(key + n, ":queue:", 7) != 0 || !key[n + 7]) return NULL;
+    return key + n + 7;
+}
 char *keys_job(const char *p, const char *id) { return xasprintf("%s:job:%s", p, id); }
 char *keys_stream(const char *p, const char *id) { return xasprintf("%s:stream:%s", p, id); }
 char *keys_events(const char *p, const char *id) { return xasprintf("%s:events:%s", p, id); }

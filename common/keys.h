@@ -20,6 +20,11 @@
 #define CHATQ_KEYS_H
 
 char *keys_queue(const char *prefix, const char *queue);
+/* The SCAN MATCH pattern of every queue key (the prefix's glob characters
+ * escaped), and the queue name in a key it matched (NULL when it is not a
+ * queue key; the name points into key). */
+char *keys_queue_pattern(const char *prefix);
+const char *keys_queue_name(const char *prefix, const char *key);
 char *keys_job(const char *prefix, const char *id);
 char *keys_stream(const char *prefix, const char *id);
 char *keys_events(const char *prefix, const char *id);

@@ -58,6 +58,26 @@ static void expect_day(long long ms, const char *want) {
     if (strcmp(day, want) != 0) fail_msg("keys_day(%lld) = \"%s\", want \"%s\"", ms, day, want);
 }
 
+/* The queues' SCAN pattern escapes the prefix's glob characters, and a
+ * matched key gives back its queue name. */
+static void test_queue_pattern_and_name(void **state) {
+    (void)state;
+    char *p = keys_queue_pattern("a*b?[c]\\d");
+    assert_string_equal(p, "a\\*b\\?\\[c\\]\\\\d:queue:*");
+    free(p);
+    p = keys_queue_pattern("chatq");
+    assert_string_equal(p, "chatq:queue:*");
+    free(p);
+    assert_string_equal(keys_queue_name("chatq", "chatq:queue:default"), "default");
+    assert_string_equal(keys_queue_name("chatq", "chatq:queue:a:b"), "a:b");
+    assert_null(keys_queue_name("chatq", "chatq:queue:"));
+    assert_null(keys_queue_name("chatq", "chatq:job:x"));
+    assert_null(keys_queue_name("chatq", "chatqx:queue:default"));
+    char *k = keys_queue("p", "q1");
+    assert_string_equal(keys_queue_name("p", k), "q1");
+    free(k);
+}
+
 static void test_day(void **state) {
     (void)state;
     expect_day(0, "1970-01-01");
@@ -74,6 +94,7 @@ int main(void) {
         cmocka_unit_test(test_job_keys),
         cmocka_unit_test(test_bookkeeping_keys),
         cmocka_unit_test(test_prefix_and_names_verbatim),
+        cmocka_unit_test(test_queue_pattern_and_name),
         cmocka_unit_test(test_day),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
