@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/keys.h"
 #include "common/digest.h"
 #include "common/jsonparse.h"
 #include "common/random.h"
@@ -150,12 +151,8 @@ int job_check_reply_to(const char *prefix, const char *key, char *err, size_t er
     } else if (prefix) {
         size_t pn = strlen(prefix);
         if (n > pn && !strncmp(key, prefix, pn) && key[pn] == ':') {
-            /* under P: only P:batch:<batch>:out, <batch> without ':' */
-            const char *b = key + pn + 1;
-            size_t bn = strlen(b);
-            int batch_out = !strncmp(b, "batch:", 6) && bn > 10 && !strcmp(b + bn - 4, ":out") &&
-                            !memchr(b + 6, ':', bn - 10);
-            if (!batch_out)
+            /* under P: only a batch's output list */
+            if (!keys_is_batch_out(prefix, key))
                 job_fail(&c,
                          "reply_to must not name a key of chatq's own (under \"%s:\"); there "
                          "only a batch's output list %s:batch:<batch>:out may be used",

@@ -38,6 +38,14 @@ char *keys_drop(const char *p, const char *token) { return xasprintf("%s:drop:%s
 char *keys_batch(const char *p, const char *b) { return xasprintf("%s:batch:%s", p, b); }
 char *keys_batch_out(const char *p, const char *b) { return xasprintf("%s:batch:%s:out", p, b); }
 
+int keys_is_batch_out(const char *p, const char *key) {
+    size_t pn = strlen(p);
+    if (strncmp(key, p, pn) != 0 || strncmp(key + pn, ":batch:", 7) != 0) return 0;
+    const char *b = key + pn + 7;
+    size_t bn = strlen(b);
+    return bn > 4 && strcmp(b + bn - 4, ":out") == 0 && !memchr(b, ':', bn - 4);
+}
+
 char *keys_processing(const char *p, const char *worker, const char *queue) {
     return xasprintf("%s:processing:%s:%s", p, worker, queue);
 }

@@ -45,6 +45,9 @@ char *keys_drop(const char *prefix, const char *token);
 char *keys_ratelimit(const char *prefix, const char *provider, const char *pattern);
 char *keys_batch(const char *prefix, const char *batch);
 char *keys_batch_out(const char *prefix, const char *batch);
+/* 1 when key is some batch's output list, P:batch:<batch>:out with <batch>
+ * non-empty and without ':'; else 0. */
+int keys_is_batch_out(const char *prefix, const char *key);
 
 /* Writes the UTC day of unix milliseconds `ms` as "YYYY-MM-DD" into out[11]. */
 void keys_day(long long ms, char out[11]);

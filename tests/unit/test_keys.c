@@ -78,6 +78,17 @@ static void test_queue_pattern_and_name(void **state) {
     free(k);
 }
 
+static void test_batch_out(void **state) {
+    (void)state;
+    char *k = keys_batch_out("chatq", "b1");
+    assert_int_equal(keys_is_batch_out("chatq", k), 1);
+    free(k);
+    assert_int_equal(keys_is_batch_out("chatq", "chatq:batch::out"), 0);
+    assert_int_equal(keys_is_batch_out("chatq", "chatq:batch:a:b:out"), 0);
+    assert_int_equal(keys_is_batch_out("chatq", "chatq:batch:b1"), 0);
+    assert_int_equal(keys_is_batch_out("chatq", "other:batch:b1:out"), 0);
+}
+
 static void test_day(void **state) {
     (void)state;
     expect_day(0, "1970-01-01");
@@ -95,6 +106,7 @@ int main(void) {
         cmocka_unit_test(test_bookkeeping_keys),
         cmocka_unit_test(test_prefix_and_names_verbatim),
         cmocka_unit_test(test_queue_pattern_and_name),
+        cmocka_unit_test(test_batch_out),
         cmocka_unit_test(test_day),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
