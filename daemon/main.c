@@ -24,7 +24,7 @@
 static void usage(FILE *f) {
     fputs("usage: chatqd [--config FILE] [--redis URL] [--workers N] [--concurrency N]\n"
           "              [--queues a,b,c] [--log-level error|warn|info|debug]\n"
-          "              [--check-config] [--version] [--help]\n"
+          "              [--metrics HOST:PORT] [--check-config] [--version] [--help]\n"
           "Runs chatq workers that take chat-completion jobs from Redis lists.\n"
           "Config file: --config, else $CHATQ_CONFIG, else /etc/chatq/chatq.json.\n"
           "Environment: CHATQ_REDIS_URL, CHATQ_PREFIX, OPENAI_BASE_URL, OPENAI_API_KEY.\n",
@@ -37,7 +37,8 @@ int main(int argc, char **argv) {
         {"workers", required_argument, NULL, 'w'},    {"concurrency", required_argument, NULL, 'n'},
         {"queues", required_argument, NULL, 'q'},     {"log-level", required_argument, NULL, 'l'},
         {"check-config", no_argument, NULL, 'C'},     {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},          {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, 'V'},          {"metrics", required_argument, NULL, 'm'},
+        {NULL, 0, NULL, 0}};
     config_args args = {0};
     int check = 0, c;
     log_init("chatqd");
@@ -49,6 +50,7 @@ int main(int argc, char **argv) {
         case 'n': args.concurrency = optarg; break;
         case 'q': args.queues = optarg; break;
         case 'l': args.log_level = optarg; break;
+        case 'm': args.metrics = optarg; break;
         case 'C': check = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': puts("chatqd " CHATQ_VERSION); return 0;
