@@ -19,6 +19,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/version.h"
+#include "daemon/metrics.h"
 #include "daemon/supervisor.h"
 
 static void usage(FILE *f) {
@@ -87,9 +88,21 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     uv_loop_t *loop = uv_default_loop();
+    /* The metrics endpoint first: an address taken is a startup error,
+     * before any worker runs. */
+    metrics *m = NULL;
+    if (cfg->metrics && !(m = metrics_new(loop, cfg->metrics, err, sizeof err))) {
+        fprintf(stderr, "chatqd: metrics: %s\n", err);
+        config_free(cfg);
+        free(cfg);
+        uv_loop_close(loop);
+        return 1;
+    }
+    if (m) log_info("metrics_listening", "addr=%s path=/metrics", log_quote(cfg->metrics));
     supervisor sup;
     int rc = 1;
     if (supervisor_init(&sup, loop, cfg, &args) == 0) { /* takes cfg */
+        sup.metrics = m;
         supervisor_start(&sup);
         uv_run(loop, UV_RUN_DEFAULT);
         rc = sup.exit_code;
@@ -100,6 +113,8 @@ int main(int argc, char **argv) {
         config_free(cfg);
         free(cfg);
     }
+    metrics_close(m); /* after the supervisor, whose processes hold parts of it */
+    uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     return rc;
 }
