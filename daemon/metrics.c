@@ -434,9 +434,9 @@ static struct MHD_Daemon *m_start_httpd(metrics *m, int fd) {
     pthread_sigmask(SIG_BLOCK, &all, &old);
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, m_on_request, m,
+        MHD_OPTION_EXTERNAL_LOGGER, m_on_httpd_log, NULL, /* first, to catch every message */
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, 64u,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_EXTERNAL_LOGGER, m_on_httpd_log, NULL,
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return d;
 }
