@@ -7,7 +7,9 @@
  * the command line, where any user could read a password with ps), the
  * configuration chatqd validated as a snapshot on their stdin (API keys
  * included, never in their environment or argv) and the effective settings
- * as flags (supervisor.h). */
+ * as flags (supervisor.h). With --metrics (or the metrics key) it first
+ * listens for Prometheus scrapes (metrics.h): an address it cannot listen on
+ * is a startup error. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
