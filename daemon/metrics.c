@@ -39,27 +39,52 @@ static const struct m_family {
     m_type type;
     const char *help;
 } metrics_families[] = {
-    {"chatq_jobs_started_total", MT_COUNTER, "Jobs taken from a queue by a worker (a requeued job is taken again)."},
-    {"chatq_jobs_finished_total", MT_COUNTER, "Jobs ended, by queue, status (succeeded, failed, cancelled) and error code (empty on success)."},
-    {"chatq_jobs_duplicate_total", MT_COUNTER, "Jobs dropped because another job with their id was queued, running or stored."},
-    {"chatq_jobs_in_flight", MT_GAUGE, "Jobs the workers hold now, from their fetch to their end."},
-    {"chatq_upstream_attempts_total", MT_COUNTER, "HTTP requests sent to the upstream, by provider."},
-    {"chatq_retries_total", MT_COUNTER, "Failed attempts followed by another attempt, by the error code of the failure."},
-    {"chatq_upstream_duration_seconds", MT_HISTOGRAM, "Time from sending a request to the end of its exchange (status, headers and the whole answer), by provider."},
-    {"chatq_time_to_first_token_seconds", MT_HISTOGRAM, "Time from sending a request to its first streamed chunk (or the first byte of a plain answer), by provider."},
-    {"chatq_tokens_total", MT_COUNTER, "Tokens of ended jobs, by tenant, model (as the job asked) and kind (prompt, completion)."},
-    {"chatq_ratelimit_waits_total", MT_COUNTER, "Answers of the shared rate limits that made a job wait, by provider."},
-    {"chatq_ratelimit_wait_seconds_total", MT_COUNTER, "Time jobs spent getting capacity under the shared rate limits, by provider."},
-    {"chatq_redis_reconnects_total", MT_COUNTER, "Redis connections that came back after a loss, by process (worker: the command connection; chatqd)."},
-    {"chatq_redis_outbox_depth", MT_GAUGE, "Reliable Redis commands not answered yet (queued while Redis is away), by process."},
-    {"chatq_worker_restarts_total", MT_COUNTER, "Worker processes restarted after they ended, by cause (killed, fault, error, clean)."},
-    {"chatq_quarantine_worker_runs_total", MT_COUNTER, "Quarantine workers started."},
-    {"chatq_worker_processes", MT_GAUGE, "Worker processes running now, the quarantine worker and retiring workers included."},
-    {"chatq_queue_length", MT_GAUGE, "Jobs waiting in each configured queue (sampled every 2 s)."},
-    {"chatq_quarantine_length", MT_GAUGE, "Suspect jobs waiting in each quarantine list (sampled every 2 s)."},
-    {"chatq_dead_jobs", MT_GAUGE, "Entries in the dead-letter list P:dead (sampled every 2 s)."},
-    {"chatq_metrics_series_dropped_total", MT_COUNTER, "Metric lines dropped because the registry held its maximum number of series."},
-    {"chatq_build_info", MT_GAUGE, "Always 1; the version of chatqd as a label."},
+    {"chatq_jobs_started_total", MT_COUNTER,
+     "Jobs taken from a queue by a worker (a requeued job is taken again)."},
+    {"chatq_jobs_finished_total", MT_COUNTER,
+     "Jobs ended, by queue, status (succeeded, failed, cancelled) and error code (empty on "
+     "success)."},
+    {"chatq_jobs_duplicate_total", MT_COUNTER,
+     "Jobs dropped because another job with their id was queued, running or stored."},
+    {"chatq_jobs_in_flight", MT_GAUGE,
+     "Jobs the workers hold now, from their fetch to their end."},
+    {"chatq_upstream_attempts_total", MT_COUNTER,
+     "HTTP requests sent to the upstream, by provider."},
+    {"chatq_retries_total", MT_COUNTER,
+     "Failed attempts followed by another attempt, by the error code of the failure."},
+    {"chatq_upstream_duration_seconds", MT_HISTOGRAM,
+     "Time from sending a request to the end of its exchange (status, headers and the whole "
+     "answer), by provider."},
+    {"chatq_time_to_first_token_seconds", MT_HISTOGRAM,
+     "Time from sending a request to its first streamed chunk (or the first byte of a plain "
+     "answer), by provider."},
+    {"chatq_tokens_total", MT_COUNTER,
+     "Tokens of ended jobs, by tenant, model (as the job asked) and kind (prompt, completion)."},
+    {"chatq_ratelimit_waits_total", MT_COUNTER,
+     "Answers of the shared rate limits that made a job wait, by provider."},
+    {"chatq_ratelimit_wait_seconds_total", MT_COUNTER,
+     "Time jobs spent getting capacity under the shared rate limits, by provider."},
+    {"chatq_redis_reconnects_total", MT_COUNTER,
+     "Redis connections that came back after a loss, by process (worker: the command "
+     "connection; chatqd)."},
+    {"chatq_redis_outbox_depth", MT_GAUGE,
+     "Reliable Redis commands not answered yet (queued while Redis is away), by process."},
+    {"chatq_worker_restarts_total", MT_COUNTER,
+     "Worker processes restarted after they ended, by cause (killed, fault, error, clean)."},
+    {"chatq_quarantine_worker_runs_total", MT_COUNTER,
+     "Quarantine workers started."},
+    {"chatq_worker_processes", MT_GAUGE,
+     "Worker processes running now, the quarantine worker and retiring workers included."},
+    {"chatq_queue_length", MT_GAUGE,
+     "Jobs waiting in each configured queue (sampled every 2 s)."},
+    {"chatq_quarantine_length", MT_GAUGE,
+     "Suspect jobs waiting in each quarantine list (sampled every 2 s)."},
+    {"chatq_dead_jobs", MT_GAUGE,
+     "Entries in the dead-letter list P:dead (sampled every 2 s)."},
+    {"chatq_metrics_series_dropped_total", MT_COUNTER,
+     "Metric lines dropped because the registry held its maximum number of series."},
+    {"chatq_build_info", MT_GAUGE,
+     "Always 1; the version of chatqd as a label."},
 };
 #define M_NFAMILIES (int)(sizeof metrics_families / sizeof metrics_families[0])
 
@@ -103,7 +128,8 @@ static uint64_t m_hash_str(const char *s) {
 
 static uint64_t m_hash_int(uint32_t v) { return (uint64_t)v * 11400714819323198485ULL >> 17; }
 
-/* The slot of series index idx in m's index, or the empty slot for text. */
+/* The slot of m's index that holds the series `text`, or the empty slot
+ * where it would go. */
 static size_t m_index_find(const metrics *m, const char *text) {
     size_t i = m_hash_str(text) & (m->index.cap - 1);
     for (; m->index.slots[i]; i = (i + 1) & (m->index.cap - 1))
@@ -111,6 +137,7 @@ static size_t m_index_find(const metrics *m, const char *text) {
     return i;
 }
 
+/* The slot of t holding key (a series index + 1), or the empty slot for it. */
 static size_t m_proc_find(const m_table *t, uint32_t key) {
     size_t i = m_hash_int(key) & (t->cap - 1);
     while (t->slots[i] && t->slots[i] != key) i = (i + 1) & (t->cap - 1);
@@ -122,7 +149,8 @@ static void m_index_grow(metrics *m) {
     m->index.cap = old.cap ? 2 * old.cap : 256;
     m->index.slots = xcalloc(m->index.cap, sizeof *m->index.slots);
     for (size_t i = 0; i < old.cap; i++)
-        if (old.slots[i]) m->index.slots[m_index_find(m, m->series[old.slots[i] - 1].text)] = old.slots[i];
+        if (old.slots[i])
+            m->index.slots[m_index_find(m, m->series[old.slots[i] - 1].text)] = old.slots[i];
     free(old.slots);
 }
 
@@ -177,7 +205,8 @@ static int m_family_of(const char *name, size_t n) {
     for (int f = 0; f < M_NFAMILIES; f++) {
         const char *fn = metrics_families[f].name;
         size_t fl = strlen(fn);
-        if (n == fl && !memcmp(name, fn, n)) return metrics_families[f].type == MT_HISTOGRAM ? -1 : f;
+        if (n == fl && !memcmp(name, fn, n))
+            return metrics_families[f].type == MT_HISTOGRAM ? -1 : f;
         if (metrics_families[f].type != MT_HISTOGRAM || n <= fl || memcmp(name, fn, fl)) continue;
         const char *suf = name + fl;
         size_t sl = n - fl;
@@ -284,7 +313,8 @@ static int m_cmp(const void *a, const void *b) {
     if (x->fam != y->fam) return x->fam < y->fam ? -1 : 1;
     const char *lx = m_le(x->text), *ly = m_le(y->text);
     /* the buckets of one histogram: le is their last label */
-    if (lx && ly && lx - x->text == ly - y->text && !memcmp(x->text, y->text, (size_t)(lx - x->text))) {
+    if (lx && ly && lx - x->text == ly - y->text &&
+        !memcmp(x->text, y->text, (size_t)(lx - x->text))) {
         double vx = strtod(lx, NULL), vy = strtod(ly, NULL);
         return vx < vy ? -1 : vx > vy;
     }
@@ -353,7 +383,8 @@ static enum MHD_Result m_reply(struct MHD_Connection *c, unsigned status, const 
                                                              MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
