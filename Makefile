@@ -4,13 +4,13 @@
 # `make bench` first run scripts/deps.sh, which installs any missing Debian
 # package (apt-get, as root or through sudo) and does nothing when all are there.
 #
-# Every .c file under common/ goes into libchatq.a; the files of worker/ and
-# cli/ but their main.c go into libworker.a and libcli.a, so unit tests can
-# link any module; each program links its main.c with its library and
-# libchatq.a. Adding a module needs no Makefile change.
+# Every .c file under common/ goes into libchatq.a; the files of worker/,
+# daemon/ and cli/ but their main.c go into libworker.a, libdaemon.a and
+# libcli.a, so unit tests can link any module; each program links its main.c
+# with its library and libchatq.a. Adding a module needs no Makefile change.
 
 CC      ?= cc
-PKGS    := libuv hiredis libcurl json-c libcrypto
+PKGS    := libuv hiredis libcurl json-c libcrypto libmicrohttpd
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
@@ -25,6 +25,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 LIB   := $(BUILD)/libchatq.a
 WLIB  := $(BUILD)/libworker.a
+DLIB  := $(BUILD)/libdaemon.a
 CLIB  := $(BUILD)/libcli.a
 PROGS := $(BUILD)/chatqd $(BUILD)/chatq-worker $(BUILD)/chatq
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -44,11 +45,14 @@ $(LIB): $(call obj,$(COMMON_SRC))
 $(WLIB): $(call obj,$(filter-out worker/main.c,$(WORKER_SRC)))
 	@rm -f $@
 	$(AR) rcs $@ $^
+$(DLIB): $(call obj,$(filter-out daemon/main.c,$(DAEMON_SRC)))
+	@rm -f $@
+	$(AR) rcs $@ $^
 $(CLIB): $(call obj,$(filter-out cli/main.c,$(CLI_SRC)))
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/chatqd: $(call obj,$(DAEMON_SRC)) $(LIB)
+$(BUILD)/chatqd: $(BUILD)/daemon/main.o $(DLIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/chatq-worker: $(BUILD)/worker/main.o $(WLIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -62,7 +66,7 @@ $(BUILD)/testhooks/%.o: %.c
 $(BUILD)/chatq-worker-testhooks: $(patsubst %.c,$(BUILD)/testhooks/%.o,$(WORKER_SRC)) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(CLIB) $(WLIB) $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(CLIB) $(WLIB) $(DLIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 

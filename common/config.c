@@ -75,6 +75,7 @@ typedef enum {
     CK_INT,      /* int field in [min, max] */
     CK_LL,       /* long long field in [min, max] */
     CK_QUEUES,   /* array of names, or "a,b,c" */
+    CK_METRICS,  /* metrics: "HOST:PORT" to serve /metrics on, null or "" = off */
     CK_PROVIDERS, /* array of provider objects */
     CK_FALLBACKS  /* object: model glob -> array of steps */
 } config_kind;
@@ -106,6 +107,7 @@ static const config_key config_keys[] = {
     CK_NUM(retry_max_ms, CK_LL, 1, DAY_MS),
     CK_NUM(shutdown_grace_ms, CK_LL, 0, DAY_MS),
     CK_NUM(rate_limit_wait_ms, CK_LL, 0, DAY_MS),
+    {"metrics", CK_METRICS, 0, 0, 0},
     {"fallbacks", CK_FALLBACKS, 0, 0, 0},
     {"providers", CK_PROVIDERS, 0, 0, 0},
 };
@@ -207,6 +209,48 @@ static int config_set_string(config *c, config_kind kind, const char *v, const c
     }
     free(*field);
     *field = xstrdup(v);
+    return 0;
+}
+
+/* ---- metrics: "HOST:PORT" ---------------------------------------------- */
+
+int config_metrics_addr(const char *s, char *host, size_t hostlen, int *port) {
+    const char *h = s, *colon;
+    size_t hn;
+    if (*s == '[') { /* [IPv6]:PORT */
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':') return -1;
+        h = s + 1;
+        hn = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s))) return -1; /* bare IPv6 */
+        hn = (size_t)(colon - s);
+    }
+    if (hn == 0 || hn >= hostlen) return -1;
+    for (size_t i = 0; i < hn; i++)
+        if ((unsigned char)h[i] <= ' ' || h[i] == 0x7f || h[i] == '/') return -1;
+    long long p;
+    if (config_parse_ll(colon + 1, &p) < 0 || p < 1 || p > 65535) return -1;
+    memcpy(host, h, hn);
+    host[hn] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+/* Sets c->metrics from "HOST:PORT", or turns it off for "". */
+static int config_set_metrics(config *c, const char *v, const char *what, char *err,
+                              size_t errlen) {
+    char host[256];
+    int port;
+    if (*v && config_metrics_addr(v, host, sizeof host, &port) < 0)
+        return config_err(err, errlen,
+                          "%s must be \"HOST:PORT\" (IPv6 as \"[ADDR]:PORT\", port 1..65535), "
+                          "or \"\" for none",
+                          what);
+    free(c->metrics);
+    c->metrics = *v ? xstrdup(v) : NULL;
     return 0;
 }
 
@@ -707,6 +751,14 @@ static int config_file_member(config *c, const char *file, const char *key, json
     case CK_QUEUES:
         rc = config_queues_json(c, v, what, err, errlen);
         break;
+    case CK_METRICS:
+        if (json_object_is_type(v, json_type_null))
+            rc = config_set_metrics(c, "", what, err, errlen);
+        else if (!json_object_is_type(v, json_type_string))
+            rc = config_err(err, errlen, "%s must be a string or null", what);
+        else
+            rc = config_set_metrics(c, json_object_get_string(v), what, err, errlen);
+        break;
     case CK_PROVIDERS:
         rc = config_providers_json(c, v, file, err, errlen);
         break;
@@ -832,6 +884,8 @@ static int config_apply_flags(config *c, const config_args *a, char *err, size_t
         return -1;
     if (a->log_level &&
         config_set_string(c, CK_LEVEL, a->log_level, "--log-level:", err, errlen) < 0)
+        return -1;
+    if (a->metrics && config_set_metrics(c, a->metrics, "--metrics:", err, errlen) < 0)
         return -1;
     if (a->queues) {
         char **list = NULL;
@@ -1140,6 +1194,8 @@ char *config_dump(const config *c) {
             json_object_object_add(o, k->name, config_list_json(c->queues, c->nqueues));
         else if (k->kind == CK_LEVEL)
             json_object_object_add(o, k->name, json_object_new_string(c->log_level));
+        else if (k->kind == CK_METRICS)
+            json_object_object_add(o, k->name, config_str_or_null(c->metrics));
     }
     json_object *fb = json_object_new_object();
     for (int i = 0; i < c->nfallbacks; i++) {
@@ -1190,6 +1246,7 @@ void config_free(config *c) {
     free(c->prefix);
     config_free_list(c->queues, c->nqueues);
     free(c->log_level);
+    free(c->metrics);
     for (int i = 0; i < c->nproviders; i++) config_provider_free(&c->providers[i]);
     free(c->providers);
     for (int i = 0; i < c->nfallbacks; i++) {

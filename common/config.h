@@ -10,7 +10,7 @@
  *   redis_url, prefix, workers, concurrency, queues (array or "a,b,c"),
  *   log_level, timeout_ms, idle_timeout_ms, connect_timeout_ms, max_attempts,
  *   result_ttl_s, max_job_bytes, max_response_bytes, retry_base_ms,
- *   retry_max_ms, shutdown_grace_ms, rate_limit_wait_ms,
+ *   retry_max_ms, shutdown_grace_ms, rate_limit_wait_ms, metrics ("HOST:PORT"),
  *   fallbacks: {model glob: [{provider?, model?}, ...]},
  *   providers: [{name, base_url, api_key_env, api_key_file, models: [globs],
  *                headers: {name: value}, max_connections, connect_timeout_ms,
@@ -110,6 +110,7 @@ typedef struct config {
     long long retry_max_ms;       /* 30000 */
     long long shutdown_grace_ms;  /* 30000 */
     long long rate_limit_wait_ms; /* 300000: give up with rate_limited after */
+    char *metrics;                /* "HOST:PORT" chatqd serves /metrics on; NULL = off */
     fallback_cfg *fallbacks;
     int nfallbacks;
     provider_cfg *providers;
@@ -128,6 +129,7 @@ typedef struct config_args {
     const char *concurrency;
     const char *queues;
     const char *log_level;
+    const char *metrics;  /* --metrics HOST:PORT ("" = off) */
     int no_secrets;   /* do not read API keys (the CLI needs none) */
 } config_args;
 
@@ -153,6 +155,12 @@ void config_snapshot_free(char *snap, size_t len);
  * file). Returns 0, or -1 with a message in err (then c is freed already). */
 int config_load_snapshot(config *c, const char *snap, size_t len, const config_args *args,
                          char *err, size_t errlen);
+
+/* Splits a `metrics` value, "HOST:PORT" or "[IPv6]:PORT", into host (a
+ * name or an address, without brackets; hostlen bytes at most, NUL
+ * included) and port (1..65535). Returns 0, or -1 when s is not of that
+ * form. */
+int config_metrics_addr(const char *s, char *host, size_t hostlen, int *port);
 
 /* The provider called `name`, or NULL. */
 const provider_cfg *config_provider(const config *c, const char *name);

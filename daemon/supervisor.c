@@ -255,10 +255,49 @@ static void sup_on_workers(rconn *rc, redisReply *reply, void *priv) {
     }
 }
 
+/* ---- sampled metrics: queue lengths ------------------------------------------- */
+
+static void sup_on_length(rconn *rc, redisReply *reply, void *priv) {
+    supervisor *s = rconn_data(rc);
+    char *series = priv;
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        metrics_set(s->metrics, series, (double)reply->integer);
+    free(series);
+}
+
+/* LLEN of key into the gauge `series` (taken: freed here or in the reply). */
+static void sup_sample_length(supervisor *s, const char *key, char *series) {
+    const char *a[] = {"LLEN", key};
+    size_t l[] = {4, strlen(key)};
+    if (rconn_send(s->redis, sup_on_length, series, 2, a, l) != RCONN_OK) free(series);
+}
+
+/* The lengths of the queues, their quarantine lists and P:dead, and our
+ * own outbox: a few pipelined commands every SWEEP_MS. */
+static void sup_sample_metrics(supervisor *s) {
+    if (!s->metrics) return;
+    const config *cfg = s->cfg;
+    for (int i = 0; i < cfg->nqueues; i++) {
+        char *q = keys_queue(cfg->prefix, cfg->queues[i]);
+        char *qq = keys_quarantine(cfg->prefix, cfg->queues[i]);
+        sup_sample_length(s, q, xasprintf("chatq_queue_length{queue=\"%s\"}", cfg->queues[i]));
+        sup_sample_length(s, qq,
+                          xasprintf("chatq_quarantine_length{queue=\"%s\"}", cfg->queues[i]));
+        free(q);
+        free(qq);
+    }
+    char *dead = keys_dead(cfg->prefix);
+    sup_sample_length(s, dead, xstrdup("chatq_dead_jobs{}"));
+    free(dead);
+    metrics_set(s->metrics, "chatq_redis_outbox_depth{process=\"chatqd\"}",
+                (double)rconn_pending(s->redis));
+}
+
 static void sup_status(supervisor *s);
 
 static void sup_on_sweep(uv_timer_t *t) {
     supervisor *s = t->data;
+    sup_sample_metrics(s);
     char *k = keys_workers(s->cfg->prefix);
     const char *a[] = {"HGETALL", k};
     size_t l[] = {7, strlen(k)};
@@ -319,7 +358,9 @@ static int sup_is_sha1(const char *s) {
  * newer worker may say more. */
 static void sup_on_line(sup_proc *p, const char *line) {
     supervisor *s = p->sup;
-    if (strcmp(line, "ready") == 0) {
+    if (strncmp(line, "metric ", 7) == 0) { /* the most frequent: first */
+        metrics_proc_line(s->metrics, p->metrics, line);
+    } else if (strcmp(line, "ready") == 0) {
         if (!p->ready) log_debug("worker_ready", "worker=%s", log_quote(p->id));
         p->ready = 1;
         /* a replacement that got this far: the next death restarts fast */
@@ -376,6 +417,7 @@ static void sup_on_chan_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
 /* ---- processes --------------------------------------------------------------- */
 
 static void sup_proc_free(sup_proc *p) {
+    metrics_proc_end(p->sup->metrics, p->metrics);
     for (int i = 0; i < p->nqueues; i++) free(p->queues[i]);
     free(p->queues);
     free(p->id);
@@ -484,6 +526,9 @@ static void sup_proc_end(sup_proc *p) {
     uv_timer_stop(&p->eof_wait);
     sup_death death = sup_judge(p);
     sup_log_end(p, death);
+    metrics_proc_end(s->metrics, p->metrics); /* its gauges leave the sums */
+    p->metrics = NULL;
+    metrics_add(s->metrics, "chatq_worker_processes{}", -1);
     sup_gone g = {.id = p->id, .queues = p->queues, .nqueues = p->nqueues,
                   .quarantine = p->quarantine, .only_if_expired = 0,
                   .fault = death == SUP_FAULT, .culprit = p->culprit};
@@ -497,10 +542,15 @@ static void sup_proc_end(sup_proc *p) {
     }
     sup_slot *sl = &s->slots[slot];
     sl->proc = NULL;
-    if (p->quarantine && death == SUP_CLEAN)
+    if (p->quarantine && death == SUP_CLEAN) {
         sup_quarantine_check(s); /* it found the lists empty; are they still? */
-    else
-        sup_schedule_restart(sl, p);
+        return;
+    }
+    sup_schedule_restart(sl, p);
+    char series[64];
+    snprintf(series, sizeof series, "chatq_worker_restarts_total{cause=\"%s\"}",
+             sup_death_names[death]);
+    metrics_add(s->metrics, series, 1);
 }
 
 static void sup_on_eof_wait(uv_timer_t *t) {
@@ -582,6 +632,7 @@ static sup_proc *sup_proc_new(supervisor *s, int slot) {
     p->nqueues = cfg->nqueues;
     p->queues = xcalloc((size_t)cfg->nqueues, sizeof *p->queues);
     for (int i = 0; i < cfg->nqueues; i++) p->queues[i] = xstrdup(cfg->queues[i]);
+    p->metrics = metrics_proc_new(s->metrics);
     p->proc.data = p;
     uv_pipe_init(s->loop, &p->snap, 0);
     p->snap.data = p;
@@ -652,6 +703,8 @@ static void sup_spawn(supervisor *s, int slot) {
         return;
     }
     sl->proc = p;
+    metrics_add(s->metrics, "chatq_worker_processes{}", 1);
+    if (p->quarantine) metrics_add(s->metrics, "chatq_quarantine_worker_runs_total{}", 1);
     sup_send_snapshot(s, p);
     uv_read_start((uv_stream_t *)&p->chan, sup_on_chan_alloc, sup_on_chan_read);
     log_info("worker_started", "worker=%s pid=%d%s", log_quote(p->id), p->proc.pid,
@@ -758,6 +811,10 @@ static void sup_resize(supervisor *s, int n) {
     s->nslots = n;
 }
 
+static int sup_same_str(const char *a, const char *b) {
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 static void sup_on_hup(uv_signal_t *h, int signum) {
     supervisor *s = h->data;
     (void)signum;
@@ -783,6 +840,11 @@ static void sup_on_hup(uv_signal_t *h, int signum) {
     fresh->redis_url = xstrdup(s->cfg->redis_url);
     free(fresh->prefix);
     fresh->prefix = xstrdup(s->cfg->prefix);
+    /* so does the metrics endpoint, which listens from the start on */
+    if (!sup_same_str(fresh->metrics, s->cfg->metrics))
+        log_warn("reload_kept", "key=metrics reason=needs_restart");
+    free(fresh->metrics);
+    fresh->metrics = s->cfg->metrics ? xstrdup(s->cfg->metrics) : NULL;
     log_set_level_name(fresh->log_level);
     config_free(s->cfg);
     free(s->cfg);
@@ -807,6 +869,10 @@ static void sup_on_redis_state(rconn *rc, int ready, void *ud) {
     supervisor *s = ud;
     (void)rc;
     if (!ready) return;
+    if (s->redis_was_ready)
+        metrics_add(s->metrics, "chatq_redis_reconnects_total{process=\"chatqd\"}", 1);
+    s->redis_was_ready = 1;
+    sup_sample_metrics(s);
     sup_check_stopped(s);
     sup_quarantine_check(s); /* suspects left by an earlier run, or while Redis was away */
 }

@@ -9,7 +9,8 @@
  *     worker never reads a file that may have been edited since; the key
  *     variables are taken out of the worker's environment;
  *   - fd 3 carries the worker's status lines (worker/report.h): "ready",
- *     "progress N", "crash SHA1".
+ *     "progress N", "crash SHA1", and its metrics ("metric V SERIES", added
+ *     up in the metrics registry when chatqd serves metrics: daemon/metrics.h).
  * A worker's exit is handled once its exit status is known and its channel
  * has been read to the end (or EOF_WAIT_MS passed), so that a "crash" line
  * written just before the death is never missed. Then:
@@ -48,10 +49,15 @@
  * before the old one is told to drain, so consumption never stops and no job
  * is dropped.
  * systemd: READY=1, STATUS=, WATCHDOG=1, RELOADING=1, STOPPING=1 (notify.h).
+ * Metrics (when s->metrics is set): the workers' lines, and chatqd's own
+ * series: worker restarts by cause, quarantine worker runs, worker
+ * processes, its Redis reconnects and outbox, and every SWEEP_MS the
+ * lengths of the configured queues, their quarantine lists and P:dead.
  *
  * Ownership: the caller owns the supervisor struct and the args (their
  * strings must outlive it: argv); the supervisor takes the heap config it is
  * given (a reload replaces it: always read s->cfg) and frees it in
+ * supervisor_free(); s->metrics is borrowed and must outlive
  * supervisor_free(). Each process is a heap sup_proc with four libuv handles
  * (the process, two pipes, a timer), freed when the last one is closed. */
 #ifndef CHATQ_SUPERVISOR_H
@@ -61,7 +67,9 @@
 
 #include "common/config.h"
 #include "common/rconn.h"
+#include "daemon/metrics.h"
 #include "daemon/notify.h"
+#include "worker/report.h" /* the status lines: REPORT_LINE_MAX */
 
 #define CHATQ_MAX_WORKERS 1024 /* the largest --workers config.c accepts */
 
@@ -94,7 +102,8 @@ typedef struct sup_proc {
     long long progress;   /* jobs it said it ended ("progress N") */
     int crashed;          /* it said "crash" */
     char culprit[41];     /* the SHA1 its crash line named, "" = none */
-    char line[256];       /* the status line being read */
+    metrics_proc *metrics; /* its part of the metrics (NULL: metrics off) */
+    char line[REPORT_LINE_MAX]; /* the status line being read */
     size_t line_len;
     int line_skip;        /* the line is too long: skip to its end */
     char rbuf[1024];      /* read buffer for the channel */
@@ -132,6 +141,9 @@ struct supervisor {
     int reload_pending;   /* SIGHUP during a reload: reload again after */
     notify notify;
     int ready_sent;
+    metrics *metrics;     /* NULL = off; borrowed: set it between
+                             supervisor_init() and supervisor_start() */
+    int redis_was_ready;  /* its connection has been ready before */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t stop_timer, sweep, watchdog, roll;
 };

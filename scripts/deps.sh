@@ -4,10 +4,14 @@
 # sudo), then the npm packages of the examples (`npm ci` in each examples/
 # directory with a package-lock.json, when its node_modules is missing or
 # was installed from another lock file). Quiet and quick when all is there.
+# prometheus (with promtool) is for tests/e2e/test_metrics.py, which runs
+# its own Prometheus on a free port; on a host with systemd, Debian's package
+# also enables and starts a prometheus.service of its own on port 9090.
 set -e
 cd "$(dirname "$0")/.."
 PKGS="make gcc pkg-config libuv1-dev libhiredis-dev libcurl4-openssl-dev libjson-c-dev
-libcmocka-dev libssl-dev redis-server redis-tools python3 python3-redis python3-pytest chromium"
+libcmocka-dev libssl-dev libmicrohttpd-dev redis-server redis-tools python3 python3-redis
+python3-pytest chromium prometheus"
 # The Node examples and the browser test need node and npm: Debian's, unless
 # some other node (nodesource's, say) is on PATH already.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"

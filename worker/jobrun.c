@@ -36,6 +36,7 @@
 #include "common/random.h"
 #include "common/scripts.h"
 #include "common/usage.h"
+#include "worker/metrics.h"
 #include "worker/policy.h"
 #include "worker/ratelimit.h"
 #include "worker/report.h"
@@ -345,6 +346,8 @@ static void jr_finish(jobrun *jr, jr_end *e) {
         },
     };
     jr_usage_counts(jr, e, call.usage);
+    metrics_job_finished(cfg->queues[jr->queue], e->status, e->err_code, p->job.tenant,
+                         p->job.model, call.usage);
     /* the real usage corrects the estimate the buckets were charged */
     if (e->usage && p->tgt.rl.n > 0)
         rl_adjust(w->cmd, jr_ratelimit_sha(jr), &p->tgt.rl,
@@ -441,6 +444,7 @@ static void jr_free(jobrun *jr) {
     upstream_free(p->up);
     p->up = NULL;
     uv_timer_stop(&p->timer);
+    metrics_forget(jr);
     uv_close((uv_handle_t *)&p->timer, jr_on_timer_closed);
 }
 
@@ -515,6 +519,7 @@ static void jr_send(jobrun *jr) {
     target_request(&p->tgt, jr_cfg(jr), &p->job, &req);
     req.owner = p->sha1;
     const char *err = NULL;
+    metrics_attempt_sent(jr, p->tgt.prov->name);
     if (upstream_start(p->up, &req, &err) != 0) jr_fail(jr, JOB_FAILED, "connection_error", err);
 }
 
@@ -544,6 +549,7 @@ static void jr_attempt_failed(jobrun *jr, upstream_outcome *o) {
         jr_end_failed(jr, JOB_FAILED, o->code, o->message, o->status, o->upstream, o->request_id);
         return;
     }
+    metrics_retry(o->code);
     log_info("attempt_failed", "id=%s attempt=%d code=%s status=%d error=%s",
              log_quote(p->job.id), p->attempt, o->code, o->status, log_quote(o->message));
     p->charged++;
@@ -563,6 +569,7 @@ static void jr_attempt_failed(jobrun *jr, upstream_outcome *o) {
 static void jr_on_upstream_done(jobrun *jr, upstream_outcome *o) {
     jobrun_priv *p = jr->p;
     report_current(p->sha1); /* the answer is assembled and stored below */
+    metrics_attempt_done(jr, p->tgt.prov->name, upstream_first_output_ms(p->up));
     jr_note_output(jr);
     target_feedback(&p->tgt, jr->w->cmd, jr_ratelimit_sha(jr), o->http_status, &o->limits);
     if (o->ok)
@@ -606,6 +613,7 @@ static void jr_on_rate(rconn *rc, redisReply *reply, void *priv) {
                   log_quote(reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
     long long d = policy_rate_wait_ms(wait, jr_token_limited(jr), now_ms() - p->rl_wait_since,
                                       cfg->rate_limit_wait_ms, random_u32());
+    metrics_rate_reply(p->tgt.prov->name, d, now_ms() - p->rl_wait_since);
     if (d == 0) {
         p->rl_wait_since = 0;
         jr_send(jr);
@@ -655,6 +663,7 @@ static void jr_drop(jobrun *jr) {
     jobrun_priv *p = jr->p;
     worker *w = jr->w;
     log_info("job_duplicate", "id=%s", log_quote(p->job.id));
+    metrics_job_duplicate(w->cfg->queues[jr->queue]);
     w->duplicates++;
     p->state = JR_FINISHING;
     worker_run_end(w, jr);
@@ -834,6 +843,7 @@ jobrun *jobrun_new(worker *w, const char *raw, size_t len, int queue) {
     p->started_at = now_ms();
     target_init(&p->tgt);
     worker_run_add(w, jr);
+    metrics_job_started(cfg->queues[queue]);
     digest_sha1_hex(raw, len, p->sha1);
     report_current(p->sha1); /* a fault while reading it is this job's */
     jr_prepare(jr);

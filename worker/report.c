@@ -1,12 +1,19 @@
 /* report.c — a worker's status lines to chatqd; see report.h.
  *
- * Everything here may run in a signal handler or be read by one, so it uses
- * no lock and no allocation: the channel is a plain descriptor written with
- * send(MSG_NOSIGNAL | MSG_DONTWAIT) (or write(2) on a non-blocking pipe when
- * the descriptor is not a socket), and the current job's SHA1 lives in two
- * static buffers. report_current() fills the buffer not in use and then
- * publishes its index with an atomic store, so the crash handler, which loads
- * the index once, never reads a half-written SHA1. */
+ * The crash handler runs in a signal handler and reads what the rest
+ * writes, so nothing here locks or allocates: the channel is a plain
+ * descriptor written with send(MSG_NOSIGNAL | MSG_DONTWAIT) (or write(2) on
+ * a non-blocking pipe when the descriptor is not a socket), the queue is a
+ * static array, and the current job's SHA1 lives in two static buffers.
+ * report_current() fills the buffer not in use and then publishes its index
+ * with an atomic store, so the crash handler, which loads the index once,
+ * never reads a half-written SHA1.
+ *
+ * The queue (report_queue) holds bytes accepted but not written yet; it
+ * only ever fills when the kernel took part of a line, so it starts with
+ * the rest of that line. report_midline says the stream written so far ends
+ * inside a line: the crash handler then starts with a newline, giving up
+ * that line's rest, so that its own line arrives whole. */
 #include "worker/report.h"
 
 #include <errno.h>
@@ -24,22 +31,80 @@
 
 static int report_fd = -1;
 static int report_is_socket;
+static char report_queue[REPORT_QUEUE_MAX]; /* accepted, not written yet */
+static size_t report_queued;
+static volatile sig_atomic_t report_midline; /* the stream ends inside a line */
 static char report_job[2][SHA1_HEX];
 static atomic_int report_job_idx = -1; /* which buffer holds the job; -1 none */
 static long long report_sent = -1;     /* the last progress count sent */
 static long long report_sent_ms;
 static char report_altstack[65536];    /* for a crash by stack overflow */
 
-/* Writes one whole line or nothing useful; never blocks, never raises
- * SIGPIPE (for a socket), keeps errno. Async-signal-safe. */
+/* Writes what the channel takes of data now, without blocking or raising
+ * SIGPIPE (for a socket); returns the bytes written, 0 when none (a full
+ * channel, or a supervisor gone: a lost line is not worth dying for).
+ * Async-signal-safe. */
+static size_t report_write(const char *data, size_t len) {
+    ssize_t w = report_is_socket ? send(report_fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT)
+                                 : write(report_fd, data, len);
+    if (w <= 0) return 0;
+    report_midline = data[w - 1] != '\n';
+    return (size_t)w;
+}
+
+/* Writes what waits in the queue; returns 1 when nothing waits any more. */
+static int report_flush(void) {
+    if (report_queued == 0) return 1;
+    size_t n = report_write(report_queue, report_queued);
+    memmove(report_queue, report_queue + n, report_queued - n);
+    report_queued -= n;
+    return report_queued == 0;
+}
+
+/* Adds data behind what waits, if it fits; returns 1, or 0 (dropped). */
+static int report_enqueue(const char *data, size_t len) {
+    if (len > sizeof report_queue - report_queued) return 0;
+    memcpy(report_queue + report_queued, data, len);
+    report_queued += len;
+    return 1;
+}
+
+/* After a write of the first n bytes of text: the rest of a line cut short
+ * waits in the queue (which is empty then), or, should it not fit, a
+ * newline that ends it as a garbled line chatqd skips. */
+static void report_finish_line(const char *text, size_t len, size_t n) {
+    if (n == 0 || text[n - 1] == '\n') return;
+    const char *eol = memchr(text + n, '\n', len - n);
+    size_t rest = eol ? (size_t)(eol - (text + n)) + 1 : len - n;
+    if (!eol || !report_enqueue(text + n, rest)) report_enqueue("\n", 1);
+}
+
+/* A line that should not be lost lightly ("ready", "progress"): written
+ * now, or queued behind what waits; dropped only when the queue is full.
+ * Keeps errno. */
 static void report_send(const char *line, size_t len) {
+    if (report_fd < 0) return;
     int saved = errno;
-    if (report_fd >= 0) {
-        ssize_t w = report_is_socket ? send(report_fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT)
-                                     : write(report_fd, line, len);
-        (void)w; /* a lost line is not worth dying for */
+    if (report_flush()) {
+        size_t n = report_write(line, len);
+        report_finish_line(line, len, n);
+        if (n == 0) report_enqueue(line, len);
+    } else {
+        report_enqueue(line, len);
     }
     errno = saved;
+}
+
+int report_send_lines(const char *text, size_t len) {
+    if (report_fd < 0) return 1;
+    int saved = errno, all = report_flush();
+    if (all && len > 0) {
+        size_t n = report_write(text, len);
+        report_finish_line(text, len, n);
+        all = n == len;
+    }
+    errno = saved;
+    return all;
 }
 
 int report_init(int fd) {
@@ -103,8 +168,11 @@ void report_current(const char *sha1_hex) {
 
 /* The fault handler: say which job ran, then die of the same signal. */
 static void report_on_fault(int sig) {
-    char line[8 + SHA1_HEX] = "crash ";
-    size_t n = 6;
+    char line[9 + SHA1_HEX];
+    size_t n = 0;
+    if (report_midline) line[n++] = '\n'; /* ends a line cut short */
+    memcpy(line + n, "crash ", 6);
+    n += 6;
     int idx = atomic_load(&report_job_idx);
     if (idx == 0 || idx == 1) {
         for (int i = 0; i < SHA1_HEX; i++) line[n++] = report_job[idx][i];
@@ -112,7 +180,7 @@ static void report_on_fault(int sig) {
         line[n++] = '-';
     }
     line[n++] = '\n';
-    report_send(line, n);
+    report_write(line, n);
     /* SA_RESETHAND restored the default action already; the signal is
      * blocked while we run, so it is delivered (and kills us) on return. */
     signal(sig, SIG_DFL);

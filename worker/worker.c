@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/scripts.h"
 #include "worker/jobrun.h"
+#include "worker/metrics.h"
 #include "worker/report.h" /* issue 9: status lines to chatqd */
 #include "worker/upstream.h"
 
@@ -393,6 +394,7 @@ static void w_on_cmd_state(rconn *rc, int ready, void *ud) {
      * us alive, or it would recover the jobs of a live worker. */
     w_heartbeat(w);
     w_register(w);
+    if (w->cmd_was_ready) metrics_redis_reconnect();
     if (w->cmd_was_ready) w_resync(w);
     w->cmd_was_ready = 1;
     worker_maybe_fetch(w);
@@ -712,9 +714,11 @@ void worker_start(worker *w) {
     uv_signal_start(&w->sigterm, w_on_signal, SIGTERM);
     if (!w->supervised) uv_signal_start(&w->sigint, w_on_signal, SIGINT);
     uv_check_start(&w->check, w_on_check);
+    metrics_start(w);
 }
 
 void worker_close(worker *w) {
+    metrics_stop(); /* the last counts, before anything is torn down */
     while (w->runs) jobrun_abort(w->runs);
     rconn_free(w->cmd);
     rconn_free(w->control);

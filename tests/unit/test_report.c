@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -142,12 +143,73 @@ static void test_closed_channel_does_not_kill(void **state) {
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* A channel nobody reads for a while: lines the kernel took in part are
+ * finished from the queue, a "ready" written meanwhile waits behind them,
+ * and the reader, once it reads, gets only whole lines. */
+static void fill_then_ready(int fd) {
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    static char batch[65536];
+    size_t n = 0;
+    for (int i = 0; n + 200 < sizeof batch; i++)
+        n += (size_t)snprintf(batch + n, sizeof batch - n,
+                              "metric %d chatq_jobs_started_total{queue=\"q%0*d\"}\n", i, 20 + i % 37, i);
+    int batches = 0;
+    while (report_send_lines(batch, n) && batches < 10000) batches++;
+    report_ready(); /* waits in the queue */
+    for (int i = 0; i < 500 && !report_send_lines(NULL, 0); i++) usleep(10 * 1000);
+}
+
+static void test_full_channel_keeps_lines_whole(void **state) {
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(sv[0]);
+        if (report_init(sv[1]) != 0) _exit(90);
+        fill_then_ready(sv[1]);
+        _exit(0);
+    }
+    close(sv[1]);
+    usleep(300 * 1000); /* the child fills the channel meanwhile */
+    static char out[1 << 20];
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(sv[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)r;
+    out[n] = '\0';
+    close(sv[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(n > 0 && out[n - 1] == '\n');
+    int ready = 0, metric = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strcmp(line, "ready")) {
+            ready++;
+            continue;
+        }
+        int i, width, used = 0;
+        assert_int_equal(sscanf(line, "metric %d chatq_jobs_started_total{queue=\"q%n", &i, &used), 1);
+        assert_true(used > 0);
+        width = 20 + i % 37;
+        char want[128];
+        snprintf(want, sizeof want, "metric %d chatq_jobs_started_total{queue=\"q%0*d\"}", i, width, i);
+        assert_string_equal(line, want);
+        metric++;
+    }
+    assert_int_equal(ready, 1);
+    assert_true(metric > 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lines),
         cmocka_unit_test(test_crash_names_the_job_and_dies_of_it),
         cmocka_unit_test(test_no_channel_is_a_no_op),
         cmocka_unit_test(test_closed_channel_does_not_kill),
+        cmocka_unit_test(test_full_channel_keeps_lines_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
