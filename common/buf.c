@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/strictjson.h"
+
 static void oom(void) {
     fputs("chatq: out of memory\n", stderr);
     abort();
@@ -102,34 +104,6 @@ void buf_printf(buf *b, const char *fmt, ...) {
     b->len += (size_t)n;
 }
 
-/* The UTF-8 sequence at s[0..n) (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF): returns its length and sets *valid,
- * or, when it is not valid, the length of its "maximal subpart" (the lead
- * byte and the continuation bytes that fit it, at least 1), which becomes
- * one U+FFFD, as Unicode recommends and most decoders do. */
-static size_t utf8_seq(const unsigned char *s, size_t n, int *valid) {
-    unsigned char c = s[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
-    *valid = 0;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if (c == 0xED) len = 3, hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF) len = 3;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c == 0xF4) len = 4, hi = 0x8F;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else return 1;
-    size_t i = 1;
-    for (; i < len && i < n; i++) {
-        unsigned char min = i == 1 ? lo : 0x80, max = i == 1 ? hi : 0xBF;
-        if (s[i] < min || s[i] > max) return i;
-    }
-    if (i < len) return i; /* cut short by the end of the text */
-    *valid = 1;
-    return len;
-}
-
 void buf_json_str(buf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     reserve(b, n + 2);
@@ -149,10 +123,11 @@ void buf_json_str(buf *b, const char *s, size_t n) {
             } else if (c < 0x80) {
                 buf_putc(b, (char)c);
             } else {
-                /* valid UTF-8 goes as it is; any other byte becomes U+FFFD,
-                 * so the text is JSON whatever the input was */
+                /* valid UTF-8 goes as it is; each "maximal subpart" of
+                 * anything else becomes one U+FFFD (as Python's decoder
+                 * does), so the text is JSON whatever the input was */
                 int valid;
-                size_t k = utf8_seq((const unsigned char *)s + i, n - i, &valid);
+                size_t k = strictjson_utf8_step(s + i, n - i, NULL, &valid);
                 if (valid)
                     buf_append(b, s + i, k);
                 else

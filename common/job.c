@@ -1,10 +1,9 @@
 /* job.c — parsing and validating one job (SPEC §4), and the upstream body.
  *
  * job_parse_opts() checks the size first (an oversized job costs no parse),
- * then parses with jsonparse_strict(): a byte scan that refuses a job whose
- * objects, arrays, values or nesting would cost too much before json-c builds
- * anything, then json-c in strict mode, then the strict rules json-c leaves
- * out (NaN, raw control characters, bad UTF-8). It then reads every field —
+ * then parses with jsonparse_strict(): strictjson_check() refuses a job that
+ * is not strict JSON, or whose objects, arrays, values or nesting would cost
+ * too much, before json-c builds anything. It then reads every field —
  * a field that keeps its rule is filled, one that breaks it is left
  * NULL/-1 — and each rule that fails calls job_fail(), which keeps only the
  * first message. So an invalid job still comes back with everything that
@@ -324,8 +323,8 @@ static void job_read_reply_to(job *j, const char *prefix, job_check *c) {
 
 /* Parses the text; on failure returns NULL after job_fail(). */
 static json_object *job_parse_text(const char *raw, size_t len, const job_opts *o,
-                                   jsonparse_info *info, job_check *c) {
-    jsonparse_limits lim = {
+                                   strictjson_stats *st, job_check *c) {
+    strictjson_limits lim = {
         .max_depth = JOB_MAX_DEPTH,
         .max_containers = o->max_containers > 0 ? o->max_containers : JOB_MAX_CONTAINERS,
         .max_values = o->max_values > 0 ? o->max_values : JOB_MAX_VALUES,
@@ -337,10 +336,11 @@ static json_object *job_parse_text(const char *raw, size_t len, const job_opts *
     }
     char why[200];
     json_object *root;
-    int rc = jsonparse_strict(tok, raw, len, &lim, 0, &root, info, why, sizeof why);
+    int rc = jsonparse_strict(tok, raw, len, &lim, 0, &root, st, why, sizeof why);
     json_tokener_free(tok);
-    if (rc < 0) {
-        job_fail(c, "job is %s: %.160s", info->limit_hit ? "too complex" : "not valid JSON", why);
+    if (rc != STRICTJSON_OK) {
+        job_fail(c, "job is %s: %.160s",
+                 rc == STRICTJSON_TOO_BIG ? "too complex" : "not valid JSON", why);
         return NULL;
     }
     if (!json_object_is_type(root, json_type_object)) {
@@ -370,8 +370,8 @@ int job_parse_opts(job *j, const char *raw, size_t len, const job_opts *o, char 
         job_fail(&c, "job is %zu bytes, longer than max_job_bytes (%zu)", len, o->max_bytes);
         return -1;
     }
-    jsonparse_info info;
-    j->root = job_parse_text(raw, len, o, &info, &c);
+    strictjson_stats st;
+    j->root = job_parse_text(raw, len, o, &st, &c);
     if (!j->root) return -1;
     json_object *root = j->root;
 
@@ -399,9 +399,9 @@ int job_parse_opts(job *j, const char *raw, size_t len, const job_opts *o, char 
     j->result_ttl_s = job_int(root, "result_ttl_s", "result_ttl_s", 1, JOB_RESULT_TTL_S_MAX, &c);
 
     /* Last, so that a NUL in a named field was reported by its name. */
-    if (info.first_nul >= 0)
+    if (st.first_nul >= 0)
         job_fail(&c, "a string holds \\u0000 (NUL) at byte %ld: no string in a job may",
-                 info.first_nul);
+                 st.first_nul);
     return c.failed ? -1 : 0;
 }
 

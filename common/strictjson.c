@@ -2,10 +2,15 @@
  *
  * A recursive-descent recognizer over the bytes: one function per part of
  * the RFC 8259 grammar, each advancing `pos` past what it accepted or
- * recording why not (sj_fail) and returning -1. The recursion goes one level
- * per nested container, so the depth limit bounds the stack too; without a
- * limit the depth is capped at SJ_MAX_DEPTH all the same. Nothing is built
- * and nothing is allocated. */
+ * recording why not (sj_fail) and returning -1. It stops at the first
+ * problem, so the message always names the first one in the text, whether
+ * it breaks the grammar or a limit. The recursion goes one level per nested
+ * container, so the depth limit bounds the stack too; without a limit the
+ * depth is capped at SJ_MAX_DEPTH all the same. Nothing is built and
+ * nothing is allocated.
+ *
+ * It is the only JSON checker of chatq: jsonparse_strict() (jobs) runs it
+ * before json-c, and so does the worker for upstream answers. */
 #include "common/strictjson.h"
 
 #include <stdio.h>
@@ -38,19 +43,21 @@ static int sj_fail(sj *p, int rc, const char *what) {
     return -1;
 }
 
-int strictjson_utf8(const char *str, size_t n, uint32_t *cp) {
+size_t strictjson_utf8_step(const char *str, size_t n, uint32_t *cp, int *valid) {
     const unsigned char *s = (const unsigned char *)str;
     unsigned char c = s[0];
-    uint32_t v;
-    int len;
+    *valid = 0;
     if (c < 0x80) {
         if (cp) *cp = c;
+        *valid = 1;
         return 1;
     }
     /* The first byte sets the length and the range the second byte must be
      * in; that range is what rules out overlong forms (E0 80..9F, F0
      * 80..8F), surrogates (ED A0..BF) and code points past U+10FFFF (F4
-     * 90..BF, F5..FF). */
+     * 90..BF). The maximal subpart ends at the first byte out of range. */
+    size_t len;
+    uint32_t v;
     unsigned char lo = 0x80, hi = 0xBF;
     if (c >= 0xC2 && c <= 0xDF) {
         len = 2;
@@ -66,15 +73,22 @@ int strictjson_utf8(const char *str, size_t n, uint32_t *cp) {
         if (c == 0xF0) lo = 0x90;
         if (c == 0xF4) hi = 0x8F;
     } else {
-        return 0; /* a continuation byte, C0, C1 or F5..FF */
+        return 1; /* a continuation byte, C0, C1 or F5..FF: alone */
     }
-    if (n < (size_t)len || s[1] < lo || s[1] > hi) return 0;
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if (i >= n) return i; /* cut short by the end of the text */
+        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF)) return i;
         v = (v << 6) | (s[i] & 0x3F);
     }
     if (cp) *cp = v;
+    *valid = 1;
     return len;
+}
+
+int strictjson_utf8(const char *s, size_t n, uint32_t *cp) {
+    int valid;
+    size_t len = strictjson_utf8_step(s, n, cp, &valid);
+    return valid ? (int)len : 0;
 }
 
 /* ---- the grammar ---------------------------------------------------------- */
@@ -87,19 +101,28 @@ static void sj_ws(sj *p) {
     }
 }
 
-/* Counts one more value (a container too when `container`). */
+/* Counts one more value at pos; a container also opens one more level of
+ * nesting (closed by sj_container). When one byte passes several limits,
+ * the most telling is named: depth, then containers, then values. */
 static int sj_count(sj *p, int container) {
+    char msg[96];
     p->st.values++;
-    if (p->lim.max_values && p->st.values > p->lim.max_values) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "more than %zu values", p->lim.max_values);
-        return sj_fail(p, STRICTJSON_TOO_BIG, msg);
+    if (container) {
+        p->st.containers++;
+        if (++p->depth > p->st.depth) p->st.depth = p->depth;
+        if (p->depth > p->lim.max_depth) {
+            snprintf(msg, sizeof msg, "nested deeper than %d at byte %zu", p->lim.max_depth,
+                     p->pos);
+            return sj_fail(p, STRICTJSON_TOO_BIG, msg);
+        }
+        if (p->lim.max_containers && p->st.containers > p->lim.max_containers) {
+            snprintf(msg, sizeof msg, "more than %zu objects and arrays (byte %zu)",
+                     p->lim.max_containers, p->pos);
+            return sj_fail(p, STRICTJSON_TOO_BIG, msg);
+        }
     }
-    if (!container) return 0;
-    p->st.containers++;
-    if (p->lim.max_containers && p->st.containers > p->lim.max_containers) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "more than %zu objects and arrays", p->lim.max_containers);
+    if (p->lim.max_values && p->st.values > p->lim.max_values) {
+        snprintf(msg, sizeof msg, "more than %zu values (byte %zu)", p->lim.max_values, p->pos);
         return sj_fail(p, STRICTJSON_TOO_BIG, msg);
     }
     return 0;
@@ -123,14 +146,16 @@ static int sj_hex4(sj *p, uint32_t *out) {
 }
 
 /* An escape after its backslash. A high surrogate must be followed by
- * "\u" and a low one; a low one alone is refused. */
+ * "\u" and a low one; a low one alone is refused. A "\u0000" is noted. */
 static int sj_escape(sj *p) {
+    size_t backslash = p->pos - 1;
     if (p->pos >= p->len) return sj_fail(p, STRICTJSON_INVALID, "a string cut short");
     unsigned char c = p->s[p->pos++];
     if (c && strchr("\"\\/bfnrt", c)) return 0;
     if (c != 'u') return sj_fail(p, STRICTJSON_INVALID, "a bad escape");
     uint32_t u;
     if (sj_hex4(p, &u) < 0) return -1;
+    if (u == 0 && p->st.first_nul < 0) p->st.first_nul = (long)backslash;
     if (u >= 0xDC00 && u <= 0xDFFF) return sj_fail(p, STRICTJSON_INVALID, "a lone low surrogate");
     if (u < 0xD800 || u > 0xDBFF) return 0;
     if (p->len - p->pos < 2 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u')
@@ -154,39 +179,53 @@ static int sj_string(sj *p) {
             p->pos++;
             if (sj_escape(p) < 0) return -1;
         } else if (c < 0x20) {
-            return sj_fail(p, STRICTJSON_INVALID, "a control character in a string");
+            return sj_fail(p, STRICTJSON_INVALID, "an unescaped control character in a string");
         } else if (c < 0x80) {
             p->pos++;
         } else {
-            int n = strictjson_utf8((const char *)p->s + p->pos, p->len - p->pos, NULL);
-            if (!n) return sj_fail(p, STRICTJSON_INVALID, "invalid UTF-8");
-            p->pos += (size_t)n;
+            int valid;
+            size_t n = strictjson_utf8_step((const char *)p->s + p->pos, p->len - p->pos, NULL,
+                                            &valid);
+            if (!valid) return sj_fail(p, STRICTJSON_INVALID, "invalid UTF-8");
+            p->pos += n;
         }
     }
     return sj_fail(p, STRICTJSON_INVALID, "a string cut short");
 }
 
-static int sj_digits(sj *p) {
-    size_t start = p->pos;
-    while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') p->pos++;
-    return p->pos > start ? 0 : sj_fail(p, STRICTJSON_INVALID, "a bad number");
+static int sj_is_digit(sj *p) {
+    return p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9';
+}
+
+/* One or more digits, else `why`. */
+static int sj_digits(sj *p, const char *why) {
+    if (!sj_is_digit(p)) return sj_fail(p, STRICTJSON_INVALID, why);
+    while (sj_is_digit(p)) p->pos++;
+    return 0;
 }
 
 /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
 static int sj_number(sj *p) {
     if (p->s[p->pos] == '-') p->pos++;
-    if (p->pos < p->len && p->s[p->pos] == '0')
+    if (p->pos < p->len && p->s[p->pos] == 'I')
+        return sj_fail(p, STRICTJSON_INVALID, "NaN or Infinity");
+    if (p->pos < p->len && p->s[p->pos] == '0') {
         p->pos++;
-    else if (sj_digits(p) < 0)
+        if (sj_is_digit(p)) {
+            p->pos--;
+            return sj_fail(p, STRICTJSON_INVALID, "a number with a leading zero");
+        }
+    } else if (sj_digits(p, "a number without digits after its '-'") < 0) {
         return -1;
+    }
     if (p->pos < p->len && p->s[p->pos] == '.') {
         p->pos++;
-        if (sj_digits(p) < 0) return -1;
+        if (sj_digits(p, "a number without digits after its '.'") < 0) return -1;
     }
     if (p->pos < p->len && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
         p->pos++;
         if (p->pos < p->len && (p->s[p->pos] == '+' || p->s[p->pos] == '-')) p->pos++;
-        if (sj_digits(p) < 0) return -1;
+        if (sj_digits(p, "a number without digits in its exponent") < 0) return -1;
     }
     return 0;
 }
@@ -201,16 +240,11 @@ static int sj_literal(sj *p, const char *word) {
 
 static int sj_value(sj *p);
 
-/* An object or an array, at its opening bracket: members (an object's are
- * "key": value) separated by commas, no trailing comma. */
+/* An object or an array, at its opening bracket (counted, and its level
+ * opened, by sj_count): members (an object's are "key": value) separated by
+ * commas, no trailing comma. */
 static int sj_container(sj *p, int object) {
     char close = object ? '}' : ']';
-    if (++p->depth > p->st.depth) p->st.depth = p->depth;
-    if (p->depth > p->lim.max_depth) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "nested deeper than %d", p->lim.max_depth);
-        return sj_fail(p, STRICTJSON_TOO_BIG, msg);
-    }
     p->pos++;
     sj_ws(p);
     if (p->pos < p->len && p->s[p->pos] == close) {
@@ -220,6 +254,8 @@ static int sj_container(sj *p, int object) {
     }
     for (;;) {
         if (object) {
+            if (p->pos < p->len && p->s[p->pos] == '\'')
+                return sj_fail(p, STRICTJSON_INVALID, "a single-quoted string");
             if (p->pos >= p->len || p->s[p->pos] != '"')
                 return sj_fail(p, STRICTJSON_INVALID, "an object key that is not a string");
             if (sj_string(p) < 0) return -1;
@@ -263,6 +299,10 @@ static int sj_value(sj *p) {
         rc = sj_literal(p, "false");
     else if (c == 'n')
         rc = sj_literal(p, "null");
+    else if (c == 'N' || c == 'I')
+        rc = sj_fail(p, STRICTJSON_INVALID, "NaN or Infinity");
+    else if (c == '\'')
+        rc = sj_fail(p, STRICTJSON_INVALID, "a single-quoted string");
     else
         rc = sj_fail(p, STRICTJSON_INVALID, "an unexpected character");
     if (rc < 0) return -1;
@@ -278,6 +318,7 @@ int strictjson_check(const char *s, size_t len, const strictjson_limits *lim,
     p.len = len;
     if (lim) p.lim = *lim;
     if (p.lim.max_depth <= 0 || p.lim.max_depth > SJ_MAX_DEPTH) p.lim.max_depth = SJ_MAX_DEPTH;
+    p.st.first_nul = -1;
     p.err = err;
     p.errlen = errlen;
     if (err && errlen) err[0] = '\0';

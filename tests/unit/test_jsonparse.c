@@ -2,8 +2,10 @@
  * white space around it; a bare number at the very end; the messages and
  * byte offsets of its errors; a reused tokener; the caller's depth and
  * strictness. jsonparse_strict(): what strict JSON refuses beyond json-c's
- * strict mode, UTF-8, \u0000, the cost limits (each at the limit and one
- * past it), which problem is named first; jsonparse_utf8_valid(). */
+ * strict mode (the numbers the fuzzer found among them), UTF-8, lone
+ * surrogates, \u0000, the cost limits (each at the limit and one past it),
+ * which problem is named first. strictjson_check()'s own rules are tested
+ * in test_strictjson.c; here, that jsonparse_strict() keeps them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -165,36 +167,37 @@ static void test_err_optional_and_bounded(void **state) {
 
 /* ---- jsonparse_strict() ---- */
 
-static jsonparse_info info;
+static strictjson_stats st;
 
 /* jsonparse_strict() on len bytes of text, with lim (may be NULL). */
-static int strict_n(const char *text, size_t len, const jsonparse_limits *lim, unsigned flags,
+static int strict_n(const char *text, size_t len, const strictjson_limits *lim, unsigned flags,
                     json_object **out) {
     json_tokener *tok = json_tokener_new_ex(200);
-    int rc = jsonparse_strict(tok, text, len, lim, flags, out, &info, err, sizeof err);
+    int rc = jsonparse_strict(tok, text, len, lim, flags, out, &st, err, sizeof err);
     json_tokener_free(tok);
     return rc;
 }
 
 static void strict_good(const char *text) {
     json_object *o = (json_object *)1;
-    if (strict_n(text, strlen(text), NULL, 0, &o) != 0) fail_msg("'%s': %s", text, err);
+    if (strict_n(text, strlen(text), NULL, 0, &o) != STRICTJSON_OK)
+        fail_msg("'%s': %s", text, err);
     assert_string_equal(err, "");
     json_object_put(o);
 }
 
 static void strict_bad(const char *text, const char *needle) {
     json_object *o = (json_object *)1;
-    if (strict_n(text, strlen(text), NULL, 0, &o) != -1 || !strstr(err, needle))
+    if (strict_n(text, strlen(text), NULL, 0, &o) != STRICTJSON_INVALID || !strstr(err, needle))
         fail_msg("'%s': err=\"%s\", wanted %s", text, err, needle);
     assert_null(o);
 }
 
 static void test_strict_accepts_rfc8259(void **state) {
     (void)state;
-    strict_good("{\"a\":[1,-2.5e3,0.5,true,false,null,\"x\\\"y\\\\\"],\"b\":{}}");
+    strict_good("{\"a\":[1,-2.5e3,0.5,-0,0e1,true,false,null,\"x\\\"y\\\\\"],\"b\":{}}");
     strict_good("\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\""); /* 2,3,4 bytes, U+10FFFF */
-    strict_good("\"\\ud800 alone\""); /* RFC 8259 syntax; json-c reads U+FFFD */
+    strict_good("\"\\ud83d\\ude00\"");  /* a surrogate pair */
     strict_good("\"\x7f\"");           /* DEL is no control character for JSON */
     strict_good(" 42 ");
     strict_good("\"[[[{{{\"");          /* brackets in strings are text */
@@ -205,14 +208,29 @@ static void test_strict_refuses_what_json_c_lets_through(void **state) {
     strict_bad("[NaN]", "NaN or Infinity at byte 1");
     strict_bad("[Infinity]", "NaN or Infinity");
     strict_bad("[-Infinity]", "NaN or Infinity at byte 2");
-    strict_bad("[1.]", "digits after its '.' at byte 2");
+    strict_bad("[1.]", "digits after its '.' at byte 3");
     strict_bad("{\"a\":1.}", "digits after");
     strict_bad("\"a\tb\"", "unescaped control character in a string at byte 2");
     strict_bad("\"a\nb\"", "unescaped control character");
-    /* json-c refuses these too; the scan says why */
+    /* json-c refuses these too; the check says why */
     strict_bad("['a']", "single-quoted string at byte 1");
-    strict_bad("[1, /* c */ 2]", "unexpected character at byte 4");
-    strict_bad("[1,]", "unexpected character");
+    strict_bad("[1, /* c */ 2]", "at byte 4");
+    strict_bad("[1,]", "unexpected character at byte 3");
+}
+
+/* What fuzz_json found (tests/fuzz/crashes/): json-c's strict mode reads
+ * these as numbers and keeps their text, which went upstream verbatim. */
+static void test_strict_numbers_as_rfc8259_writes_them(void **state) {
+    (void)state;
+    strict_bad("00", "a number with a leading zero at byte 0");
+    strict_bad("-02", "a number with a leading zero at byte 1");
+    strict_bad("[00]", "leading zero at byte 1");
+    strict_bad("{\"temperature\":01.5}", "leading zero at byte 15");
+    strict_bad("-.5", "a number without digits after its '-' at byte 1");
+    strict_bad("[-.05e10]", "without digits after its '-' at byte 2");
+    strict_bad(".5", "unexpected character at byte 0");
+    strict_bad("1e", "without digits in its exponent at byte 2");
+    strict_bad("+1", "unexpected character at byte 0");
 }
 
 static void test_strict_utf8(void **state) {
@@ -228,41 +246,36 @@ static void test_strict_utf8(void **state) {
     strict_bad("\"\xe2\x82\"", "invalid UTF-8");
     strict_bad("[\xc3\xa9]", "unexpected character at byte 1"); /* outside a string */
     json_object *o;
-    assert_int_equal(strict_n("\"\xc3", 2, NULL, 0, &o), -1); /* cut by len */
+    assert_int_equal(strict_n("\"\xc3", 2, NULL, 0, &o), STRICTJSON_INVALID); /* cut by len */
 }
 
-static void test_utf8_valid(void **state) {
+/* One rule for jobs and upstream answers: a lone surrogate escape has no
+ * UTF-8 form, and json-c would turn it into U+FFFD unseen. */
+static void test_strict_lone_surrogates_refused(void **state) {
     (void)state;
-    size_t at = 99;
-    assert_int_equal(jsonparse_utf8_valid("", 0, &at), 1);
-    assert_int_equal(jsonparse_utf8_valid("a\xc3\xa9\xf0\x9f\x98\x80", 7, &at), 1);
-    assert_int_equal(at, 99);
-    assert_int_equal(jsonparse_utf8_valid("ab\xed\xbf\xbf", 5, &at), 0);
-    assert_int_equal(at, 2);
-    assert_int_equal(jsonparse_utf8_valid("\xc3\xa9\xc3", 3, &at), 0);
-    assert_int_equal(at, 2);
-    assert_int_equal(jsonparse_utf8_valid("\xff", 1, NULL), 0);
-    assert_int_equal(jsonparse_utf8_valid("a\0b", 3, NULL), 1); /* NUL is UTF-8 */
+    strict_bad("\"\\ud800 alone\"", "a lone high surrogate at byte 7");
+    strict_bad("[\"\\udc00\"]", "a lone low surrogate at byte 8");
+    strict_bad("\"\\ud800\\u0041\"", "a lone high surrogate");
 }
 
 static void test_strict_nul(void **state) {
     (void)state;
     json_object *o;
     const char *t = "{\"id\":\"victim\\u0000x\"}";
-    assert_int_equal(strict_n(t, strlen(t), NULL, 0, &o), 0); /* noted, not refused */
-    assert_int_equal(info.first_nul, 13);
+    assert_int_equal(strict_n(t, strlen(t), NULL, 0, &o), STRICTJSON_OK); /* noted, not refused */
+    assert_int_equal(st.first_nul, 13);
     json_object_put(o);
-    assert_int_equal(strict_n(t, strlen(t), NULL, JSONPARSE_REFUSE_NUL, &o), -1);
+    assert_int_equal(strict_n(t, strlen(t), NULL, JSONPARSE_REFUSE_NUL, &o), STRICTJSON_INVALID);
     assert_string_equal(err, "\\u0000 (NUL) in a string at byte 13");
     assert_null(o);
     /* in a member name, where json-c would silently cut the name */
     t = "{\"a\\u0000b\":1}";
-    assert_int_equal(strict_n(t, strlen(t), NULL, JSONPARSE_REFUSE_NUL, &o), -1);
+    assert_int_equal(strict_n(t, strlen(t), NULL, JSONPARSE_REFUSE_NUL, &o), STRICTJSON_INVALID);
     assert_string_equal(err, "\\u0000 (NUL) in a string at byte 3");
     /* an escaped backslash before u0000 is not an escape of it */
     t = "[\"\\\\u0000\"]";
-    assert_int_equal(strict_n(t, strlen(t), NULL, JSONPARSE_REFUSE_NUL, &o), 0);
-    assert_int_equal(info.first_nul, -1);
+    assert_int_equal(strict_n(t, strlen(t), NULL, JSONPARSE_REFUSE_NUL, &o), STRICTJSON_OK);
+    assert_int_equal(st.first_nul, -1);
     json_object_put(o);
 }
 
@@ -278,18 +291,17 @@ static char *nested(int n) {
 
 static void test_strict_depth_limit(void **state) {
     (void)state;
-    jsonparse_limits lim = {.max_depth = 128};
+    strictjson_limits lim = {.max_depth = 128};
     json_object *o;
     char *s = nested(128);
-    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), 0);
-    assert_int_equal(info.depth, 128);
+    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), STRICTJSON_OK);
+    assert_int_equal(st.depth, 128);
     json_object_put(o);
     free(s);
     s = nested(129);
-    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), -1);
+    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), STRICTJSON_TOO_BIG);
     assert_string_equal(err, "nested deeper than 128 at byte 128");
     assert_null(o);
-    assert_int_equal(info.limit_hit, 1);
     free(s);
 }
 
@@ -310,50 +322,50 @@ static char *array_of(const char *elem, long n) {
 
 static void test_strict_container_limit(void **state) {
     (void)state;
-    jsonparse_limits lim = {.max_containers = 100};
+    strictjson_limits lim = {.max_containers = 100};
     json_object *o;
     char *s = array_of("{}", 99); /* 99 objects and the array */
-    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), 0);
-    assert_int_equal(info.containers, 100);
+    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), STRICTJSON_OK);
+    assert_int_equal(st.containers, 100);
     json_object_put(o);
     free(s);
     s = array_of("{}", 100);
-    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), -1);
-    assert_non_null(strstr(err, "more than 100 objects and arrays"));
+    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), STRICTJSON_TOO_BIG);
+    assert_string_equal(err, "more than 100 objects and arrays (byte 298)");
     assert_null(o);
     free(s);
 }
 
 static void test_strict_value_limit(void **state) {
     (void)state;
-    jsonparse_limits lim = {.max_values = 100};
+    strictjson_limits lim = {.max_values = 100};
     json_object *o;
     char *s = array_of("1", 99); /* the root and 99 elements */
-    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), 0);
-    assert_int_equal(info.values, 100);
+    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), STRICTJSON_OK);
+    assert_int_equal(st.values, 100);
     json_object_put(o);
     free(s);
     s = array_of("1", 100);
-    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), -1);
-    assert_non_null(strstr(err, "more than 100 values"));
+    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), STRICTJSON_TOO_BIG);
+    assert_string_equal(err, "more than 100 values (byte 199)");
     free(s);
-    /* object members count as values; so do commas inside strings not */
-    s = "{\"a\":\",,,,\",\"b\":[1,2]}";
-    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), 0);
-    assert_int_equal(info.values, 5); /* root, a, b, 1, 2 */
+    /* members' values count, empty containers once, commas in strings not */
+    s = "{\"a\":\",,,,\",\"b\":[1,2],\"c\":{}}";
+    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), STRICTJSON_OK);
+    assert_int_equal(st.values, 6); /* root, a, b, 1, 2, c */
     json_object_put(o);
 }
 
-/* A 1 MiB "[{},{},...]" is refused by the scan, before json-c allocates
+/* A 1 MiB "[{},{},...]" is refused by the check, before json-c allocates
  * anything: in far less time than the parse would take. */
 static void test_strict_amplification_refused_before_parsing(void **state) {
     (void)state;
-    jsonparse_limits lim = {.max_depth = 128, .max_containers = 20000, .max_values = 100000};
+    strictjson_limits lim = {.max_depth = 128, .max_containers = 20000, .max_values = 100000};
     json_object *o;
     char *s = array_of("{}", 349525);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), -1);
+    assert_int_equal(strict_n(s, strlen(s), &lim, 0, &o), STRICTJSON_TOO_BIG);
     clock_gettime(CLOCK_MONOTONIC, &b);
     assert_non_null(strstr(err, "more than 20000 objects and arrays"));
     double ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
@@ -361,40 +373,54 @@ static void test_strict_amplification_refused_before_parsing(void **state) {
     free(s);
 }
 
-/* The first problem in the text is named: a strictness problem before
- * json-c's error, json-c's error before a later strictness problem, and a
- * strictness problem before the byte where a cost limit is passed. */
+/* The first problem in the text is named, and tells a refusal for cost
+ * (TOO_BIG) from one for strictness: a strictness problem before the byte
+ * where a limit is passed, that limit before a later problem, a "\u0000"
+ * before either (JSONPARSE_REFUSE_NUL). */
 static void test_strict_first_problem_named(void **state) {
     (void)state;
     strict_bad("[NaN, x]", "NaN or Infinity at byte 1");
     strict_bad("[1 x, NaN]", "at byte 3");
-    jsonparse_limits lim = {.max_depth = 3};
+    strictjson_limits lim = {.max_depth = 3};
     json_object *o;
     const char *t = "[NaN,[[[[1]]]]]";
-    assert_int_equal(strict_n(t, strlen(t), &lim, 0, &o), -1);
+    assert_int_equal(strict_n(t, strlen(t), &lim, 0, &o), STRICTJSON_INVALID);
     assert_string_equal(err, "NaN or Infinity at byte 1");
-    assert_int_equal(info.limit_hit, 0);
     t = "[[[[NaN]]]]";
-    assert_int_equal(strict_n(t, strlen(t), &lim, 0, &o), -1);
+    assert_int_equal(strict_n(t, strlen(t), &lim, 0, &o), STRICTJSON_TOO_BIG);
     assert_string_equal(err, "nested deeper than 3 at byte 3");
-    assert_int_equal(info.limit_hit, 1);
+    t = "[\"\\u0000\",[[[[NaN]]]]]";
+    assert_int_equal(strict_n(t, strlen(t), &lim, JSONPARSE_REFUSE_NUL, &o), STRICTJSON_INVALID);
+    assert_string_equal(err, "\\u0000 (NUL) in a string at byte 2");
+    t = "[NaN,\"\\u0000\"]";
+    assert_int_equal(strict_n(t, strlen(t), &lim, JSONPARSE_REFUSE_NUL, &o), STRICTJSON_INVALID);
+    assert_string_equal(err, "NaN or Infinity at byte 1");
 }
 
-static void test_strict_info_and_reuse(void **state) {
+static void test_strict_stats_and_reuse(void **state) {
     (void)state;
     json_object *o;
     json_tokener *tok = json_tokener_new_ex(10);
     const char *t = "[[1],{\"a\":[]}]";
     assert_int_equal(jsonparse_strict(tok, t, strlen(t), NULL, 0, &o, NULL, NULL, 0), 0);
     json_object_put(o);
-    assert_int_equal(jsonparse_strict(tok, "[1", 2, NULL, 0, &o, &info, err, sizeof err), -1);
-    assert_non_null(strstr(err, "unexpected end of data"));
-    assert_int_equal(jsonparse_strict(tok, t, strlen(t), NULL, 0, &o, &info, err, sizeof err), 0);
-    assert_int_equal(info.containers, 4);
-    assert_int_equal(info.depth, 3);
-    assert_int_equal(info.first_nul, -1);
-    assert_int_equal(info.limit_hit, 0);
+    assert_int_equal(jsonparse_strict(tok, "[1", 2, NULL, 0, &o, &st, err, sizeof err),
+                     STRICTJSON_INVALID);
+    assert_string_equal(err, "a missing ',' or ']' at byte 2");
+    assert_int_equal(jsonparse_strict(tok, t, strlen(t), NULL, 0, &o, &st, err, sizeof err), 0);
+    assert_int_equal(st.values, 5);
+    assert_int_equal(st.containers, 4);
+    assert_int_equal(st.depth, 3);
+    assert_int_equal(st.first_nul, -1);
     json_object_put(o);
+    /* json-c keeps the check's verdict: a tokener too shallow for the text
+     * is refused by json-c, and the text is not used */
+    json_tokener_free(tok);
+    tok = json_tokener_new_ex(2);
+    assert_int_equal(jsonparse_strict(tok, "[[[1]]]", 7, NULL, 0, &o, &st, err, sizeof err),
+                     STRICTJSON_INVALID);
+    assert_non_null(strstr(err, "nesting too deep"));
+    assert_null(o);
     json_tokener_free(tok);
 }
 
@@ -411,15 +437,16 @@ int main(void) {
         cmocka_unit_test(test_err_optional_and_bounded),
         cmocka_unit_test(test_strict_accepts_rfc8259),
         cmocka_unit_test(test_strict_refuses_what_json_c_lets_through),
+        cmocka_unit_test(test_strict_numbers_as_rfc8259_writes_them),
         cmocka_unit_test(test_strict_utf8),
-        cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_strict_lone_surrogates_refused),
         cmocka_unit_test(test_strict_nul),
         cmocka_unit_test(test_strict_depth_limit),
         cmocka_unit_test(test_strict_container_limit),
         cmocka_unit_test(test_strict_value_limit),
         cmocka_unit_test(test_strict_amplification_refused_before_parsing),
         cmocka_unit_test(test_strict_first_problem_named),
-        cmocka_unit_test(test_strict_info_and_reuse),
+        cmocka_unit_test(test_strict_stats_and_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

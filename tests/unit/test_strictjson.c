@@ -1,6 +1,8 @@
 /* test_strictjson.c — the strict JSON check: what RFC 8259 and valid UTF-8
- * accept, every lenient form json-c lets through, the limits on values,
- * containers and depth, and the UTF-8 decoder. */
+ * accept, every lenient form json-c lets through, the messages and their
+ * byte offsets, the counts (values, containers, depth, the first \u0000),
+ * the limits on values, containers and depth, and the UTF-8 decoder, with
+ * the maximal subparts buf_json_str() replaces as Python does. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -53,6 +55,8 @@ static void test_refuses_lenient_json(void **state) {
         "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\\ud800x\"",
         "\"\\ud83d\\ud83d\"", "\xef\xbb\xbf{}", /* a BOM is no JSON */
         "{\"a\":undefined}", "[1,,2]", "{\"a\"::1}", "{\"a\":1,\"b\"}", "'a'",
+        /* numbers json-c's strict mode reads (found by fuzz_json) */
+        "00", "-02", "[00]", "01.5", "-.5", "[-.05e10]", "-", "-x", "1.e5", "1e+", "- 1",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[128];
@@ -95,13 +99,31 @@ static void test_refuses_invalid_utf8(void **state) {
 
 static void test_error_names_the_byte(void **state) {
     (void)state;
-    char err[128];
-    assert_int_equal(strictjson_check("{\"a\":NaN}", 9, NULL, NULL, err, sizeof err),
-                     STRICTJSON_INVALID);
-    assert_string_equal(err, "an unexpected character at byte 5");
-    assert_int_equal(strictjson_check("[1,2,]", 6, NULL, NULL, err, sizeof err),
-                     STRICTJSON_INVALID);
-    assert_string_equal(err, "an unexpected character at byte 5");
+    static const struct {
+        const char *text, *err;
+    } cases[] = {
+        {"{\"a\":NaN}", "NaN or Infinity at byte 5"},
+        {"[-Infinity]", "NaN or Infinity at byte 2"},
+        {"[1,2,]", "an unexpected character at byte 5"},
+        {"{'a':1}", "a single-quoted string at byte 1"},
+        {"{a:1}", "an object key that is not a string at byte 1"},
+        {"['a']", "a single-quoted string at byte 1"},
+        {"[1,-02]", "a number with a leading zero at byte 4"},
+        {"[-.5]", "a number without digits after its '-' at byte 2"},
+        {"[1.]", "a number without digits after its '.' at byte 3"},
+        {"[1e]", "a number without digits in its exponent at byte 3"},
+        {"\"a\tb\"", "an unescaped control character in a string at byte 2"},
+        {"\"\\ud800\"", "a lone high surrogate at byte 7"},
+        {"\"ab\x80\"", "invalid UTF-8 at byte 3"},
+        {"{} x", "data after the value at byte 3"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[128];
+        const char *t = cases[i].text;
+        assert_int_equal(strictjson_check(t, strlen(t), NULL, NULL, err, sizeof err),
+                         STRICTJSON_INVALID);
+        if (strcmp(err, cases[i].err) != 0) fail_msg("%s: \"%s\", wanted \"%s\"", t, err, cases[i].err);
+    }
 }
 
 static void test_counts(void **state) {
@@ -113,10 +135,21 @@ static void test_counts(void **state) {
     assert_int_equal(st.values, 7);
     assert_int_equal(st.containers, 4);
     assert_int_equal(st.depth, 3);
+    assert_int_equal(st.first_nul, -1);
     assert_int_equal(strictjson_check("5", 1, NULL, &st, NULL, 0), STRICTJSON_OK);
     assert_int_equal(st.values, 1);
     assert_int_equal(st.containers, 0);
     assert_int_equal(st.depth, 0);
+    /* the first "\u0000", at its backslash; "\\u0000" is text */
+    s = "[\"\\\\u0000\",\"a\\u0000\",\"\\u0000\"]";
+    assert_int_equal(strictjson_check(s, strlen(s), NULL, &st, NULL, 0), STRICTJSON_OK);
+    assert_int_equal(st.first_nul, 13);
+    /* counted up to where the check stopped */
+    s = "[1,[2],x,\"\\u0000\"]";
+    assert_int_equal(strictjson_check(s, strlen(s), NULL, &st, NULL, 0), STRICTJSON_INVALID);
+    assert_int_equal(st.values, 5); /* x included: counted, then refused */
+    assert_int_equal(st.containers, 2);
+    assert_int_equal(st.first_nul, -1);
 }
 
 /* Builds "[" + n copies of el joined by "," + "]". */
@@ -145,7 +178,7 @@ static void test_limits(void **state) {
     s = array_of("1", 10000);
     assert_int_equal(strictjson_check(s, strlen(s), &lim, NULL, err, sizeof err),
                      STRICTJSON_TOO_BIG);
-    assert_string_equal(err, "more than 10000 values");
+    assert_string_equal(err, "more than 10000 values (byte 19999)");
     free(s);
     /* containers alone */
     lim.max_values = 0;
@@ -156,7 +189,7 @@ static void test_limits(void **state) {
     s = array_of("{}", 100);
     assert_int_equal(strictjson_check(s, strlen(s), &lim, NULL, err, sizeof err),
                      STRICTJSON_TOO_BIG);
-    assert_string_equal(err, "more than 100 objects and arrays");
+    assert_string_equal(err, "more than 100 objects and arrays (byte 298)");
     free(s);
     /* depth: 32 nested arrays pass, 33 do not */
     char deep[80];
@@ -164,7 +197,7 @@ static void test_limits(void **state) {
     memset(deep + 33, ']', 33);
     assert_int_equal(strictjson_check(deep + 1, 64, &lim, NULL, err, sizeof err), STRICTJSON_OK);
     assert_int_equal(strictjson_check(deep, 66, &lim, NULL, err, sizeof err), STRICTJSON_TOO_BIG);
-    assert_string_equal(err, "nested deeper than 32");
+    assert_string_equal(err, "nested deeper than 32 at byte 32");
     /* an invalid text within the limits is invalid, not too big */
     assert_int_equal(strictjson_check("[1,2,]", 6, &lim, NULL, err, sizeof err),
                      STRICTJSON_INVALID);
@@ -195,6 +228,51 @@ static void test_utf8_decoder(void **state) {
     assert_int_equal(strictjson_utf8("\xf0\x9f\x98\x80", 3, &cp), 0); /* cut short by n */
     assert_int_equal(strictjson_utf8("\x9b", 1, &cp), 0);
     assert_int_equal(strictjson_utf8("\xc0\x80", 2, &cp), 0);
+    assert_int_equal(strictjson_utf8("\xed\xa0\x80", 3, &cp), 0); /* a surrogate */
+}
+
+/* Each invalid sequence steps over its maximal subpart; the replacement
+ * made that way is Python's bytes.decode("utf-8", "replace") (the expected
+ * texts were made with it; '?' stands for U+FFFD). */
+static void test_utf8_maximal_subparts(void **state) {
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"\xe0\x80\xaf", "???"},         /* overlong: E0 wants A0..BF next */
+        {"\xed\xa0\x80", "???"},         /* a surrogate */
+        {"\xf4\x90\x80\x80", "????"},   /* past U+10FFFF */
+        {"\xf0\x9f\x98", "?"},           /* cut short: one subpart */
+        {"\xe2\x82", "?"},
+        {"\xc3(", "?("},
+        {"\xf0\x9f\x98\x80\x80", "\xf0\x9f\x98\x80?"},
+        {"a\xff" "b", "a?b"},
+        {"\xc0\xaf", "??"},
+        {"\xf1\x80\x80\xe1\x80\xc2", "???"},
+        {"\xf5\x80", "??"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        const char *in = cases[k].in;
+        size_t n = strlen(in);
+        char out[64];
+        size_t o = 0;
+        for (size_t i = 0; i < n;) {
+            int valid;
+            uint32_t cp = 0xFFFFFFFF;
+            size_t step = strictjson_utf8_step(in + i, n - i, &cp, &valid);
+            assert_true(step >= 1 && step <= n - i);
+            if (valid) {
+                assert_true(cp != 0xFFFFFFFF);
+                memcpy(out + o, in + i, step);
+                o += step;
+            } else {
+                out[o++] = '?';
+            }
+            i += step;
+        }
+        out[o] = '\0';
+        if (strcmp(out, cases[k].out) != 0) fail_msg("case %zu: got \"%s\"", k, out);
+    }
 }
 
 int main(void) {
@@ -207,6 +285,7 @@ int main(void) {
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_very_deep_without_limits),
         cmocka_unit_test(test_utf8_decoder),
+        cmocka_unit_test(test_utf8_maximal_subparts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
