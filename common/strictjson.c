@@ -204,8 +204,22 @@ static int sj_digits(sj *p, const char *why) {
     return 0;
 }
 
-/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+/* 1 when the integer text s[0..n) (an optional '-', then digits without a
+ * leading zero) lies outside what json-c holds exactly, [-2^63, 2^64-1]:
+ * json-c would clamp it, and chatq would pass a changed number on. */
+static int sj_int_out_of_range(const char *s, size_t n) {
+    int neg = s[0] == '-';
+    const char *d = s + neg;
+    size_t nd = n - (size_t)neg;
+    const char *max = neg ? "9223372036854775808" : "18446744073709551615";
+    size_t nmax = strlen(max);
+    return nd > nmax || (nd == nmax && memcmp(d, max, nd) > 0);
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, an integer within what
+ * json-c holds exactly */
 static int sj_number(sj *p) {
+    size_t start = p->pos;
     if (p->s[p->pos] == '-') p->pos++;
     if (p->pos < p->len && p->s[p->pos] == 'I')
         return sj_fail(p, STRICTJSON_INVALID, "NaN or Infinity");
@@ -218,14 +232,21 @@ static int sj_number(sj *p) {
     } else if (sj_digits(p, "a number without digits after its '-'") < 0) {
         return -1;
     }
+    int integer = 1;
     if (p->pos < p->len && p->s[p->pos] == '.') {
         p->pos++;
+        integer = 0;
         if (sj_digits(p, "a number without digits after its '.'") < 0) return -1;
     }
     if (p->pos < p->len && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
         p->pos++;
         if (p->pos < p->len && (p->s[p->pos] == '+' || p->s[p->pos] == '-')) p->pos++;
         if (sj_digits(p, "a number without digits in its exponent") < 0) return -1;
+        integer = 0;
+    }
+    if (integer && sj_int_out_of_range((const char *)p->s + start, p->pos - start)) {
+        p->pos = start;
+        return sj_fail(p, STRICTJSON_INVALID, "an integer outside [-2^63, 2^64-1]");
     }
     return 0;
 }

@@ -302,8 +302,9 @@ static void test_number_ranges(void **state) {
     expect_number("result_ttl_s", 0, "10000000000000000", 0, "not 10000000000000000");
     expect_number("timeout_ms", 0, "2.5", 0, "not 2.5");
     expect_number("timeout_ms", 0, "1000.0", 0, "not 1000.0");
-    expect_number("timeout_ms", 0, "99999999999999999999", 0, "not a number that large");
-    expect_number("timeout_ms", 0, "-99999999999999999999", 0, "not a number that large");
+    /* past what json-c holds exactly: refused as JSON, before any field */
+    expect_number("timeout_ms", 0, "99999999999999999999", 0, "an integer outside [-2^63, 2^64-1]");
+    expect_number("timeout_ms", 0, "-99999999999999999999", 0, "an integer outside");
     expect_number("timeout_ms", 0, "1", 1, NULL);
 
     expect_number("n", 1, "1", 1, NULL);
