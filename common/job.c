@@ -398,10 +398,15 @@ int job_parse_opts(job *j, const char *raw, size_t len, const job_opts *o, char 
     j->max_attempts = job_int(root, "max_attempts", "max_attempts", 1, JOB_MAX_ATTEMPTS_MAX, &c);
     j->result_ttl_s = job_int(root, "result_ttl_s", "result_ttl_s", 1, JOB_RESULT_TTL_S_MAX, &c);
 
-    /* Last, so that a NUL in a named field was reported by its name. */
+    /* Last, so that a NUL or number in a named field was reported by its
+     * name. */
     if (st.first_nul >= 0)
         job_fail(&c, "a string holds \\u0000 (NUL) at byte %ld: no string in a job may",
                  st.first_nul);
+    if (st.first_big_int >= 0)
+        job_fail(&c, "an integer outside [-2^63, 2^64-1] at byte %ld: it would not reach "
+                     "the upstream unchanged",
+                 st.first_big_int);
     return c.failed ? -1 : 0;
 }
 

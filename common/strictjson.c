@@ -216,8 +216,8 @@ static int sj_int_out_of_range(const char *s, size_t n) {
     return nd > nmax || (nd == nmax && memcmp(d, max, nd) > 0);
 }
 
-/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, an integer within what
- * json-c holds exactly */
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?; the first integer
+ * json-c cannot hold exactly is noted (a valid number all the same) */
 static int sj_number(sj *p) {
     size_t start = p->pos;
     if (p->s[p->pos] == '-') p->pos++;
@@ -244,10 +244,9 @@ static int sj_number(sj *p) {
         if (sj_digits(p, "a number without digits in its exponent") < 0) return -1;
         integer = 0;
     }
-    if (integer && sj_int_out_of_range((const char *)p->s + start, p->pos - start)) {
-        p->pos = start;
-        return sj_fail(p, STRICTJSON_INVALID, "an integer outside [-2^63, 2^64-1]");
-    }
+    if (integer && p->st.first_big_int < 0 &&
+        sj_int_out_of_range((const char *)p->s + start, p->pos - start))
+        p->st.first_big_int = (long)start;
     return 0;
 }
 
@@ -340,6 +339,7 @@ int strictjson_check(const char *s, size_t len, const strictjson_limits *lim,
     if (lim) p.lim = *lim;
     if (p.lim.max_depth <= 0 || p.lim.max_depth > SJ_MAX_DEPTH) p.lim.max_depth = SJ_MAX_DEPTH;
     p.st.first_nul = -1;
+    p.st.first_big_int = -1;
     p.err = err;
     p.errlen = errlen;
     if (err && errlen) err[0] = '\0';

@@ -57,6 +57,9 @@ typedef struct strictjson_stats {
     int depth;             /* the deepest nesting seen */
     long first_nul;        /* byte offset of the first "\u0000" escape (its
                               backslash), -1 when there is none */
+    long first_big_int;    /* byte offset of the first integer outside
+                              [-2^63, 2^64-1], which json-c would clamp (and
+                              so change when written back); -1 = none */
 } strictjson_stats;
 
 #define STRICTJSON_OK 0

