@@ -1,5 +1,5 @@
 /* batch_cmd.h — `chatq batch`: runs an OpenAI Batch API input file
- * through chatq and writes the output lines (SPEC §6, §9). See
+ * through chatq and writes the output lines (docs/protocol.md §6, §9). See
  * batch_cmd.c for how it works and help.c for its flags.
  *
  * Takes the context and its own argv (argv[0] is the command name) and

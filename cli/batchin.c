@@ -5,7 +5,7 @@
  * same parser as the workers; its verdict on the line is not used, since
  * the line's custom_id need not be a valid job id), then, once the batch
  * rules passed and the batch's members are added, job_parse() on the job
- * text that will be queued. Only the second verdict counts for SPEC §4, and
+ * text that will be queued. Only the second verdict counts for docs/protocol.md §4, and
  * it sees exactly what the workers will see.
  *
  * Duplicate custom_ids: the set keeps hashes only; on a hash match the
@@ -97,7 +97,7 @@ static int batchin_blank(const char *s, size_t n) {
     return 1;
 }
 
-/* The rules of the Batch format that SPEC §4 leaves optional or that the
+/* The rules of the Batch format that docs/protocol.md §4 leaves optional or that the
  * batch owns. Returns 0, or -1 with the message in err. */
 static int batchin_batch_rules(json_object *root, char *err, size_t errlen) {
     json_object *v;

@@ -3,8 +3,8 @@
  *
  * A line is an OpenAI Batch API request: a JSON object with custom_id (a
  * non-empty string, unique in the file), method "POST", url
- * "/v1/chat/completions" and body (SPEC §4), plus any other job field of
- * SPEC §4 except id and reply_to, which the batch sets. Its job is the line
+ * "/v1/chat/completions" and body (docs/protocol.md §4), plus any other job field of
+ * docs/protocol.md §4 except id and reply_to, which the batch sets. Its job is the line
  * with four members added: "id" "<batch id>-<line number>", "reply_to" (the
  * batch's output list), "stream" false (a batch never streams) and, with
  * --tenant, "tenant"; the job must then pass job_parse() with the

@@ -1,7 +1,7 @@
 /* batchout.h — the output files of `chatq batch`: which lines are written
  * already, writing the new ones, making them durable, and the totals.
  *
- * Output lines (SPEC §6) come from the batch's reply list in Redis. Each
+ * Output lines (docs/protocol.md §6) come from the batch's reply list in Redis. Each
  * one names its job, "<batch id>-<line number>", so the set of lines
  * written is a bitmap of one bit per input line. batchout_take() writes a
  * line whose bit is clear and drops one whose bit is set, so a line read

@@ -1,7 +1,7 @@
 /* cancel_cmd.c — `chatq cancel`: sets P:cancel:<id> (for --ttl seconds,
  * a day by default), so a job still queued is dropped when a worker
  * reaches it, then publishes the id on P:control, so a worker running it
- * aborts it (SPEC §8). The request is all this command does: it does not
+ * aborts it (docs/protocol.md §8). The request is all this command does: it does not
  * wait for the job to end (`chatq watch` does). */
 #include "cli/cancel_cmd.h"
 

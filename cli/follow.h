@@ -5,7 +5,7 @@
  * submit pushes the job only after that), so no event published from then
  * on can be missed. follow_job() then reads P:events:<id> for what was
  * published before, and the channel for what comes next, dropping
- * duplicates by `seq` (SPEC §5). A message whose seq skips ahead makes it re-read the list, for
+ * duplicates by `seq` (docs/protocol.md §5). A message whose seq skips ahead makes it re-read the list, for
  * a producer that publishes before it appends. Once a second it also looks
  * at the job hash's status, so a job that ended without a final event (or
  * whose events expired) still ends the wait.

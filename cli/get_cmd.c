@@ -1,6 +1,6 @@
 /* get_cmd.c — `chatq get`: a job's hash, printed as one JSON object.
  *
- * P:job:<id> holds only strings (SPEC §6); the JSON fields (response,
+ * P:job:<id> holds only strings (docs/protocol.md §6); the JSON fields (response,
  * error, usage, metadata) are embedded as JSON values and the times and
  * attempt count as numbers, unless --raw. A value that does not parse stays
  * a string: a damaged hash is shown, not refused. The fields come in a

@@ -2,7 +2,7 @@
  * into one row per (tenant, model), for `chatq usage` and `chatq stats`.
  *
  * The workers count with HINCRBY on fields "<tenant>|<model>|<metric>"
- * (SPEC §7); tally_read() splits each field (one function does it:
+ * (docs/protocol.md §7); tally_read() splits each field (one function does it:
  * tally_field_parse() in tally.c), skips those of another shape, unknown
  * metrics and non-integer values, and returns the rows sorted by tenant,
  * then model.

@@ -1,5 +1,5 @@
 /* assembler.h — turns the chunks of a streamed chat completion into the final
- * `chat.completion` object (SPEC §6 "response").
+ * `chat.completion` object (docs/protocol.md §6 "response").
  *
  * Feed every parsed chunk (`chat.completion.chunk` objects, in arrival order)
  * to assembler_add(); then assembler_result() builds:

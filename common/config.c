@@ -1,4 +1,4 @@
-/* config.c — loading, validating and printing chatq's configuration (SPEC §2).
+/* config.c — loading, validating and printing chatq's configuration (docs/protocol.md §2).
  *
  * config_load() fills the struct layer by layer, lowest precedence first:
  * built-in defaults, the JSON file, the environment, the flags. Each layer

@@ -1,4 +1,4 @@
-/* config.h — chatq's configuration (SPEC §2).
+/* config.h — chatq's configuration (docs/protocol.md §2).
  *
  * Precedence, lowest first: built-in defaults, the JSON config file (comments
  * allowed), the environment, the command-line flags. config_load() applies
@@ -138,7 +138,7 @@ typedef struct config_args {
 int config_load(config *c, const config_args *args, char *err, size_t errlen);
 
 /* A snapshot of a loaded configuration, for chatqd to hand down to a worker
- * (SPEC §2: workers run with the configuration chatqd validated, never with a
+ * (docs/protocol.md §2: workers run with the configuration chatqd validated, never with a
  * file that may have changed since): the file's text as it was read, its
  * path, and the API keys that were resolved from api_key_env or
  * api_key_file. JSON text (malloc'd, *len bytes; free it with

@@ -2,7 +2,7 @@
  *
  * chatq names things after their content: a job without an id gets one
  * from the SHA1 of its text (so the same text pushed twice is the same job,
- * SPEC §6), and P:crashes counts deaths per SHA1 of a job's text. SHA1 is
+ * docs/protocol.md §6), and P:crashes counts deaths per SHA1 of a job's text. SHA1 is
  * used as a name, not for security: a producer able to make two texts
  * collide could as well give both the same id.
  *

@@ -1,4 +1,4 @@
-/* job.c — parsing and validating one job (SPEC §4), and the upstream body.
+/* job.c — parsing and validating one job (docs/protocol.md §4), and the upstream body.
  *
  * job_parse_opts() checks the size first (an oversized job costs no parse),
  * then parses with jsonparse_strict(): strictjson_check() refuses a job that

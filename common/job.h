@@ -1,4 +1,4 @@
-/* job.h — parsing and validating one job (SPEC §4), and building the request
+/* job.h — parsing and validating one job (docs/protocol.md §4), and building the request
  * body sent upstream.
  *
  * job_parse_opts() reads the raw text a producer pushed. On success every
@@ -75,7 +75,7 @@ typedef struct job {
 
 /* A job's status, as the "status" field of its hash holds it. A job is
  * "running" from its START to its FINISH; the last three are final. "queued"
- * is never written by chatq (SPEC: a client may set it). */
+ * is never written by chatq (docs/protocol.md: a client may set it). */
 typedef enum job_status {
     JOB_QUEUED,
     JOB_RUNNING,
@@ -119,7 +119,7 @@ char *job_request_body(const job *j);
 
 /* Writes the id of a job without id and custom_id into out[32]: "job-" and
  * the first 24 hex digits of the SHA1 of its text raw[0..len). The same
- * text pushed twice is then the same job (SPEC §6). */
+ * text pushed twice is then the same job (docs/protocol.md §6). */
 void job_id_from_text(const char *raw, size_t len, char out[32]);
 
 /* Writes a fresh random id ("job-" + 24 hex digits) into out[32]: for a

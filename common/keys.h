@@ -1,4 +1,4 @@
-/* keys.h — the Redis key names of SPEC §3, and chatq's own bookkeeping keys.
+/* keys.h — the Redis key names of docs/protocol.md §3, and chatq's own bookkeeping keys.
  *
  * Every function returns a new heap string that the caller frees. `prefix` is
  * the configured prefix (default "chatq"), written P below.

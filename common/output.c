@@ -1,4 +1,4 @@
-/* output.c — the error object and the Batch-format output line (SPEC §6).
+/* output.c — the error object and the Batch-format output line (docs/protocol.md §6).
  *
  * Both are built as json-c objects and serialised plain (no spaces, no
  * escaped slashes), so a line is one compact JSON text with no newline. The

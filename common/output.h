@@ -1,4 +1,4 @@
-/* output.h — the error object and the Batch-format output line (SPEC §6).
+/* output.h — the error object and the Batch-format output line (docs/protocol.md §6).
  *
  * output_error():   {"code","message","status","upstream"}   (upstream: the
  *                   upstream's error object or null)

@@ -1,8 +1,8 @@
 /* strictjson.h — is a text one strict JSON value, and what would it cost?
  *
- * chatq takes JSON from outside twice: jobs from producers (SPEC §4, via
+ * chatq takes JSON from outside twice: jobs from producers (docs/protocol.md §4, via
  * jsonparse_strict() in common/jsonparse.h) and answers from upstreams,
- * which it publishes and stores as they came (SPEC §5). Both must be strict
+ * which it publishes and stores as they came (docs/protocol.md §5). Both must be strict
  * RFC 8259 JSON in valid UTF-8, and json-c's parser is lenient (single
  * quotes, NaN, comments, trailing commas, leading zeros, raw control
  * characters and invalid UTF-8 pass, even in its strict mode), so every such
@@ -23,7 +23,7 @@
  *     nothing above U+10FFFF);
  *   - a \u escape of a surrogate must be a high one followed by a low one.
  *     A lone surrogate is RFC 8259 syntax but decodes to no character: the
- *     string has no UTF-8 form (SPEC §4: every string in a job is valid
+ *     string has no UTF-8 form (docs/protocol.md §4: every string in a job is valid
  *     UTF-8), json-c would silently turn it into U+FFFD (so a job's text
  *     would reach the upstream changed), and a published answer holding one
  *     breaks consumers that decode strictly. So it is refused, on both sides;

@@ -1,5 +1,5 @@
 /* usage.h — usage accounting: the metrics, the fields that hold them, and
- * token counts from an OpenAI `usage` object (SPEC §7).
+ * token counts from an OpenAI `usage` object (docs/protocol.md §7).
  *
  * Counters. For every job that ends, FINISH adds to the hash P:usage:<day>
  * (keys_usage) one field per metric, named "<tenant>|<model>|<metric>":

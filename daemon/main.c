@@ -1,4 +1,4 @@
-/* main.c — chatqd, the chatq supervisor (SPEC §1, §2).
+/* main.c — chatqd, the chatq supervisor (docs/protocol.md §1, §2).
  *
  * Loads the configuration (defaults < file < environment < flags), then
  * either prints it (--check-config) or runs the supervisor (supervisor.h) in

@@ -2,7 +2,7 @@
 
 chatq takes jobs from Redis lists and answers through Redis, so a client is
 a handful of Redis commands (the keys and JSON shapes are chatq's contract,
-SPEC.md; P is the key prefix, "chatq" unless CHATQ_PREFIX says otherwise):
+docs/protocol.md; P is the key prefix, "chatq" unless CHATQ_PREFIX says otherwise):
 
   submit   LPUSH P:queue:<queue> <job JSON>
   stream   SUBSCRIBE P:stream:<id>, then LRANGE P:events:<id> 0 -1 for what

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """soak.py — the chaos soak test behind `make chaos`: "no job lost, whatever
-is killed" (SPEC §6 exactly-once results, §8 semantics under faults).
+is killed" (docs/protocol.md §6 exactly-once results, §8 semantics under faults).
 
 What it runs, all on free loopback ports, in a fresh temp dir:
   - a redis-server with `appendonly yes` and `appendfsync always`, so that a
@@ -50,7 +50,7 @@ chatqds with SIGTERM, and checks:
   - every chatqd stopped with SIGTERM exited 0; no sanitizer report in logs;
   - no job ends failed/worker_crashed and no chatqd exits by itself (not even
     after crash_loop): this soak kills only from outside (SIGKILL, SIGTERM,
-    a Redis restart), which SPEC §8 says is never the jobs' fault and never
+    a Redis restart), which docs/protocol.md §8 says is never the jobs' fault and never
     a crash loop.
 Tolerated and reported, not violations, because docs/design.md says so:
   - stream events are best effort while Redis is down: a seq gap, missing
@@ -60,7 +60,7 @@ Tolerated and reported, not violations, because docs/design.md says so:
 Not tolerated: a seq number used twice. START numbers a resumed run's events
 from LLEN of P:events, so a run resumed after such a gap reuses numbers the
 run that lost events had already published, and a subscriber that drops
-duplicates by seq (SPEC 5) drops real events; CHATQ_CHAOS_TOLERATE_SEQ_REUSE=1
+duplicates by seq (docs/protocol.md §5) drops real events; CHATQ_CHAOS_TOLERATE_SEQ_REUSE=1
 tolerates it, inside those windows only.
 
 It prints the seed first, each chaos action as it happens, and a summary;
@@ -433,7 +433,7 @@ class Soak:
                 d.state = "died"
                 log = tail(d.log_path, 400)
                 if d.rc == 1 and "msg=crash_loop" in log:
-                    # SPEC §8: only deaths without progress are a crash loop,
+                    # docs/protocol.md §8: only deaths without progress are a crash loop,
                     # and outside kills never count
                     self.actions["chatqd_crash_loop_exit"] += 1
                 self.violations.append("%s exited by itself with status %s; log %s:\n%s"
@@ -859,7 +859,7 @@ class Soak:
         if crashed:
             self.crashed.append(jid)
             self.bad(jid, "failed worker_crashed, but every death here came from outside "
-                          "(SPEC §8: not the jobs' fault)")
+                          "(docs/protocol.md §8: not the jobs' fault)")
         elif spec["bad"]:
             if st != "failed" or code != "upstream_error" or err.get("status") != 400:
                 self.bad(jid, "a 400 job ended %s with error %s" % (st, err))
@@ -920,7 +920,7 @@ class Soak:
                     seqs, len(ev) - 1, "" if not outage else
                     " (it ran during a Redis restart: events lost then leave a gap, which the "
                     "design allows, but here seq numbers are used twice, so a subscriber that "
-                    "drops duplicates by seq (SPEC 5) drops real events; "
+                    "drops duplicates by seq (docs/protocol.md §5) drops real events; "
                     "CHATQ_CHAOS_TOLERATE_SEQ_REUSE=1 tolerates this)"))
         if not spec["stream"]:
             if len(ev) != 1:

@@ -1,4 +1,4 @@
-"""hostile_corpus.py — a generated corpus of jobs chatq must refuse (SPEC §4).
+"""hostile_corpus.py — a generated corpus of jobs chatq must refuse (docs/protocol.md §4).
 
 build(prefix, reply_to) returns a list of Case: a few thousand malformed jobs,
 each of which must end as an `invalid_job` (P:dead; a failed job hash when

@@ -1,4 +1,4 @@
-"""test_cli.py — the `chatq` client (SPEC §9) against a running chatqd:
+"""test_cli.py — the `chatq` client (docs/protocol.md §9) against a running chatqd:
 submit (--wait, --stream, --json, --queue, --tenant), get, watch, cancel,
 usage --json, stats, batch, and its exit status / one-line errors."""
 

@@ -1,4 +1,4 @@
-"""test_config.py — chatqd's configuration as a user meets it (SPEC §2):
+"""test_config.py — chatqd's configuration as a user meets it (docs/protocol.md §2):
 runs on the defaults with no file, --check-config masks secrets and rejects
 a bad file, --version answers."""
 

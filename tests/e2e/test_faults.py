@@ -1,4 +1,4 @@
-"""test_faults.py — SPEC §8 under faults: cancel (running and queued), a
+"""test_faults.py — docs/protocol.md §8 under faults: cancel (running and queued), a
 worker SIGKILLed while holding streaming jobs, the supervisor restarting
 workers, SIGTERM drain, Redis going away and coming back, queue priority."""
 

@@ -1,5 +1,5 @@
 """test_hostile_jobs.py — a generated corpus of hostile jobs against a real
-chatqd (SPEC §4 and §8: "bad input of any kind gets a clear error ... never a
+chatqd (docs/protocol.md §4 and §8: "bad input of any kind gets a clear error ... never a
 crash, a hang, or a lost job"; issue 8).
 
 test_hostile_corpus pushes the ~2,300 jobs of hostile_corpus.py (truncated

@@ -1,4 +1,4 @@
-"""test_invalid.py — jobs that cannot be used (SPEC §4): each goes to P:dead
+"""test_invalid.py — jobs that cannot be used (docs/protocol.md §4): each goes to P:dead
 with code invalid_job and a message naming what is wrong, is never sent
 upstream, fails its job hash and answers reply_to when its id can be read;
 and chatqd keeps running whatever it is fed."""

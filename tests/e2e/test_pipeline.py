@@ -1,4 +1,4 @@
-"""test_pipeline.py — one job through chatqd end to end (SPEC §4-§6, §8
+"""test_pipeline.py — one job through chatqd end to end (docs/protocol.md §4-§6, §8
 upstream faults): what chatq sends upstream, what it stores in the job hash,
 the stream events it publishes, the assembled response, and how each kind of
 upstream failure ends (retry, fail at once, timeout, idle timeout, truncated
@@ -27,7 +27,7 @@ def assert_seq(msgs):
 
 
 def upstream_error_object(err_body):
-    """SPEC §6 error.upstream is "the upstream error object": accept the
+    """docs/protocol.md §6 error.upstream is "the upstream error object": accept the
     body's "error" member or the whole body."""
     return (err_body["error"], err_body)
 
@@ -129,7 +129,7 @@ def test_job_stream_false_overrides_body(cq, upstream):
 
 
 def test_body_passed_through_exactly(cq, upstream):
-    # (no "\u0000": SPEC §4 refuses it in any string of a job)
+    # (no "\u0000": docs/protocol.md §4 refuses it in any string of a job)
     exotic = {"s": "héllo 世界 🙂 \"quoted\" \\ back", "big": 9007199254740993,
               "neg": -2 ** 63, "f": 0.1, "e": 1.5e-7, "t": True, "n": None, "empty": {}, "arr": [[], [{}]],
               "deep": {"a": {"b": {"c": {"d": [1, 2, 3]}}}}}

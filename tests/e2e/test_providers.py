@@ -1,4 +1,4 @@
-"""test_providers.py — several providers (issue 4, SPEC §2, §6, §7): routing by
+"""test_providers.py — several providers (issue 4, docs/protocol.md §2, §6, §7): routing by
 model pattern and by name, fallbacks after retryable failures (to another
 provider, to another model, a chain that fails through), rate limits shared
 by every worker of two daemons through Redis (requests and tokens per

@@ -1,5 +1,5 @@
-"""test_results.py — what a finished job leaves behind (SPEC §4 ids, §6 output
-lines, §7 usage counters) and provider routing (SPEC §2), including that
+"""test_results.py — what a finished job leaves behind (docs/protocol.md §4 ids, §6 output
+lines, §7 usage counters) and provider routing (docs/protocol.md §2), including that
 API keys never reach Redis or the log."""
 
 import re

@@ -4,7 +4,7 @@ First, a self-test of the stand-in upstream (upstream.py), so that a failing
 chatq test can be trusted to be chatq's fault: it talks to it with
 http.client and raw sockets and needs no chatq binary.
 
-Then chatq against a hostile upstream (issue 8, SPEC §5, §8,
+Then chatq against a hostile upstream (issue 8, docs/protocol.md §5, §8,
 docs/reliability.md): lenient JSON in chunks and bodies, an error chunk that
 also finishes, too many chunks, too many tool calls, an echoed API key, a
 Retry-After of years, a max_tokens of 1e15, and escape sequences in the text
@@ -328,7 +328,7 @@ def test_unknown_path(upstream):
 # ================================================ chatq against a hostile upstream
 
 def strict_loads(text):
-    """json.loads as RFC 8259 and SPEC §5 have it: NaN, Infinity and lone
+    """json.loads as RFC 8259 and docs/protocol.md §5 have it: NaN, Infinity and lone
     surrogates (which have no UTF-8) are refused."""
     def no_constant(name):
         raise ValueError("not JSON: " + name)
@@ -376,7 +376,7 @@ def raw_mock(payloads):
     return {"raw_events": payloads}
 
 
-# Every lenient form json-c's default parser lets through (SPEC §5: a chunk
+# Every lenient form json-c's default parser lets through (docs/protocol.md §5: a chunk
 # that is not strict JSON is never published).
 LENIENT = {
     "single quotes": "{'id':'x','choices':[{'index':0,'delta':{'content':'q'}}]}",

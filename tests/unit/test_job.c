@@ -1,4 +1,4 @@
-/* test_job.c — job_parse() rules (SPEC §4), the effective stream flag, the
+/* test_job.c — job_parse() rules (docs/protocol.md §4), the effective stream flag, the
  * id fallback, and the body job_request_body() sends upstream. */
 #include <setjmp.h>
 #include <stdarg.h>

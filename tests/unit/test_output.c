@@ -1,4 +1,4 @@
-/* test_output.c — the error object and the Batch output line (SPEC §6). */
+/* test_output.c — the error object and the Batch output line (docs/protocol.md §6). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

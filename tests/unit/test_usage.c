@@ -200,7 +200,7 @@ static void test_cost_from_usage_object(void **state) {
 
 static void test_metric_names(void **state) {
     (void)state;
-    /* the names of SPEC §7, in the order of `chatq usage --json` */
+    /* the names of docs/protocol.md §7, in the order of `chatq usage --json` */
     const char *want[USAGE_NMETRICS] = {
         "requests",     "succeeded",     "failed",           "prompt_tokens", "completion_tokens",
         "total_tokens", "cached_tokens", "reasoning_tokens", "cost_micro_usd"};
