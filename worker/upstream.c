@@ -41,6 +41,14 @@
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
+/* curl's receive buffer, 16 KB per transfer by default, held for as long as
+ * the transfer runs: most of what a slow stream costs while it waits. Its
+ * chunks are a few hundred bytes, so 4 KB holds a read of several; measured
+ * with 2,000 paced streams in one worker, 5 KB less RSS per stream. A large
+ * non-streamed answer just takes a few more reads. Every request asks the
+ * same size: curl keeps a handle's buffer from one transfer to the next. */
+#define UP_RECV_BUFFER 4096
+
 struct upstream {
     uv_loop_t *loop;
     http_client *http;
@@ -585,6 +593,7 @@ static void up_setopts(upstream *u, CURL *e) {
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, up_on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, u);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "chatq/0.1");
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)UP_RECV_BUFFER);
     u->headers = up_headers(req);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->headers);
 }
