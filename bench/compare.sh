@@ -72,7 +72,17 @@ RESULTS_DIR=${RESULTS_DIR:-$REPO/bench/out/compare-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$RESULTS_DIR"
 export RESULTS_DIR
 echo "bench-compare: $SHARED (copy in $WORK), REPEAT=$REPEAT, results in $RESULTS_DIR" >&2
+# How busy the whole machine was over the comparison (all CPUs, 1.0 = every
+# one busy all the time), and the load average after: the comparison runs
+# everything on this machine, so other work on it skews both sides.
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat; }
+b0=$(busy); t0=$(date +%s); load0=$(cut -d' ' -f1-3 /proc/loadavg)
 bash "$WORK/bench/compare.sh" "$REPO" "$REPEAT"
+b1=$(busy); t1=$(date +%s)
+echo "$b0 $b1 $t0 $t1 $(nproc) $load0 $(cut -d' ' -f1-3 /proc/loadavg)" | awk '{
+    busy = $3 - $1; idle = $4 - $2;
+    printf "{\"system\":\"machine\",\"seconds\":%d,\"busy_frac\":%.2f,\"nproc\":%d,\"loadavg_before\":\"%s %s %s\",\"loadavg_after\":\"%s %s %s\"}\n",
+           $6 - $5, busy / (busy + idle), $7, $8, $9, $10, $11, $12, $13 }' | tee "$RESULTS_DIR/machine.jsonl"
 
 # What the upstream itself serves: wrk against the same nginx set-up, at the
 # concurrency of each slow entry of the matrix (W x C streams at once), as
