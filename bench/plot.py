@@ -12,9 +12,12 @@
 --compare DIR (RESULTS_DIR of shared/bench/compare.sh, as bench/compare.sh
   sets it): the medians of its *compare.jsonl per system and workload, and
   the wrk baseline of wrk.jsonl when there is one:
-  compare-throughput.png         jobs/s, the peer and chatq side by side, with
-                                 chatq's ratio over each pair (and wrk's
-                                 requests/s beside the slow workload);
+  compare-throughput.png         jobs/s, the peer and chatq side by side (the
+                                 medians), labelled with the median of the
+                                 rounds' chatq/peer ratios (each round runs
+                                 the two one after the other, so the load of
+                                 the moment moves both alike), and wrk's
+                                 requests/s beside the slow workload;
   compare-memory.png             peak RSS of the workers, MB.
 --out DIR: where the PNGs go (default: beside the input).
 
@@ -105,6 +108,12 @@ def compare_medians(d):
         med[key] = {s: {"jobs_per_s": median([r.get("jobs_per_s") for r in rs]),
                         "rss_mb": median([r.get("peak_rss_mb_total_workers") for r in rs]),
                         "runs": len(rs)} for s, rs in systems.items()}
+        # chatq over the peer in each round (the i-th run of each, which ran
+        # one after the other): the machine's load moves both alike
+        cq = [r.get("jobs_per_s") for r in systems.get("chatq", [])]
+        peer = next(([r.get("jobs_per_s") for r in rs] for s, rs in systems.items() if s != "chatq"),
+                    [])
+        med[key]["round_ratio"] = median([c / p for c, p in zip(cq, peer) if c and p])
     wrk = {}
     p = os.path.join(d, "wrk.jsonl")
     if os.path.exists(p):
@@ -124,19 +133,21 @@ def plot_compare(d, out):
     keys = sorted(med, key=lambda k: (order.get(k[0], 9), k[3]))
     dat = os.path.join(out, "compare.dat")
     with open(dat, "w") as f:
-        f.write("# workload peer_jobs_per_s chatq_jobs_per_s ratio peer_rss_mb chatq_rss_mb "
-                "wrk_requests_per_s\n")
+        f.write("# workload peer_jobs_per_s chatq_jobs_per_s ratio(median of the rounds' ratios) "
+                "peer_rss_mb chatq_rss_mb wrk_requests_per_s\n")
         for k in keys:
             cq = med[k].get("chatq", {})
-            peer = next((v for s, v in med[k].items() if s != "chatq"), {})  # "bullmq+openai"
+            peer = next((v for s, v in med[k].items() if s not in ("chatq", "round_ratio")),
+                        {})  # "bullmq+openai"
             pj, cj = peer.get("jobs_per_s"), cq.get("jobs_per_s")
-            ratio = cj / pj if pj and cj else None
+            ratio = med[k].get("round_ratio")
             w = wrk.get(k[0]) if k[0] == "slow" else None
             vals = [pj, cj, ratio, peer.get("rss_mb"), cq.get("rss_mb"), w]
             f.write('"%s C=%d" ' % (k[0], k[3]) +
                     " ".join("NaN" if v is None else "%g" % v for v in vals) + "\n")
-    runs = max(v.get("runs", 0) for m in med.values() for v in m.values())
-    sub = "medians of %d runs per bar; same Redis, same nginx upstream, round-robin" % runs
+    runs = max(v.get("runs", 0) for m in med.values() for v in m.values() if isinstance(v, dict))
+    sub = ("medians of %d runs per bar, round-robin; the label: median of the rounds' "
+           "chatq/peer ratios" % runs)
     bars = (TERMINAL + "set grid ytics\nset key top right\nset style data histograms\n"
             "set style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
             "set boxwidth 0.9\nset yrange [0:*]\nset offsets 0, 0, graph 0.12, 0\n")
@@ -146,7 +157,7 @@ def plot_compare(d, out):
             "set ylabel 'jobs/s'\n"
             "plot 'compare.dat' u 2:xtic(1) t 'BullMQ + openai SDK (peer)' lc rgb '#999999', "
             "'' u 3 t 'chatq' lc rgb '#1f77b4', "
-            "'' u 6 t 'wrk on the upstream alone (slow)' lc rgb '#ff7f0e', "
+            "'' u 7 t 'wrk on the upstream alone (slow)' lc rgb '#ff7f0e', "
             "'' u ($0):($3):(sprintf('%%.1fx', $4)) w labels offset 2.2,0.8 notitle\n" % sub, out)
     gnuplot(bars +
             "set output 'compare-memory.png'\n"
