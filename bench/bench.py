@@ -535,7 +535,7 @@ def usage_field(r, prefix, days, field):
 
 
 def run_once(case, n, run_no, tmp, procs, conc, perf_dir=None):
-    d = os.path.join(tmp, "%s-%d" % (case, run_no))
+    d = os.path.join(tmp, "%s-c%d-%d" % (case, conc, run_no))
     os.makedirs(d)
     redis_p, rport, r = start_redis(procs, d)
     nginx_p, nport = start_nginx(procs, d)
