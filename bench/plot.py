@@ -164,7 +164,7 @@ def plot_compare(d, out):
             "set title \"Peak RSS of the worker processes, MB\\n{/*0.8 %s}\"\n"
             "set ylabel 'MB'\n"
             "plot 'compare.dat' u 5:xtic(1) t 'BullMQ + openai SDK (peer)' lc rgb '#999999', "
-            "'' u 6 t 'chatq' lc rgb '#1f77b4'\n" % sub, out)
+            "'' u 6 t 'chatq' lc rgb '#1f77b4'\n" % ("medians of %d runs per bar" % runs), out)
     return ["compare-throughput.png", "compare-memory.png"]
 
 
