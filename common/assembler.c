@@ -18,6 +18,13 @@
  * numbers, are ignored. The logprobs entries kept are counted as they come
  * (asm_count), since they are the one part of a stream kept whole.
  *
+ * The common chunk (one choice, a content/role delta, nothing else the
+ * assembler would keep) also comes as text: assembler_add_text() reads it
+ * with a small scanner (asm_scan_*) over the strictly checked text, appends
+ * the decoded content and role as asm_delta_add() would, and leaves every
+ * other chunk to the json-c path by returning 1. Building and freeing the
+ * json-c objects of every chunk was most of what a stream cost a worker.
+ *
  * Provider quirks handled here (besides the plain OpenAI stream):
  *   - Azure's first chunk has "choices": [] and id "", model "", created 0:
  *     for the top-level fields, "" and 0 count as not seen, so the real

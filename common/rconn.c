@@ -506,15 +506,19 @@ static int rc_is_noscript(const redisReply *reply);
 static void rc_on_plain_reply(redisAsyncContext *ac, void *r, void *priv) {
     rc_plain *p = priv;
     rconn *rc = p->rc;
+    /* Subscriptions call back once per message: keep p until the end, which
+     * hiredis signals with a NULL reply (disconnect). Whether this is one is
+     * read before the callback: a callback that SUBSCRIBEs (the wake
+     * connection's, after CLIENT ID) turns the flag on for the commands to
+     * come, not for the reply in hand, whose p was leaked so. */
+    int subscription = (((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED) != 0;
     if (p->cb && !rc->freeing) p->cb(rc, r, p->priv);
     /* The server forgot our scripts: reconnecting reloads them. */
     if (r && rc_is_noscript(r) && !rc->freeing && rc->ac == ac) {
         log_warn("redis_noscript", "conn=%s reloading scripts", rc->name);
         redisAsyncDisconnect(ac);
     }
-    /* Subscriptions call back once per message: keep p until the end, which
-     * hiredis signals with a NULL reply (disconnect). */
-    if (!r || !(((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED)) free(p);
+    if (!r || !subscription) free(p);
 }
 
 const char *rconn_strerror(rconn_err err) {
