@@ -11,12 +11,16 @@
 # worktree one level further down). Without it this says so and exits 2.
 #
 # It runs a copy of the shared directory (node_modules linked, not copied),
-# for one reason: shared/bench/chatq/run.py gives its jobs reply_to lists
-# named bench:done and bench:probe, under the prefix it runs chatq with
-# (CHATQ_PREFIX=bench), and chatq refuses a reply_to under its own prefix
-# except a batch's output list P:batch:<batch>:out (SPEC §3, common/job.c).
-# So the copy's run.py uses bench:batch:done:out and bench:batch:probe:out;
-# nothing else changes. Once run.py is fixed upstream the sed finds nothing.
+# with two changes to its chatq/run.py, made by sed (once run.py is fixed
+# upstream they find nothing):
+#   - run.py gives its jobs reply_to lists named bench:done and bench:probe,
+#     under the prefix it runs chatq with (CHATQ_PREFIX=bench), and chatq
+#     refuses a reply_to under its own prefix except a batch's output list
+#     P:batch:<batch>:out (common/job.c): the copy uses bench:batch:done:out
+#     and bench:batch:probe:out;
+#   - run.py takes the first chatqd it finds anywhere in the tree, which may
+#     be build-asan/'s (ten times the memory, a fraction of the speed): the
+#     copy looks in build/ first.
 #
 # Results: the JSON lines and summarize.js's table on stdout, the lines in
 # $RESULTS_DIR (default bench/out/compare-<UTC time>/), the plots there too.
@@ -66,6 +70,7 @@ if [ -z "${SKIP_PEER:-}" ]; then
 fi
 chmod -R u+w "$WORK/bench"
 sed -i -e 's/"bench:probe"/"bench:batch:probe:out"/g' -e 's/"bench:done"/"bench:batch:done:out"/g' \
+    -e 's|chatqd = find_exe(a.project, "chatqd")|chatqd = find_exe(os.path.join(a.project, "build"), "chatqd") or find_exe(a.project, "chatqd")|' \
     "$WORK/bench/chatq/run.py"
 
 RESULTS_DIR=${RESULTS_DIR:-$REPO/bench/out/compare-$(date -u +%Y%m%dT%H%M%SZ)}
