@@ -41,10 +41,25 @@ if [ -z "$SHARED" ]; then
          "this clone: ../shared/bench); nothing run" >&2
     exit 2
 fi
-for tool in node npm nginx redis-server; do
-    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
-        echo "bench-compare: $tool is missing (apt-get install nginx libnginx-mod-http-echo" \
-             "nodejs npm python3-redis redis-server)" >&2
+# What the shared benchmark needs beyond `make deps` (node, npm, redis,
+# python3-redis): nginx with the echo module, wrk, gnuplot; installed when
+# missing, as bench/run.sh does.
+missing=""
+[ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+[ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ] || missing="$missing libnginx-mod-http-echo"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+command -v gnuplot >/dev/null 2>&1 || missing="$missing gnuplot-nox"
+if [ -n "$missing" ]; then
+    echo "bench-compare: installing$missing" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing ||
+        { echo "bench-compare: cannot install$missing" >&2; exit 1; }
+fi
+for tool in node npm redis-server; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "bench-compare: $tool is missing (make deps installs it)" >&2
         exit 1
     fi
 done
@@ -113,4 +128,4 @@ else
     echo "bench-compare: wrk is missing (apt-get install wrk): no upstream baseline for slow" >&2
 fi
 /usr/bin/python3 bench/plot.py --compare "$RESULTS_DIR" --out "$RESULTS_DIR" || \
-    echo "bench-compare: no plots (gnuplot missing?)" >&2
+    echo "bench-compare: no plots (see plot.py's message above)" >&2

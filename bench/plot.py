@@ -151,20 +151,29 @@ def plot_compare(d, out):
     bars = (TERMINAL + "set grid ytics\nset key top right\nset style data histograms\n"
             "set style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
             "set boxwidth 0.9\nset yrange [0:*]\nset offsets 0, 0, graph 0.12, 0\n")
+    # gnuplot refuses a histogram whose first series has no point: the
+    # peer's and wrk's series only when they were measured (SKIP_PEER=1)
+    has_peer = any(next((v for s, v in med[k].items() if s not in ("chatq", "round_ratio")), None)
+                   for k in keys)
+    has_wrk = bool(wrk.get("slow"))
+    peer_thr = "'' u 2 t 'BullMQ + openai SDK (peer)' lc rgb '#999999', " if has_peer else ""
+    peer_mem = "'' u 5 t 'BullMQ + openai SDK (peer)' lc rgb '#999999', " if has_peer else ""
+    wrk_thr = "'' u 7 t 'wrk on the upstream alone (slow)' lc rgb '#ff7f0e', " if has_wrk else ""
+    labels = ("'' u ($0):($3):(sprintf('%.1fx', $4)) w labels offset 2.2,0.8 notitle"
+              if has_peer else "'' u ($0):($3) w labels notitle offset 0,0.8 font ',1'")
     gnuplot(bars +
             "set output 'compare-throughput.png'\n"
             "set title \"chatq and the BullMQ peer: jobs/s per workload\\n{/*0.8 %s}\"\n"
             "set ylabel 'jobs/s'\n"
-            "plot 'compare.dat' u 2:xtic(1) t 'BullMQ + openai SDK (peer)' lc rgb '#999999', "
-            "'' u 3 t 'chatq' lc rgb '#1f77b4', "
-            "'' u 7 t 'wrk on the upstream alone (slow)' lc rgb '#ff7f0e', "
-            "'' u ($0):($3):(sprintf('%%.1fx', $4)) w labels offset 2.2,0.8 notitle\n" % sub, out)
+            "plot 'compare.dat' u (0):xtic(1) notitle lc rgb '#ffffff', %s"
+            "'' u 3 t 'chatq' lc rgb '#1f77b4', %s%s\n" % (sub, peer_thr, wrk_thr, labels), out)
     gnuplot(bars +
             "set output 'compare-memory.png'\n"
             "set title \"Peak RSS of the worker processes, MB\\n{/*0.8 %s}\"\n"
             "set ylabel 'MB'\n"
-            "plot 'compare.dat' u 5:xtic(1) t 'BullMQ + openai SDK (peer)' lc rgb '#999999', "
-            "'' u 6 t 'chatq' lc rgb '#1f77b4'\n" % ("medians of %d runs per bar" % runs), out)
+            "plot 'compare.dat' u (0):xtic(1) notitle lc rgb '#ffffff', %s"
+            "'' u 6 t 'chatq' lc rgb '#1f77b4'\n" % ("medians of %d runs per bar" % runs, peer_mem),
+            out)
     return ["compare-throughput.png", "compare-memory.png"]
 
 
