@@ -30,7 +30,7 @@ CLIB  := $(BUILD)/libcli.a
 PROGS := $(BUILD)/chatqd $(BUILD)/chatq-worker $(BUILD)/chatq
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit e2e asan demo bench chaos clean install
+.PHONY: all deps test unit e2e asan demo bench bench-compare chaos clean install
 # keep object files of the test programs between runs
 .SECONDARY:
 all: $(PROGS)
@@ -99,6 +99,13 @@ demo: deps all
 bench: deps all
 	@sh bench/run.sh
 	@if [ "$${CHATQ_BENCH_BATCH:-1}" != 0 ]; then sh bench/batch_memory.sh; fi
+
+# chatq side by side with the BullMQ peer: the shared benchmark
+# (../shared/bench/compare.sh, REPEAT 3) against this tree, then its plots;
+# bench/compare.sh says where it looks for ../shared and why it runs a copy.
+# Without the shared benchmark it says so and stops.
+bench-compare: deps all
+	@sh bench/compare.sh $${REPEAT:-3}
 
 # `make chaos`: the soak test that kills workers, whole chatqds and Redis
 # while jobs run, then checks that every job has exactly one result; then

@@ -28,6 +28,18 @@ last job's finish, so process start-up is not counted. A fine poll (10 ms) of
 the usage counters tells when all jobs are over; the wall time from chatqd's
 start to that moment is reported too.
 
+Redis time. CONFIG RESETSTAT once the jobs are queued, just before chatqd
+starts; INFO commandstats once they are all done. A command a Lua script
+runs is counted twice there: in its own entry and inside the usec of the
+EVALSHA that ran it. So chatq's Redis time is the usec of EVAL/EVALSHA plus
+that of the commands chatq sends outside scripts (redis_time() below says
+how the names both do, PUBLISH, RPUSH, HSET, are told apart). Reported per
+job, and for streamed jobs per chunk (the PUBLISH and RPUSH of the chunk
+events); redis-server's CPU time per job (utime + stime) is the cross-check:
+it also holds the reading, parsing and replying that commandstats leaves out.
+
+Job latency: finished_at - started_at of every job (p50, p99, ms).
+
 Correctness, checked every run (a failure makes the exit status 1): every job
 hash says succeeded with the expected answer; usage counters requests ==
 succeeded == N, no failed, tokens == N * per-job tokens; queue, processing
@@ -36,8 +48,15 @@ chunks and a done event; chatqd exits 0 on SIGTERM; no worker restarted.
 
 Environment overrides:
   CHATQ_BENCH_RUNS (3), CHATQ_BENCH_JSON_JOBS (20000), CHATQ_BENCH_SSE_JOBS
-  (10000), CHATQ_BENCH_WORKERS (2), CHATQ_BENCH_CONCURRENCY (256), CHATQ_BIN
+  (10000), CHATQ_BENCH_WORKERS (2), CHATQ_BENCH_CONCURRENCY (256; a list
+  such as "16 64 256" sweeps it: every case runs at each value), CHATQ_BIN
   (build/); a count of 0 skips that case.
+  CHATQ_BENCH_REDIS_CALLGRIND=1 runs redis-server under valgrind's
+  callgrind and reports the instructions it executed per job (counters
+  zeroed once the jobs are queued, dumped when they are all done; the
+  driver's completion polls and chatqd's SCRIPT LOADs are in, about 1 %):
+  unlike times, this count does not move with the machine's load. The
+  throughput of such a run means nothing (Redis runs ~50x slower).
   CHATQ_BENCH_PERF=1 also records a system-wide `perf` profile of the first
   run of each case into bench/out/perf-<time>/ (that run's figures are
   disturbed by perf); CHATQ_BENCH_PERF_ARGS: perf record's options
@@ -75,10 +94,12 @@ RUNS = int(os.environ.get("CHATQ_BENCH_RUNS", "3"))
 JSON_JOBS = int(os.environ.get("CHATQ_BENCH_JSON_JOBS", "20000"))
 SSE_JOBS = int(os.environ.get("CHATQ_BENCH_SSE_JOBS", "10000"))
 WORKERS = int(os.environ.get("CHATQ_BENCH_WORKERS", "2"))
-CONCURRENCY = int(os.environ.get("CHATQ_BENCH_CONCURRENCY", "256"))
+# one or more values ("16 64 256" sweeps them: every case runs at each)
+CONCURRENCIES = [int(x) for x in os.environ.get("CHATQ_BENCH_CONCURRENCY", "256").split()]
 PERF = os.environ.get("CHATQ_BENCH_PERF", "") not in ("", "0")
 PERF_ARGS = os.environ.get("CHATQ_BENCH_PERF_ARGS", "-g -F 999")
 PIDFILE = os.environ.get("CHATQ_BENCH_PIDFILE")
+REDIS_CALLGRIND = os.environ.get("CHATQ_BENCH_REDIS_CALLGRIND", "") not in ("", "0")
 
 RUN_TIMEOUT_S = 120        # one run may not take longer than this
 SAMPLE_S = 0.05            # RSS and CPU sampling period
@@ -206,6 +227,105 @@ def cpu_sum(pids):
     return sum(c for c in (proc_cpu(p) for p in pids) if c is not None)
 
 
+# ---------------------------------------------------------------- Redis time
+
+# The script calls; their usec holds the commands the scripts run.
+SCRIPT_CMDS = {"eval", "evalsha", "eval_ro", "evalsha_ro"}
+# What the Lua of common/scripts.c calls (redis.call and redis.pcall).
+LUA_CMDS = {"lmove", "lset", "hmget", "exists", "hget", "hdel", "llen", "lindex", "del",
+            "hset", "lrem", "expire", "rpush", "publish", "lpush", "hincrby", "set", "time",
+            "pexpire", "lpop"}
+# What chatq sends outside scripts: the worker (stream events, attempts
+# counter, heartbeat, registration, client tracking, resync), the supervisor
+# (queue depths, worker list, heartbeats) and rconn's handshake.
+CHATQ_CMDS = {"publish", "rpush", "hset", "set", "client", "subscribe", "lrange", "llen",
+              "hgetall", "mget", "script", "auth", "select"}
+# What this script sends while a run is measured: its completion polls and
+# the statistics themselves. Not chatq's.
+DRIVER_CMDS = {"hget", "info", "config"}
+# The names in both sets: how many times the scripts call each per job in
+# this benchmark (fresh jobs with an id, no reply_to, no retry, no
+# duplicate), counted in the Lua of common/scripts.c: FINISH writes the job
+# hash (HSET), appends the final event to the events list (RPUSH) and
+# PUBLISHes it; START writes the hash (HSET). Keep in step with the scripts:
+# the non-streamed case checks it (there chatq sends no RPUSH or PUBLISH of
+# its own, so their calls must be exactly jobs x this).
+LUA_CALLS_PER_JOB = {"hset": 2, "rpush": 1, "publish": 1}
+
+
+def redis_time(stats, case, n):
+    """chatq's Redis time over a run from INFO commandstats (`stats`, as
+    redis-py parses it), without counting twice what scripts run.
+
+    EVAL/EVALSHA count whole. A name only chatq sends, or one neither side
+    is known to send (listed as unclassified), counts whole; a name only the
+    scripts call is left out (it is inside EVALSHA); the driver's are left
+    out. For a name both send (PUBLISH, RPUSH, HSET), the scripts' calls are
+    known from the Lua (LUA_CALLS_PER_JOB x jobs): the rest are chatq's own.
+    The entry does not say how long each call took, so its usec is shared
+    in proportion to the calls, except for RPUSH, whose cost grows with the
+    events it appends: a streamed job's own RPUSHes append its 20 chunk
+    events (in one call or a few), FINISH's appends the final one, so RPUSH
+    is shared in proportion to the events (20 : 1). That gives chatq's own
+    RPUSH the fixed cost of FINISH's calls too: it overstates the cost per
+    chunk a little, never understates it."""
+    cmds = {}
+    for key, v in stats.items():
+        if not key.startswith("cmdstat_") or not isinstance(v, dict):
+            continue
+        name = key[len("cmdstat_"):].split("|")[0].lower()  # "client|id" is CLIENT's
+        c = cmds.setdefault(name, {"calls": 0, "usec": 0})
+        c["calls"] += int(v.get("calls", 0))
+        c["usec"] += int(v.get("usec", 0))
+    script_us = outside_us = events_us = 0.0
+    unclassified, warnings = [], []
+    for name, c in sorted(cmds.items()):
+        if name in SCRIPT_CMDS:
+            c["counted_usec"] = c["usec"]
+            script_us += c["usec"]
+            continue
+        if name in DRIVER_CMDS or (name in LUA_CMDS and name not in CHATQ_CMDS):
+            c["counted_usec"] = 0
+            continue
+        if name not in CHATQ_CMDS:
+            unclassified.append(name)
+        lua_calls = LUA_CALLS_PER_JOB.get(name, 0) * n if name in LUA_CMDS else 0
+        own = c["calls"] - lua_calls
+        if own < 0:
+            warnings.append("%s: %d calls, fewer than the %d the scripts make"
+                            % (name, c["calls"], lua_calls))
+            own = 0
+        if case == "json" and name in ("rpush", "publish") and own != 0:
+            warnings.append("%s: %d calls outside scripts in the non-streamed case, expected 0 "
+                            "(LUA_CALLS_PER_JOB out of step with the scripts?)" % (name, own))
+        c["own_calls"] = own
+        share = own / c["calls"] if c["calls"] else 0
+        if name == "rpush" and case == "sse" and own > 0:
+            events = n * SSE_CHUNKS  # the chunk events, all in chatq's own RPUSHes
+            share = events / (events + lua_calls)
+        c["counted_usec"] = c["usec"] * share
+        outside_us += c["counted_usec"]
+        if name in ("rpush", "publish"):
+            events_us += c["counted_usec"]
+    total = script_us + outside_us
+    evals = sum(cmds.get(k, {}).get("calls", 0) for k in SCRIPT_CMDS)
+    chunks = n * SSE_CHUNKS if case == "sse" else 0
+    return {
+        "usec_total": total,
+        "usec_scripts": script_us,
+        "usec_outside_scripts": outside_us,
+        "us_per_job": total / n,
+        "scripts_us_per_job": script_us / n,
+        "outside_us_per_job": outside_us / n,
+        "script_calls_per_job": evals / n,
+        "events_us_per_chunk": events_us / chunks if chunks else None,
+        "jobs_per_s_one_core": n * 1e6 / total if total else None,
+        "commands": cmds,
+        "unclassified": unclassified,
+        "warnings": warnings,
+    }
+
+
 # ---------------------------------------------------------------- processes
 
 def free_port():
@@ -287,11 +407,14 @@ def start_redis(procs, d):
     for _ in range(5):
         port = free_port()
         log = os.path.join(d, "redis.log")
-        p = procs.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                         "--save", "", "--appendonly", "no", "--dir", d,
-                         "--logfile", log], os.path.join(d, "redis.out"))
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", d, "--logfile", log]
+        if REDIS_CALLGRIND:
+            argv = ["valgrind", "--tool=callgrind",
+                    "--callgrind-out-file=" + os.path.join(d, "redis-cg.%p.out")] + argv
+        p = procs.start(argv, os.path.join(d, "redis.out"))
         r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + (30 if REDIS_CALLGRIND else 10)
         while time.monotonic() < deadline and p.poll() is None:
             try:
                 if r.ping():
@@ -411,8 +534,8 @@ def usage_field(r, prefix, days, field):
     return sum(int(r.hget("%s:usage:%s" % (prefix, d), field) or 0) for d in days)
 
 
-def run_once(case, n, run_no, tmp, procs, perf_dir=None):
-    d = os.path.join(tmp, "%s-%d" % (case, run_no))
+def run_once(case, n, run_no, tmp, procs, conc, perf_dir=None):
+    d = os.path.join(tmp, "%s-c%d-%d" % (case, conc, run_no))
     os.makedirs(d)
     redis_p, rport, r = start_redis(procs, d)
     nginx_p, nport = start_nginx(procs, d)
@@ -431,6 +554,9 @@ def run_once(case, n, run_no, tmp, procs, perf_dir=None):
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, indent=2)
     ids = push_jobs(r, prefix, case, n, uuid.uuid4().hex[:6])
+    r.config_resetstat()  # commandstats from here: chatq's own commands
+    if REDIS_CALLGRIND:
+        subprocess.run(["callgrind_control", "-z", str(redis_p.pid)], stdout=subprocess.DEVNULL)
 
     env = dict(os.environ)
     for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "JOURNAL_STREAM", "NOTIFY_SOCKET"):
@@ -447,7 +573,7 @@ def run_once(case, n, run_no, tmp, procs, perf_dir=None):
     busy0, self0 = system_busy(), self_cpu()
     t0 = time.monotonic()
     cq = procs.start([os.path.join(BIN, "chatqd"), "--workers", str(WORKERS),
-                      "--concurrency", str(CONCURRENCY)], log, env=env)
+                      "--concurrency", str(conc)], log, env=env)
     perf_p = None
     if perf_dir:
         perf_p = subprocess.Popen(["perf", "record", "-q", "-a"] + PERF_ARGS.split() +
@@ -506,6 +632,8 @@ def run_once(case, n, run_no, tmp, procs, perf_dir=None):
         if h is not None:
             hwm[pid] = h
     redis_cpu = proc_cpu(redis_p.pid) - redis_cpu0
+    redis_ir = callgrind_dump(redis_p.pid, d) if REDIS_CALLGRIND else None
+    cmdstats = r.info("commandstats")
     nginx_cpu = cpu_sum(nginx_pids) - nginx_cpu0
     busy = system_busy() - busy0
     bench_cpu = self_cpu() - self0
@@ -520,7 +648,7 @@ def run_once(case, n, run_no, tmp, procs, perf_dir=None):
     if len(worker_pids) != WORKERS:
         errors.append("%d worker processes seen, expected %d (a restart?)"
                       % (len(worker_pids), WORKERS))
-    started, finished = job_times(r, prefix, ids)
+    started, finished, lat = job_times(r, prefix, ids)
     procs.stop(nginx_p)
     procs.stop(redis_p)
     if errors:
@@ -529,8 +657,10 @@ def run_once(case, n, run_no, tmp, procs, perf_dir=None):
     elapsed = (finished - started) / 1000.0
     names = {cq.pid: "supervisor"}
     names.update({pid: "worker%d" % (i + 1) for i, pid in enumerate(worker_pids)})
+    rt = redis_time(cmdstats, case, n)
+    errors.extend("redis commandstats: " + w for w in rt["warnings"])
     res = {
-        "case": case, "run": run_no, "jobs": n,
+        "case": case, "run": run_no, "jobs": n, "concurrency": conc,
         "elapsed_s": elapsed,
         "wall_s": wall,
         "jobs_per_s": n / elapsed if elapsed > 0 else None,
@@ -546,6 +676,11 @@ def run_once(case, n, run_no, tmp, procs, perf_dir=None):
             "redis-server": redis_cpu,
             "nginx": nginx_cpu,
         },
+        "job_ms_p50": percentile(lat, 50),
+        "job_ms_p99": percentile(lat, 99),
+        "redis": rt,
+        "redis_cpu_us_per_job": redis_cpu / n * 1e6,
+        "redis_instructions_per_job": redis_ir / n if redis_ir else None,
         "errors": errors,
     }
     res["cpu_s"]["chatq_total"] = res["cpu_s"]["supervisor"] + sum(
@@ -561,9 +696,31 @@ def run_once(case, n, run_no, tmp, procs, perf_dir=None):
     return res
 
 
+def callgrind_dump(pid, d):
+    """Has callgrind dump the counts of redis-server (pid) since they were
+    zeroed; returns the instructions executed, or None."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], stdout=subprocess.DEVNULL)
+    dumps = [f for f in os.listdir(d) if f.startswith("redis-cg.%d.out." % pid)]
+    if not dumps:
+        return None
+    last = max(dumps, key=lambda f: int(f.rsplit(".", 1)[1]))
+    with open(os.path.join(d, last)) as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    return None
+
+
+def percentile(xs, p):
+    """The p-th percentile of the sorted list xs (nearest rank), or None."""
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else None
+
+
 def job_times(r, prefix, ids):
-    """min(started_at), max(finished_at) over the stored job hashes."""
+    """min(started_at), max(finished_at) over the stored job hashes, and
+    every job's finished_at - started_at (ms, sorted)."""
     lo, hi = None, None
+    lat = []
     for i in range(0, len(ids), 2000):
         pipe = r.pipeline(transaction=False)
         for jid in ids[i:i + 2000]:
@@ -572,11 +729,12 @@ def job_times(r, prefix, ids):
             if s is None or f is None:
                 continue
             s, f = int(s), int(f)
+            lat.append(f - s)
             lo = s if lo is None or s < lo else lo
             hi = f if hi is None or f > hi else hi
     if lo is None:
         raise RuntimeError("no job hash has started_at/finished_at")
-    return lo, hi
+    return lo, hi, sorted(lat)
 
 
 def verify(r, prefix, case, n, ids, days):
@@ -641,16 +799,17 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+MEDIAN_FIELDS = ("jobs_per_s", "chunks_per_s", "elapsed_s", "peak_rss_mb", "sum_vmhwm_mb",
+                 "worker_cpu_us_per_job", "machine_busy_frac", "other_cpu_s", "job_ms_p50",
+                 "job_ms_p99", "redis_cpu_us_per_job", "redis_instructions_per_job")
+REDIS_FIELDS = ("us_per_job", "scripts_us_per_job", "outside_us_per_job",
+                "script_calls_per_job", "events_us_per_chunk", "jobs_per_s_one_core")
+
+
 def summarize(runs):
-    s = {"jobs_per_s": median([r["jobs_per_s"] for r in runs]),
-         "chunks_per_s": median([r["chunks_per_s"] for r in runs]),
-         "elapsed_s": median([r["elapsed_s"] for r in runs]),
-         "peak_rss_mb": median([r["peak_rss_mb"] for r in runs]),
-         "sum_vmhwm_mb": median([r["sum_vmhwm_mb"] for r in runs]),
-         "worker_cpu_us_per_job": median([r["worker_cpu_us_per_job"] for r in runs]),
-         "machine_busy_frac": median([r["machine_busy_frac"] for r in runs]),
-         "other_cpu_s": median([r["other_cpu_s"] for r in runs]),
-         "cpu_s": {}}
+    s = {k: median([r[k] for r in runs]) for k in MEDIAN_FIELDS}
+    s["redis"] = {k: median([r["redis"][k] for r in runs]) for k in REDIS_FIELDS}
+    s["cpu_s"] = {}
     for k in runs[0]["cpu_s"]:
         s["cpu_s"][k] = median([r["cpu_s"].get(k) for r in runs])
     return s
@@ -666,14 +825,18 @@ def verdict(ok):
     return "ok" if ok else "MISSED"
 
 
-def print_table(med, machine):
+TARGET_REDIS_US_JOB = 20     # Redis time per non-streamed job, at most
+TARGET_REDIS_US_CHUNK = 2    # Redis time per stream chunk, at most
+
+
+def print_table(med, machine, conc):
     print()
     print("chatq benchmark: %s, %d CPUs; chatqd --workers %d --concurrency %d; median of %d runs"
-          % (machine["cpu_model"], machine["nproc"], WORKERS, CONCURRENCY, RUNS))
+          % (machine["cpu_model"], machine["nproc"], WORKERS, conc, RUNS))
     print()
-    row = "  %-40s %14s %14s %8s  %s"
+    row = "  %-44s %14s %14s %8s  %s"
     print(row % ("figure", "measured", "target", "ratio", ""))
-    print(row % ("-" * 40, "-" * 14, "-" * 14, "-" * 8, ""))
+    print(row % ("-" * 44, "-" * 14, "-" * 14, "-" * 8, ""))
     j, s = med.get("json"), med.get("sse")
     if j:
         v = j["jobs_per_s"]
@@ -690,6 +853,34 @@ def print_table(med, machine):
             print(row % ("peak RSS, chatqd+workers, %s" % name, fmt(v, " MB", 1),
                          "< %d MB" % TARGET_RSS_MB, fmt(v / TARGET_RSS_MB, "x", 2),
                          verdict(v < TARGET_RSS_MB)))
+    if j:
+        v = j["redis"]["us_per_job"]
+        print(row % ("Redis time per non-streamed job (µs)", fmt(v, "", 1),
+                     "<= %d" % TARGET_REDIS_US_JOB, fmt(v / TARGET_REDIS_US_JOB, "x", 2),
+                     verdict(v <= TARGET_REDIS_US_JOB)))
+        print(row % ("  jobs/s one Redis core carries (1e6/that)",
+                     fmt(1e6 / v if v else None), "", "", ""))
+    if s:
+        v = s["redis"]["events_us_per_chunk"]
+        print(row % ("Redis time per stream chunk (µs)", fmt(v, "", 2),
+                     "<= %d" % TARGET_REDIS_US_CHUNK, fmt(v / TARGET_REDIS_US_CHUNK, "x", 2),
+                     verdict(v <= TARGET_REDIS_US_CHUNK)))
+        print(row % ("Redis time per streamed job, all (µs)", fmt(s["redis"]["us_per_job"], "", 1),
+                     "", "", ""))
+    print()
+    print("  Redis per job (µs; commandstats: scripts + chatq's own commands; CPU = redis-server"
+          " utime+stime)")
+    print("  %-13s%10s%10s%10s%14s%12s%10s%10s" % ("case", "total", "scripts", "own cmds",
+                                                    "script calls", "Redis CPU", "p50 ms",
+                                                    "p99 ms"))
+    for name, m in (("non-streamed", j), ("streamed", s)):
+        if m:
+            rr = m["redis"]
+            print("  %-13s%10s%10s%10s%14s%12s%10s%10s"
+                  % (name, fmt(rr["us_per_job"], "", 1), fmt(rr["scripts_us_per_job"], "", 1),
+                     fmt(rr["outside_us_per_job"], "", 1), fmt(rr["script_calls_per_job"], "", 3),
+                     fmt(m["redis_cpu_us_per_job"], "", 1), fmt(m["job_ms_p50"]),
+                     fmt(m["job_ms_p99"])))
     print()
     names = list((j or s)["cpu_s"].keys())
     cols = [n for n in names if n == "supervisor" or n.startswith("worker")]
@@ -729,6 +920,24 @@ def machine_info():
             "redis": redis_v, "nginx": nginx_v}
 
 
+def print_run(res):
+    case = res["case"]
+    extra = " %s chunks/s" % fmt(res["chunks_per_s"]) if case == "sse" else ""
+    rr = res["redis"]
+    chunk = (", %.2f µs/chunk" % rr["events_us_per_chunk"]) if case == "sse" else ""
+    print("bench: %-4s C=%d run %d: %d jobs in %.2fs: %s jobs/s%s, peak RSS %.1f MB, "
+          "p99 %s ms, Redis %.1f µs/job%s (CPU %.1f%s), CPU s: chatq %.2f, redis %.2f, "
+          "nginx %.2f, others %.2f; machine %.0f%% busy%s"
+          % (case, res["concurrency"], res["run"], res["jobs"], res["elapsed_s"],
+             fmt(res["jobs_per_s"]), extra, res["peak_rss_mb"], fmt(res["job_ms_p99"]),
+             rr["us_per_job"], chunk, res["redis_cpu_us_per_job"],
+             ", %s instructions" % fmt(res["redis_instructions_per_job"])
+             if res["redis_instructions_per_job"] else "", res["cpu_s"]["chatq_total"],
+             res["cpu_s"]["redis-server"], res["cpu_s"]["nginx"], res["other_cpu_s"],
+             100 * res["machine_busy_frac"],
+             "" if not res["errors"] else "  ERRORS: " + "; ".join(res["errors"])), flush=True)
+
+
 def main():
     for prog in ("chatqd", "chatq-worker"):
         if not os.access(os.path.join(BIN, prog), os.X_OK):
@@ -744,7 +953,7 @@ def main():
         os.makedirs(perf_dir)
     tmp = tempfile.mkdtemp(prefix="runs-", dir=os.environ.get("CHATQ_BENCH_TMP"))
     procs = Procs()
-    runs = {"json": [], "sse": []}
+    runs = {c: {"json": [], "sse": []} for c in CONCURRENCIES}
     failed = False
 
     def on_signal(signum, frame):
@@ -752,22 +961,16 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        for case, n in (("json", JSON_JOBS), ("sse", SSE_JOBS)):
-            if n <= 0:
-                continue
-            for i in range(1, RUNS + 1):
-                res = run_once(case, n, i, tmp, procs, perf_dir if i == 1 else None)
-                runs[case].append(res)
-                extra = " %s chunks/s" % fmt(res["chunks_per_s"]) if case == "sse" else ""
-                print("bench: %-4s run %d: %d jobs in %.2fs: %s jobs/s%s, peak RSS %.1f MB, "
-                      "CPU s: chatq %.2f, redis %.2f, nginx %.2f, others %.2f; machine %.0f%% busy%s"
-                      % (case, i, n, res["elapsed_s"], fmt(res["jobs_per_s"]), extra,
-                         res["peak_rss_mb"], res["cpu_s"]["chatq_total"],
-                         res["cpu_s"]["redis-server"], res["cpu_s"]["nginx"],
-                         res["other_cpu_s"], 100 * res["machine_busy_frac"],
-                         "" if not res["errors"] else "  ERRORS: " + "; ".join(res["errors"])),
-                      flush=True)
-                failed = failed or bool(res["errors"])
+        for conc in CONCURRENCIES:
+            for case, n in (("json", JSON_JOBS), ("sse", SSE_JOBS)):
+                if n <= 0:
+                    continue
+                for i in range(1, RUNS + 1):
+                    first = i == 1 and conc == CONCURRENCIES[0]
+                    res = run_once(case, n, i, tmp, procs, conc, perf_dir if first else None)
+                    runs[conc][case].append(res)
+                    print_run(res)
+                    failed = failed or bool(res["errors"])
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         failed = True
@@ -778,20 +981,28 @@ def main():
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med = {case: summarize(rs) for case, rs in runs.items() if rs}
+    # medians per concurrency; "medians" (and "runs") alone are the first
+    # concurrency's, as before the sweep existed
+    by_conc = {str(c): {case: summarize(rs) for case, rs in runs[c].items() if rs}
+               for c in CONCURRENCIES}
+    med = by_conc[str(CONCURRENCIES[0])]
     doc = {"time": stamp, "machine": machine,
            "settings": {"runs": RUNS, "json_jobs": JSON_JOBS, "sse_jobs": SSE_JOBS,
                         "sse_chunks_per_job": SSE_CHUNKS, "workers": WORKERS,
-                        "concurrency": CONCURRENCY},
+                        "concurrency": CONCURRENCIES[0], "concurrencies": CONCURRENCIES},
            "targets": {"json_jobs_per_s": TARGET_JOBS_S, "sse_chunks_per_s": TARGET_CHUNKS_S,
-                       "peak_rss_mb": TARGET_RSS_MB},
-           "runs": runs, "medians": med, "ok": not failed}
+                       "peak_rss_mb": TARGET_RSS_MB, "redis_us_per_job": TARGET_REDIS_US_JOB,
+                       "redis_us_per_chunk": TARGET_REDIS_US_CHUNK},
+           "runs": runs[CONCURRENCIES[0]],
+           "runs_by_concurrency": {str(c): runs[c] for c in CONCURRENCIES},
+           "medians": med, "medians_by_concurrency": by_conc, "ok": not failed}
     path = os.path.join(OUT, "bench-%s.json" % stamp)
     for p in (path, os.path.join(OUT, "latest.json")):
         with open(p, "w") as f:
             json.dump(doc, f, indent=2)
-    if med:
-        print_table(med, machine)
+    for c in CONCURRENCIES:
+        if by_conc[str(c)]:
+            print_table(by_conc[str(c)], machine, c)
     print("bench: raw figures in %s" % os.path.relpath(path, REPO))
     if perf_dir:
         print("bench: perf profiles in %s (perf report -i ...)" % os.path.relpath(perf_dir, REPO))

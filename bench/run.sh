@@ -1,21 +1,26 @@
 #!/bin/sh
 # run.sh — `make bench`: chatq's throughput and footprint benchmark.
 #
-# Installs nginx (Debian's nginx-light) when /usr/sbin/nginx is missing, since
-# only the benchmark needs it, then runs bench/bench.py with Debian's python3
-# (which has python3-redis). bench.py starts a private redis-server, nginx and
+# Installs nginx (Debian's nginx-light) when /usr/sbin/nginx is missing and
+# gnuplot (gnuplot-nox) when gnuplot is, since only the benchmark needs them,
+# then runs bench/bench.py with Debian's python3 (which has python3-redis),
+# and bench/plot.py for the PNG plots of its figures (bench/out/*.png). bench.py starts a private redis-server, nginx and
 # chatqd per run and stops them itself; as a second line of defence it lists
 # the process groups it has running in a file, and the EXIT trap here kills any
 # group still alive when the script ends, however it ends.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
-if [ ! -x /usr/sbin/nginx ]; then
-    echo "bench: installing nginx-light"
+missing=""
+[ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+command -v gnuplot >/dev/null 2>&1 || missing="$missing gnuplot-nox"
+if [ -n "$missing" ]; then
+    echo "bench: installing$missing"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends nginx-light || {
-        echo "bench: cannot install nginx-light" >&2
+    # shellcheck disable=SC2086
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends $missing || {
+        echo "bench: cannot install$missing" >&2
         exit 1
     }
     # The package's own nginx service is not used: the benchmark runs a private one.
@@ -47,3 +52,7 @@ trap 'stop 143' TERM
 CHATQ_BENCH_TMP="$WORK" CHATQ_BENCH_PIDFILE="$PIDFILE" /usr/bin/python3 bench/bench.py "$@" &
 child=$!
 wait "$child"
+rc=$?
+child=""
+[ "$rc" = 0 ] && /usr/bin/python3 bench/plot.py --bench bench/out/latest.json
+exit "$rc"

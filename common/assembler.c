@@ -18,6 +18,13 @@
  * numbers, are ignored. The logprobs entries kept are counted as they come
  * (asm_count), since they are the one part of a stream kept whole.
  *
+ * The common chunk (one choice, a content/role delta, nothing else the
+ * assembler would keep) also comes as text: assembler_add_text() reads it
+ * with a small scanner (asm_scan_*) over the strictly checked text, appends
+ * the decoded content and role as asm_delta_add() would, and leaves every
+ * other chunk to the json-c path by returning 1. Building and freeing the
+ * json-c objects of every chunk was most of what a stream cost a worker.
+ *
  * Provider quirks handled here (besides the plain OpenAI stream):
  *   - Azure's first chunk has "choices": [] and id "", model "", created 0:
  *     for the top-level fields, "" and 0 count as not seen, so the real
@@ -349,6 +356,263 @@ static void asm_top_add(assembler *a, json_object *chunk) {
         if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) == 0) continue;
         a->top[i] = json_object_get(v);
     }
+}
+
+/* ------------------------------------------- the common chunk, as text */
+
+/* A reader over strict JSON text (strictjson_check passed it), so it checks
+ * only what tells the common chunk from another: anything unexpected makes
+ * the caller fall back to json-c. */
+typedef struct asm_scan {
+    const char *p, *end;
+} asm_scan;
+
+static void asm_ws(asm_scan *s) {
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+/* Takes the character c (after white space): 1, else 0. */
+static int asm_char(asm_scan *s, char c) {
+    asm_ws(s);
+    if (s->p < s->end && *s->p == c) {
+        s->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A string: its raw text between the quotes in [*b, *b + *n), *esc = it holds
+ * a backslash escape. Returns 0, or -1 when no string is there. */
+static int asm_scan_string(asm_scan *s, const char **b, size_t *n, int *esc) {
+    asm_ws(s);
+    if (s->p >= s->end || *s->p != '"') return -1;
+    const char *start = ++s->p;
+    int e = 0;
+    while (s->p < s->end && *s->p != '"') {
+        if (*s->p == '\\') {
+            e = 1;
+            s->p++; /* the escaped character, a quote included */
+        }
+        s->p++;
+    }
+    if (s->p >= s->end) return -1;
+    *b = start;
+    *n = (size_t)(s->p - start);
+    if (esc) *esc = e;
+    s->p++;
+    return 0;
+}
+
+/* The literal null: 1 (taken), else 0 (nothing taken). */
+static int asm_scan_null(asm_scan *s) {
+    asm_ws(s);
+    if (s->end - s->p >= 4 && memcmp(s->p, "null", 4) == 0) {
+        s->p += 4;
+        return 1;
+    }
+    return 0;
+}
+
+/* Skips one value of any kind. Returns 0, or -1. */
+static int asm_scan_skip(asm_scan *s) {
+    const char *b;
+    size_t n;
+    int depth = 0;
+    asm_ws(s);
+    if (s->p >= s->end) return -1;
+    if (*s->p == '"') return asm_scan_string(s, &b, &n, NULL);
+    if (*s->p != '{' && *s->p != '[') { /* a number, true, false or null */
+        while (s->p < s->end && !strchr(",}] \t\r\n", *s->p)) s->p++;
+        return 0;
+    }
+    while (s->p < s->end) {
+        char c = *s->p;
+        if (c == '"') {
+            if (asm_scan_string(s, &b, &n, NULL) != 0) return -1;
+            continue;
+        }
+        if (c == '{' || c == '[') depth++;
+        if ((c == '}' || c == ']') && --depth == 0) {
+            s->p++;
+            return 0;
+        }
+        s->p++;
+    }
+    return -1;
+}
+
+/* Is the raw key [k, k + n) the name `name`? */
+static int asm_key(const char *k, size_t n, const char *name) {
+    return strlen(name) == n && memcmp(k, name, n) == 0;
+}
+
+static int asm_hex4(const char *p) {
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+/* Appends the string body [s, s + n) decoded (its escapes, \uXXXX pairs as
+ * one code point, in UTF-8), as json-c decodes it. */
+static void asm_unescape(buf *out, const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        const char *bs = memchr(s + i, '\\', n - i);
+        size_t run = bs ? (size_t)(bs - (s + i)) : n - i;
+        buf_append(out, s + i, run);
+        i += run;
+        if (i >= n) break;
+        char c = s[i + 1], ch;
+        i += 2;
+        switch (c) {
+        case 'b': ch = '\b'; break;
+        case 'f': ch = '\f'; break;
+        case 'n': ch = '\n'; break;
+        case 'r': ch = '\r'; break;
+        case 't': ch = '\t'; break;
+        case 'u': {
+            unsigned cp = (unsigned)asm_hex4(s + i);
+            i += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= n) { /* a pair: strictjson checked it */
+                cp = 0x10000 + ((cp - 0xD800) << 10) + ((unsigned)asm_hex4(s + i + 2) - 0xDC00);
+                i += 6;
+            }
+            char u[4];
+            size_t k;
+            if (cp < 0x80) {
+                u[0] = (char)cp;
+                k = 1;
+            } else if (cp < 0x800) {
+                u[0] = (char)(0xC0 | (cp >> 6));
+                u[1] = (char)(0x80 | (cp & 0x3F));
+                k = 2;
+            } else if (cp < 0x10000) {
+                u[0] = (char)(0xE0 | (cp >> 12));
+                u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                u[2] = (char)(0x80 | (cp & 0x3F));
+                k = 3;
+            } else {
+                u[0] = (char)(0xF0 | (cp >> 18));
+                u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                u[3] = (char)(0x80 | (cp & 0x3F));
+                k = 4;
+            }
+            buf_append(out, u, k);
+            continue;
+        }
+        default: ch = c; /* " \ / */
+        }
+        buf_append(out, &ch, 1);
+    }
+}
+
+/* What the common chunk carries for its one choice. */
+typedef struct asm_common {
+    int index;
+    const char *content, *role; /* raw string bodies, or NULL */
+    size_t content_len, role_len;
+} asm_common;
+
+/* The delta of the common chunk: "content" and/or "role" strings, no other
+ * key. 0, or -1 for another form. */
+static int asm_scan_delta(asm_scan *s, asm_common *c) {
+    const char *k;
+    size_t kn;
+    int esc;
+    if (!asm_char(s, '{')) return -1;
+    if (asm_char(s, '}')) return 0;
+    do {
+        if (asm_scan_string(s, &k, &kn, &esc) != 0 || esc || !asm_char(s, ':')) return -1;
+        if (asm_key(k, kn, "content") && !c->content) {
+            if (asm_scan_string(s, &c->content, &c->content_len, NULL) != 0) return -1;
+        } else if (asm_key(k, kn, "role") && !c->role) {
+            if (asm_scan_string(s, &c->role, &c->role_len, NULL) != 0) return -1;
+        } else {
+            return -1;
+        }
+    } while (asm_char(s, ','));
+    return asm_char(s, '}') ? 0 : -1;
+}
+
+/* "choices" of the common chunk: one object with an integer "index", a
+ * delta as above, finish_reason and logprobs null. 0, or -1. */
+static int asm_scan_choices(asm_scan *s, asm_common *c) {
+    const char *k;
+    size_t kn;
+    int esc, seen_delta = 0;
+    if (!asm_char(s, '[') || !asm_char(s, '{')) return -1;
+    c->index = -1;
+    do {
+        if (asm_scan_string(s, &k, &kn, &esc) != 0 || esc || !asm_char(s, ':')) return -1;
+        if (asm_key(k, kn, "index") && c->index < 0) {
+            asm_ws(s);
+            int v = 0, digits = 0;
+            while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && digits < 4) {
+                v = v * 10 + (*s->p++ - '0');
+                digits++;
+            }
+            if (!digits || (s->p < s->end && strchr("0123456789.eE", *s->p))) return -1;
+            c->index = v;
+        } else if (asm_key(k, kn, "delta") && !seen_delta) {
+            seen_delta = 1;
+            if (asm_scan_delta(s, c) != 0) return -1;
+        } else if (asm_key(k, kn, "finish_reason") || asm_key(k, kn, "logprobs")) {
+            if (!asm_scan_null(s)) return -1;
+        } else {
+            return -1;
+        }
+    } while (asm_char(s, ','));
+    if (!asm_char(s, '}') || !asm_char(s, ']')) return -1;
+    return c->index >= 0 && c->index < ASSEMBLER_MAX_CHOICES ? 0 : -1;
+}
+
+int assembler_add_text(assembler *a, const char *text, size_t len) {
+    asm_scan s = {text, text + len};
+    asm_common c = {0};
+    const char *k;
+    size_t kn;
+    int esc, seen_choices = 0;
+    if (a->error) return -2;
+    if (!asm_char(&s, '{') || asm_char(&s, '}')) return 1;
+    do {
+        if (asm_scan_string(&s, &k, &kn, &esc) != 0 || esc || !asm_char(&s, ':')) return 1;
+        if (asm_key(k, kn, "choices") && !seen_choices) {
+            seen_choices = 1;
+            if (asm_scan_choices(&s, &c) != 0) return 1;
+        } else if (asm_key(k, kn, "object")) {
+            if (asm_scan_skip(&s) != 0) return 1;
+        } else if (asm_key(k, kn, "usage")) {
+            if (!asm_scan_null(&s)) return 1;
+        } else {
+            int t = 0;
+            while (t < ASM_NTOP && !asm_key(k, kn, asm_top_names[t])) t++;
+            if (t == ASM_NTOP) return 1; /* a key the assembler may want */
+            /* asm_top_add() ignores it: null, or the assembler has its value */
+            if (!asm_scan_null(&s) && (!a->top[t] || asm_scan_skip(&s) != 0)) return 1;
+        }
+    } while (asm_char(&s, ','));
+    if (!asm_char(&s, '}') || !seen_choices) return 1;
+
+    /* as asm_choice_add() and asm_delta_add() take it */
+    asm_choice *ch = asm_choice_get(a, c.index);
+    if (c.role && !ch->role) {
+        buf r = {0};
+        asm_unescape(&r, c.role, c.role_len);
+        if (r.len) ch->role = xstrndup(r.data, r.len);
+        buf_free(&r);
+    }
+    if (c.content) {
+        size_t before = ch->content.len;
+        asm_unescape(&ch->content, c.content, c.content_len);
+        ch->has_content = 1;
+        if (ch->content.len > before) a->has_output = 1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ public */

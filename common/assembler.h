@@ -68,6 +68,16 @@ assembler *assembler_new(void);
  * assembler is unchanged then), or -2 when it passes a limit (above; this
  * and every later call return -2). */
 int assembler_add(assembler *a, json_object *chunk);
+/* Adds one chunk given as its text, which must be strict JSON (common/
+ * strictjson.h passed it). The common chunk of a stream is read straight
+ * from the text, without json-c, whose objects (a hash table each) were
+ * most of what a stream cost: one choice with an integer "index", a delta
+ * holding only "content" and/or "role" strings, "finish_reason" and
+ * "logprobs" null or absent, "usage" null or absent, "object", and only
+ * top-level fields this assembler has taken already (or null). Returns
+ * what assembler_add() would (0, or -2 past a limit), or 1 when the chunk
+ * is of another form: nothing was changed, parse it and assembler_add() it. */
+int assembler_add_text(assembler *a, const char *text, size_t len);
 /* Which limit a chunk passed ("more than 128 tool calls in choice 0"), or
  * NULL while none was. Borrowed. */
 const char *assembler_error(const assembler *a);

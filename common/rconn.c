@@ -220,8 +220,41 @@ void rargs_adds(rargs *a, const char *s) { rargs_add(a, s, strlen(s)); }
 
 /* Remembers s, a heap string, for rargs_free(). */
 static void rargs_own(rargs *a, char *s) {
-    a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)(a->nowned + 1));
+    if (a->nowned == a->owned_cap) {
+        a->owned_cap = a->owned_cap ? 2 * a->owned_cap : 8;
+        a->owned = xrealloc(a->owned, sizeof *a->owned * (size_t)a->owned_cap);
+    }
     a->owned[a->nowned++] = s;
+}
+
+/* Blocks of RARGS_BLOCK bytes hold the copies and numbers; a string longer
+ * than a quarter of that gets a block of its own, so a block wastes little. */
+#define RARGS_BLOCK 4096
+
+/* n bytes the rargs owns, valid until rargs_free(). */
+static char *rargs_space(rargs *a, size_t n) {
+    if (n > RARGS_BLOCK / 4) {
+        char *s = xmalloc(n);
+        rargs_own(a, s);
+        return s;
+    }
+    if (n > a->space_left) {
+        a->space = xmalloc(RARGS_BLOCK);
+        a->space_left = RARGS_BLOCK;
+        rargs_own(a, a->space);
+    }
+    char *s = a->space;
+    a->space += n;
+    a->space_left -= n;
+    return s;
+}
+
+/* A copy of len bytes (NULs and all) and a NUL, that the rargs owns. */
+static char *rargs_copy(rargs *a, const char *s, size_t len) {
+    char *c = rargs_space(a, len + 1);
+    memcpy(c, s, len);
+    c[len] = '\0';
+    return c;
 }
 
 void rargs_take(rargs *a, char *s) {
@@ -230,15 +263,11 @@ void rargs_take(rargs *a, char *s) {
 }
 
 void rargs_addcopy(rargs *a, const char *s, size_t len) {
-    char *c = xstrndup(s, len); /* a copy of len bytes, NULs and all */
-    rargs_own(a, c);
-    rargs_add(a, c, len);
+    rargs_add(a, rargs_copy(a, s, len), len);
 }
 
 void rargs_setcopy(rargs *a, int i, const char *s, size_t len) {
-    char *c = xstrndup(s, len);
-    rargs_own(a, c);
-    a->argv[i] = c;
+    a->argv[i] = rargs_copy(a, s, len);
     a->lens[i] = len;
 }
 
@@ -255,17 +284,15 @@ void rargs_addll(rargs *a, long long v) {
     char tmp[24];
     int n = 0;
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    char *s = xmalloc(24);
     do {
         tmp[n++] = (char)('0' + u % 10);
         u /= 10;
     } while (u);
-    int k = 0;
-    if (v < 0) s[k++] = '-';
-    while (n) s[k++] = tmp[--n];
-    s[k] = '\0';
-    rargs_own(a, s);
-    rargs_add(a, s, (size_t)k);
+    if (v < 0) tmp[n++] = '-';
+    char *s = rargs_space(a, (size_t)n + 1);
+    for (int k = 0; k < n; k++) s[k] = tmp[n - 1 - k];
+    s[n] = '\0';
+    rargs_add(a, s, (size_t)n);
 }
 
 void rargs_free(rargs *a) {
@@ -520,18 +547,19 @@ static int rc_is_noscript(const redisReply *reply);
 static void rc_on_plain_reply(redisAsyncContext *ac, void *r, void *priv) {
     rc_plain *p = priv;
     rconn *rc = p->rc;
-    /* Read before the callback: one that sends SUBSCRIBE sets the flag at
-     * once, though this reply was not a subscription's. */
-    int subscribed = ((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED;
+    /* Subscriptions call back once per message: keep p until the end, which
+     * hiredis signals with a NULL reply (disconnect). Whether this is one is
+     * read before the callback: a callback that SUBSCRIBEs (the wake
+     * connection's, after CLIENT ID) turns the flag on for the commands to
+     * come, not for the reply in hand, whose p was leaked so. */
+    int subscription = (((redisAsyncContext *)ac)->c.flags & REDIS_SUBSCRIBED) != 0;
     if (p->cb && !rc->freeing) p->cb(rc, r, p->priv);
     /* The server forgot our scripts: reconnecting reloads them. */
     if (r && rc_is_noscript(r) && !rc->freeing && rc->ac == ac) {
         log_warn("redis_noscript", "conn=%s reloading scripts", rc->name);
         redisAsyncDisconnect(ac);
     }
-    /* Subscriptions call back once per message: keep p until the end, which
-     * hiredis signals with a NULL reply (disconnect). */
-    if (!r || !subscribed) free(p);
+    if (!r || !subscription) free(p);
 }
 
 const char *rconn_strerror(rconn_err err) {

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
+
 /* FETCH: take up to `want` jobs, higher-priority queues first.
  * Each job moves atomically from the consuming (right) end of its queue to
  * the left of the worker's processing list for that queue. A job longer than
@@ -53,7 +55,9 @@ const char scripts_fetch[] =
  * The answer is kept in the hash's "start" field with the token, so a START
  * resent after its reply was lost gets the same answer instead of counting
  * an attempt twice.
- * A job hash of another type (a producer's SET) is treated as absent. */
+ * A job hash of another type (a producer's SET) is treated as absent.
+ * Numbers reach commands as strings: Redis formats a Lua number with
+ * "%.17g", which costs more than the rest of a small command. */
 const char scripts_start[] =
     "local RQ = KEYS[1]\n"
     "local out = {}\n"
@@ -97,14 +101,19 @@ const char scripts_start[] =
     "          seq = math.max(seq, tonumber(last.seq) + 1)\n"
     "        end\n"
     "      end\n"
-    "      if not okh or kind == 0 then redis.call('DEL', h) end\n"
-    "      if kind == 0 then redis.call('DEL', ev) end\n"
+    "      if kind == 0 then redis.call('DEL', h, ev) elseif not okh then redis.call('DEL', h) end\n"
     "      local cancel = redis.call('EXISTS', ck)\n"
+    "      local answer, made, count\n"
+    "      if kind == 0 then\n"
+    "        answer, made, count = '|0|0|0|0', '0', cancel == 1 and '0' or '1'\n"
+    "      else\n"
+    "        answer = string.format('|%d|%d|%d|%d', kind, seq, attempts, charged)\n"
+    "        made, count = string.format('%d', charged), string.format('%d', attempts + 1 - cancel)\n"
+    "      end\n"
     "      redis.call('HSET', h, 'status', 'running', 'worker', worker, 'queue', ARGV[b + 3],\n"
     "        'model', ARGV[b + 4], 'tenant', ARGV[b + 5], 'provider', ARGV[b + 6],\n"
-    "        'started_at', started, 'sha', sha, 'attempts', attempts + 1 - cancel,\n"
-    "        'charged', charged,\n"
-    "        'start', tok .. '|' .. kind .. '|' .. seq .. '|' .. attempts .. '|' .. charged)\n"
+    "        'started_at', started, 'sha', sha, 'attempts', count, 'charged', made,\n"
+    "        'start', tok .. answer)\n"
     "      r = {kind, cancel, seq, attempts, charged, started}\n"
     "    end\n"
     "  end\n"
@@ -113,6 +122,8 @@ const char scripts_start[] =
     "return out\n";
 
 /* FINISH: store jobs' final results, each exactly once; one call for many.
+ * KEYS and ARGV as scripts.h says; the job hash's fields are named in FIELDS
+ * below, in the order of the presence flags the worker sends.
  * Each job is atomic on its own, and nothing can fail after its first write:
  *   - a resend whose first run stored the result (its token is in the
  *     hash's "done" field) changes nothing;
@@ -124,9 +135,17 @@ const char scripts_start[] =
  *   - every number was checked by the worker, and the ttl is clamped here
  *     too; usage increments are summed per field and added at the end with
  *     pcall (an overflowing counter stays as it is), reply_to is pushed with
- *     pcall (a key the producer made something else than a list), and an
- *     events list or dead list of another type is replaced. */
+ *     pcall (a key the producer made something else than a list).
+ * Cost. Redis' time per job goes mostly to arguments: each is parsed,
+ * copied into a Lua string (hashed and interned) and turned back into a
+ * Redis string when a command gets it. So the field names of the hash and
+ * the usage metrics' are not sent as arguments of their own, and numbers
+ * reach commands as strings (Redis formats a Lua number with "%.17g").
+ * Returns per job 0 (skipped), 1 (stored) or 2 (stored, reply_to not a list). */
 const char scripts_finish[] =
+    "local FIELDS = {'status', 'attempts', 'response', 'error', 'usage', 'model', 'provider',\n"
+    "  'tenant', 'queue', 'worker', 'started_at', 'first_token_at', 'finished_at', 'metadata',\n"
+    "  'custom_id'}\n"
     "local crashes, requeued, dead = KEYS[1], KEYS[2], KEYS[3]\n"
     "local any_crash = redis.call('EXISTS', crashes) == 1\n"
     "local any_rq = redis.call('EXISTS', requeued) == 1\n"
@@ -137,18 +156,17 @@ const char scripts_finish[] =
     "  v = tonumber(v) or tonumber(ARGV[1]) or 86400\n"
     "  if v ~= v or v < 1 then v = 1 end\n"
     "  if v > 31536000 then v = 31536000 end\n"
-    "  return math.floor(v)\n"
+    "  return string.format('%d', v)\n"
     "end\n"
     "while a <= #ARGV do\n"
     "  local proc, h, ev, ch, uk, rt, ck = KEYS[k], KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4], KEYS[k+5], KEYS[k+6]\n"
     "  k = k + 7\n"
     "  local raw, tok, sha, ttl, event, line, deadent, upfx = ARGV[a], ARGV[a+1], ARGV[a+2],\n"
     "    ARGV[a+3], ARGV[a+4], ARGV[a+5], ARGV[a+6], ARGV[a+7]\n"
-    "  local m = tonumber(ARGV[a+8])\n"
-    "  local mb = a + 9\n"
-    "  local f = tonumber(ARGV[mb + 2 * m])\n"
-    "  local fb = mb + 2 * m + 1\n"
-    "  a = fb + 2 * f\n"
+    "  local incr, mask = ARGV[a+8], ARGV[a+9]\n"
+    "  local vb = a + 10\n"
+    "  local _, f = string.gsub(mask, '1', '1')\n"
+    "  a = vb + f\n"
     "  local res, skip, mine = 0, false, true\n"
     "  if h ~= '' then\n"
     "    local okh, st = pcall(redis.call, 'HMGET', h, 'done', 'start')\n"
@@ -159,17 +177,25 @@ const char scripts_finish[] =
     "      mine = st[2] == false or string.sub(st[2], 1, #tok + 1) == tok .. '|'\n"
     "    end\n"
     "  end\n"
-    "  if not skip and redis.call('LREM', proc, -1, raw) == 1 and mine then\n"
+    "  if not skip and redis.call('LREM', proc, '-1', raw) == 1 and mine then\n"
     "    ttl = clamp_ttl(ttl)\n"
-    "    for i = 0, m - 1 do\n"
-    "      local key = uk .. '\\0' .. upfx .. ARGV[mb + 2 * i]\n"
-    "      if not usage[key] then usage[key] = 0; order[#order + 1] = key end\n"
-    "      usage[key] = usage[key] + tonumber(ARGV[mb + 2 * i + 1])\n"
+    "    if incr ~= '' then\n"
+    "      local key = uk .. '\\0' .. upfx\n"
+    "      local g = usage[key]\n"
+    "      if not g then g = {names = {}, n = {}}; usage[key] = g; order[#order + 1] = key end\n"
+    "      for name, v in string.gmatch(incr, '(%S+) (%S+)') do\n"
+    "        if not g.n[name] then g.n[name] = 0; g.names[#g.names + 1] = name end\n"
+    "        g.n[name] = g.n[name] + tonumber(v)\n"
+    "      end\n"
     "    end\n"
     "    if h ~= '' then\n"
     "      redis.call('DEL', h)\n"
-    "      local args = {}\n"
-    "      for i = fb, fb + 2 * f - 1 do args[#args + 1] = ARGV[i] end\n"
+    "      local args, v = {}, vb\n"
+    "      for i = 1, #FIELDS do\n"
+    "        if string.byte(mask, i) == 49 then\n"
+    "          args[#args + 1] = FIELDS[i]; args[#args + 1] = ARGV[v]; v = v + 1\n"
+    "        end\n"
+    "      end\n"
     "      args[#args + 1] = 'done'; args[#args + 1] = tok\n"
     "      redis.call('HSET', h, unpack(args))\n"
     "      redis.call('EXPIRE', h, ttl)\n"
@@ -194,8 +220,10 @@ const char scripts_finish[] =
     "end\n"
     "for _, key in ipairs(order) do\n"
     "  local z = string.find(key, '\\0', 1, true)\n"
-    "  redis.pcall('HINCRBY', string.sub(key, 1, z - 1), string.sub(key, z + 1),\n"
-    "    string.format('%d', usage[key]))\n"
+    "  local uk, upfx, g = string.sub(key, 1, z - 1), string.sub(key, z + 1), usage[key]\n"
+    "  for _, name in ipairs(g.names) do\n"
+    "    redis.pcall('HINCRBY', uk, upfx .. name, string.format('%d', g.n[name]))\n"
+    "  end\n"
     "end\n"
     "return out\n";
 
@@ -487,20 +515,24 @@ void scripts_start_args(const scripts_batch *b, const char *requeued_key, rargs 
     sc_append(out, &b->args);
 }
 
-/* A (field, value) pair of the job hash, when there is a value. */
-static void sc_field(rargs *a, int *f, const char *k, const char *v) {
+/* A value of the job hash, when there is one: its flag in `mask` (the
+ * fields in the order of the script's FIELDS) and the value. */
+static void sc_field(rargs *a, char *mask, int i, const char *v) {
     if (!v) return;
-    rargs_adds(a, k);
+    mask[i] = '1';
     sc_copys(a, v);
-    (*f)++;
 }
 
-static void sc_field_ll(rargs *a, int *f, const char *k, long long v) {
+static void sc_field_ll(rargs *a, char *mask, int i, long long v) {
     if (!v) return;
-    rargs_adds(a, k);
+    mask[i] = '1';
     rargs_addll(a, v);
-    (*f)++;
 }
+
+/* The job hash's fields, in the order of FINISH's FIELDS. */
+enum { SC_STATUS, SC_ATTEMPTS, SC_RESPONSE, SC_ERROR, SC_USAGE, SC_MODEL, SC_PROVIDER,
+       SC_TENANT, SC_QUEUE, SC_WORKER, SC_STARTED_AT, SC_FIRST_TOKEN_AT, SC_FINISHED_AT,
+       SC_METADATA, SC_CUSTOM_ID, SC_NFIELDS };
 
 void scripts_finish_add(scripts_batch *b, const scripts_finish_call *c) {
     rargs *k = &b->keys, *a = &b->args;
@@ -519,43 +551,43 @@ void scripts_finish_add(scripts_batch *b, const scripts_finish_call *c) {
     sc_copys(a, c->output_line);
     sc_copy(a, c->dead_entry, c->dead_entry_len);
 
-    /* the usage counters: the field prefix, how many, then the pairs */
+    /* the usage counters: the field prefix, then "metric n metric n ..." */
     rargs_take(a, usage_field_prefix(c->usage_tenant, c->usage_model));
-    int m = 0;
-    for (int i = 0; i < USAGE_NMETRICS; i++) m += c->usage[i] != 0;
-    rargs_addll(a, m);
+    buf incr = {0};
+    buf_puts(&incr, "");
     for (int i = 0; i < USAGE_NMETRICS; i++) {
         if (!c->usage[i]) continue;
-        rargs_adds(a, usage_metric_name((usage_metric)i));
-        rargs_addll(a, c->usage[i]);
+        buf_printf(&incr, "%s%s %lld", incr.len ? " " : "", usage_metric_name((usage_metric)i),
+                   c->usage[i]);
     }
+    rargs_take(a, buf_steal(&incr));
 
-    /* the job hash: f, then the pairs (f is patched once counted) */
+    /* the job hash: which fields have a value (the flags are patched in
+     * once known), then those values */
     const scripts_finish_result *r = &c->result;
-    int fpos = a->argc, f = 0;
-    rargs_adds(a, "0");
-    sc_field(a, &f, "status", job_status_name(r->status));
-    rargs_adds(a, "attempts");
+    char mask[SC_NFIELDS + 1];
+    memset(mask, '0', SC_NFIELDS);
+    mask[SC_NFIELDS] = '\0';
+    int mpos = a->argc;
+    rargs_add(a, "", 0);
+    sc_field(a, mask, SC_STATUS, job_status_name(r->status));
+    mask[SC_ATTEMPTS] = '1';
     rargs_addll(a, r->attempts);
-    f++;
-    sc_field(a, &f, "response", r->response);
-    sc_field(a, &f, "error", r->error);
-    sc_field(a, &f, "usage", r->usage);
-    sc_field(a, &f, "model", r->model);
-    sc_field(a, &f, "provider", r->provider);
-    sc_field(a, &f, "tenant", r->tenant);
-    sc_field(a, &f, "queue", r->queue);
-    sc_field(a, &f, "worker", r->worker);
-    sc_field_ll(a, &f, "started_at", r->started_at);
-    sc_field_ll(a, &f, "first_token_at", r->first_token_at);
-    rargs_adds(a, "finished_at");
+    sc_field(a, mask, SC_RESPONSE, r->response);
+    sc_field(a, mask, SC_ERROR, r->error);
+    sc_field(a, mask, SC_USAGE, r->usage);
+    sc_field(a, mask, SC_MODEL, r->model);
+    sc_field(a, mask, SC_PROVIDER, r->provider);
+    sc_field(a, mask, SC_TENANT, r->tenant);
+    sc_field(a, mask, SC_QUEUE, r->queue);
+    sc_field(a, mask, SC_WORKER, r->worker);
+    sc_field_ll(a, mask, SC_STARTED_AT, r->started_at);
+    sc_field_ll(a, mask, SC_FIRST_TOKEN_AT, r->first_token_at);
+    mask[SC_FINISHED_AT] = '1';
     rargs_addll(a, r->finished_at);
-    f++;
-    sc_field(a, &f, "metadata", r->metadata);
-    sc_field(a, &f, "custom_id", r->custom_id);
-    char num[16];
-    snprintf(num, sizeof num, "%d", f);
-    rargs_setcopy(a, fpos, num, strlen(num));
+    sc_field(a, mask, SC_METADATA, r->metadata);
+    sc_field(a, mask, SC_CUSTOM_ID, r->custom_id);
+    rargs_setcopy(a, mpos, mask, SC_NFIELDS);
     b->n++;
 }
 

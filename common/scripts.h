@@ -108,8 +108,13 @@ void scripts_start_args(const scripts_batch *b, const char *requeued_key, rargs 
  * ARGV[1] the default result ttl (s); then per job: the job text, start
  * token ('' = none), SHA1 of the text, result ttl (s), final event, output
  * line, dead entry ('' = none), usage field prefix "<tenant>|<model>|"
- * (usage_field_prefix), m, m pairs (metric name, increment), f, f pairs
- * (field, value) for the job hash.
+ * (usage_field_prefix), the usage increments as one string "<metric> <n>
+ * <metric> <n> ..." (only those not 0), then the job hash: a string of 15
+ * flags, '1' where the field of that place has a value (status, attempts,
+ * response, error, usage, model, provider, tenant, queue, worker,
+ * started_at, first_token_at, finished_at, metadata, custom_id), and the
+ * values of the flagged fields in that order. (Names are not sent: Redis'
+ * cost per job is mostly its cost per argument.)
  * Returns per job 0 (not stored: a resend, recovered elsewhere, or another
  * run owns the id), 1 (stored) or 2 (stored, but reply_to is not a list). */
 typedef struct scripts_finish_result {

@@ -2,12 +2,29 @@
  *
  * Socket contexts: each socket libcurl wants watched gets an http_sock (a
  * uv_poll_t) stored with curl_multi_assign(), so the next callback for that
- * socket finds it. When libcurl is done with a socket (CURL_POLL_REMOVE) the
- * poll handle is stopped and closed; its memory is freed in the close
- * callback, as libuv requires. */
+ * socket finds it, and in `socks`, by fd.
+ *
+ * System calls. libuv's uv_poll_start() costs an epoll_ctl DEL and an ADD
+ * even when the events do not change, uv_poll_stop() a DEL, and a new handle
+ * an ADD and a DEL to probe the fd: closing the handle when a request ended
+ * and making a new one for the next request on the same connection cost
+ * about five epoll_ctl calls a request. So:
+ *   - a handle is started only when the events it watches change;
+ *   - when libcurl is done with a socket for now (CURL_POLL_REMOVE: its
+ *     connection went back to curl's pool) the handle stays, "idle", still
+ *     watching for reading only: the next request on that connection finds
+ *     it by fd, watching what it needs already. If an idle socket becomes
+ *     readable (the server closed it), the handle stops watching it; curl
+ *     finds the connection dead when it next looks.
+ *   - the handle is closed when curl closes the socket
+ *     (CURLOPT_CLOSESOCKETFUNCTION, set on every easy handle): first the
+ *     handle, so that libuv forgets the fd, then the fd. Its memory is freed
+ *     in the close callback, as libuv requires. */
 #include "worker/http.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/log.h"
@@ -20,13 +37,30 @@ struct http_client {
     CURL **pool;    /* idle easy handles */
     int npool;
     int pool_max;
+    struct http_sock **socks; /* by fd: the poll handle of each socket (stopped when idle) */
+    int nsocks;               /* entries in socks */
 };
 
 typedef struct http_sock {
     uv_poll_t poll;
     curl_socket_t fd;
     http_client *hc;
+    int events; /* what the handle watches now (UV_READABLE...), 0 = stopped */
+    int idle;   /* curl does not watch the socket now (a pooled connection) */
 } http_sock;
+
+static void http_on_poll(uv_poll_t *p, int status, int events);
+
+/* Has s watch `events` (0 = nothing), with no system call when it does so
+ * already. */
+static void http_sock_watch(http_sock *s, int events) {
+    if (events == s->events) return;
+    s->events = events;
+    if (events)
+        uv_poll_start(&s->poll, events, http_on_poll);
+    else
+        uv_poll_stop(&s->poll);
+}
 
 static void http_check_done(http_client *hc) {
     CURLMsg *msg;
@@ -46,6 +80,10 @@ static void http_on_poll(uv_poll_t *p, int status, int events) {
     http_sock *s = p->data;
     int flags = 0;
     int running;
+    if (s->idle) { /* an idle connection was closed (or spoke): stop watching it */
+        http_sock_watch(s, 0);
+        return;
+    }
     if (status < 0) flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
@@ -72,19 +110,50 @@ static int http_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
 
 static void http_on_sock_closed(uv_handle_t *h) { free(h->data); }
 
+static http_sock *http_sock_find(const http_client *hc, curl_socket_t fd) {
+    return fd >= 0 && fd < hc->nsocks ? hc->socks[fd] : NULL;
+}
+
+static void http_sock_set(http_client *hc, curl_socket_t fd, http_sock *s) {
+    if (fd >= hc->nsocks) {
+        int n = hc->nsocks ? hc->nsocks : 64;
+        while (n <= fd) n *= 2;
+        hc->socks = xrealloc(hc->socks, sizeof *hc->socks * (size_t)n);
+        memset(hc->socks + hc->nsocks, 0, sizeof *hc->socks * (size_t)(n - hc->nsocks));
+        hc->nsocks = n;
+    }
+    hc->socks[fd] = s;
+}
+
+/* Closes the poll handle of a socket (it is freed once libuv has closed it). */
+static void http_sock_close(http_client *hc, http_sock *s) {
+    http_sock_set(hc, s->fd, NULL);
+    uv_close((uv_handle_t *)&s->poll, http_on_sock_closed); /* stops it */
+}
+
+/* curl closes a socket: its poll handle goes first, then the fd. */
+static int http_on_closesocket(void *clientp, curl_socket_t fd) {
+    http_client *hc = clientp;
+    http_sock *s = http_sock_find(hc, fd);
+    if (s) http_sock_close(hc, s);
+    return close(fd);
+}
+
 static int http_socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp, void *socketp) {
     http_client *hc = userp;
     http_sock *s = socketp;
     (void)easy;
     if (action == CURL_POLL_REMOVE) {
-        if (s) {
-            uv_poll_stop(&s->poll);
-            uv_close((uv_handle_t *)&s->poll, http_on_sock_closed);
+        if (s) { /* kept for the connection's next request (see the top) */
+            s->idle = 1;
+            http_sock_watch(s, s->events & UV_READABLE); /* an idle socket is always writable */
             curl_multi_assign(hc->multi, fd, NULL);
         }
         return 0;
     }
-    if (!s) {
+    if (!s && (s = http_sock_find(hc, fd)) != NULL) {
+        curl_multi_assign(hc->multi, fd, s); /* a pooled connection at work again */
+    } else if (!s) {
         s = xcalloc(1, sizeof *s);
         s->fd = fd;
         s->hc = hc;
@@ -94,12 +163,14 @@ static int http_socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp,
             free(s);
             return -1;
         }
+        http_sock_set(hc, fd, s);
         curl_multi_assign(hc->multi, fd, s);
     }
+    s->idle = 0;
     int events = 0;
     if (action == CURL_POLL_IN || action == CURL_POLL_INOUT) events |= UV_READABLE;
     if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT) events |= UV_WRITABLE;
-    uv_poll_start(&s->poll, events, http_on_poll);
+    http_sock_watch(s, events);
     return 0;
 }
 
@@ -130,12 +201,18 @@ http_client *http_new(uv_loop_t *loop, long max_connects, long max_host_connecti
 }
 
 CURL *http_easy_get(http_client *hc) {
+    CURL *e;
     if (hc->npool > 0) {
-        CURL *e = hc->pool[--hc->npool];
+        e = hc->pool[--hc->npool];
         curl_easy_reset(e);
-        return e;
+    } else {
+        e = curl_easy_init();
+        if (!e) return NULL;
     }
-    return curl_easy_init();
+    /* a connection keeps the callback of the handle that opened it */
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, http_on_closesocket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, hc);
+    return e;
 }
 
 void http_easy_put(http_client *hc, CURL *easy) {
@@ -151,14 +228,20 @@ CURLMcode http_add(http_client *hc, CURL *easy) { return curl_multi_add_handle(h
 
 void http_remove(http_client *hc, CURL *easy) { curl_multi_remove_handle(hc->multi, easy); }
 
-static void http_on_timer_closed(uv_handle_t *h) { free(h->data); }
+static void http_on_timer_closed(uv_handle_t *h) {
+    http_client *hc = h->data;
+    free(hc->socks);
+    free(hc);
+}
 
 void http_free(http_client *hc) {
     for (int i = 0; i < hc->npool; i++) curl_easy_cleanup(hc->pool[i]);
     free(hc->pool);
     hc->pool = NULL;
     hc->npool = 0;
-    curl_multi_cleanup(hc->multi); /* closes sockets: REMOVE callbacks close polls */
+    curl_multi_cleanup(hc->multi); /* closes the pooled connections: their polls go too */
+    for (int fd = 0; fd < hc->nsocks; fd++) /* any curl closed without telling */
+        if (hc->socks[fd]) http_sock_close(hc, hc->socks[fd]);
     uv_timer_stop(&hc->timer);
     uv_close((uv_handle_t *)&hc->timer, http_on_timer_closed);
 }

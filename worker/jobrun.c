@@ -82,6 +82,7 @@ typedef struct jobrun_priv {
     const char *end_code;   /* set: the job cannot run, and ends so after START */
     char *end_msg;
     long long job_bytes;    /* > 0: an oversized job, of which raw is the marker */
+    char *metadata;         /* the job's metadata as JSON text, once the tree is dropped */
     uv_timer_t timer;
 } jobrun_priv;
 
@@ -129,8 +130,10 @@ static void jr_event_end(jobrun *jr) {
 }
 
 /* A buffer grown past this by a burst is given back once sent: a slow
- * stream keeps only what its next events need. */
-#define JR_EVENTS_KEEP 4096
+ * stream keeps only what its next event needs (one chunk event is a few
+ * hundred bytes; a 4 KB limit let thousands of waiting streams keep 4 KB
+ * each after a busy moment). */
+#define JR_EVENTS_KEEP 1024
 
 void jobrun_flush_events(jobrun *jr) {
     jobrun_priv *p = jr->p;
@@ -341,7 +344,7 @@ static void jr_finish(jobrun *jr, jr_end *e) {
             .started_at = p->started_at,
             .first_token_at = p->first_token_at,
             .finished_at = end,
-            .metadata = jr_json(p->job.metadata),
+            .metadata = p->job.metadata ? jr_json(p->job.metadata) : p->metadata,
             .custom_id = p->job.custom_id,
         },
     };
@@ -431,6 +434,7 @@ static void jr_on_timer_closed(uv_handle_t *h) {
     free(p->k_cancel);
     free(p->token);
     free(p->end_msg);
+    free(p->metadata);
     buf_free(&p->events);
     free(p->ev_ends);
     free(p);
@@ -461,13 +465,56 @@ void jobrun_abort(jobrun *jr) {
     jr_free(jr);
 }
 
+/* ---- the parsed job: kept only while needed --------------------------------- */
+
+/* The parsed job (json-c's tree) takes a few KB, and once the request body
+ * is made only a fallback needs it, to make another body: so it is dropped
+ * when the job has its first target, and parsed again from jr->raw by a
+ * fallback. A thousand waiting streams keep a few MB less. The metadata,
+ * which FINISH stores, is kept as JSON text. */
+static void jr_drop_tree(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    if (!p->job.root) return;
+    if (p->job.metadata && !p->metadata) p->metadata = xstrdup(jr_json(p->job.metadata));
+    json_object_put(p->job.root);
+    p->job.root = p->job.body = p->job.metadata = NULL;
+}
+
+/* The tree back from jr->raw, its body naming the current target's model as
+ * target_set() left it. Returns 0, or -1 when the text does not parse again
+ * (it did at the start: cannot happen). */
+static int jr_tree(jobrun *jr) {
+    jobrun_priv *p = jr->p;
+    const config *cfg = jr_cfg(jr);
+    if (p->job.root) return 0;
+    job j;
+    job_opts opts = {.max_bytes = (size_t)cfg->max_job_bytes, .prefix = cfg->prefix};
+    char err[256];
+    if (job_parse_opts(&j, jr->raw, jr->raw_len, &opts, err, sizeof err) != 0 || !j.body) {
+        log_error("job_reparse_failed", "id=%s error=%s", log_quote(p->job.id), log_quote(err));
+        job_free(&j);
+        return -1;
+    }
+    p->job.root = j.root;
+    p->job.body = j.body;
+    p->job.metadata = j.metadata;
+    j.root = NULL;
+    job_free(&j);
+    if (p->tgt.model)
+        json_object_object_add(p->job.body, "model", json_object_new_string(p->tgt.model));
+    return 0;
+}
+
 /* ---- targets ---------------------------------------------------------------- */
 
 /* Moves to the next fallback target, if there is one; `code` says why (for
  * the log). Returns 1, or 0 when none is left. */
 static int jr_next_target(jobrun *jr, const char *code) {
     jobrun_priv *p = jr->p;
-    if (!target_next(&p->tgt, jr_cfg(jr), &p->job)) return 0;
+    if (jr_tree(jr) != 0) return 0;
+    int moved = target_next(&p->tgt, jr_cfg(jr), &p->job);
+    jr_drop_tree(jr);
+    if (!moved) return 0;
     p->step_first_attempt = p->attempt + 1;
     log_info("fallback", "id=%s code=%s to_provider=%s to_model=%s", log_quote(p->job.id), code,
              p->tgt.prov->name, log_quote(p->tgt.model));
@@ -847,6 +894,7 @@ jobrun *jobrun_new(worker *w, const char *raw, size_t len, int queue) {
     digest_sha1_hex(raw, len, p->sha1);
     report_current(p->sha1); /* a fault while reading it is this job's */
     jr_prepare(jr);
+    jr_drop_tree(jr);
     report_current(NULL);
     if (p->job.id) {
         p->k_job = keys_job(cfg->prefix, p->job.id);

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -778,9 +779,90 @@ static void test_many_fragments(void **state) {
     assembler_free(a);
 }
 
+/* assembler_add_text() against assembler_add(): the same chunks go to one
+ * assembler as text (then to assembler_add() when it says 1) and to another
+ * through json-c only; the answers must be the same, and the common chunks
+ * must take the text path. */
+static void both(assembler *t, assembler *j, const char *text, int want) {
+    int r = assembler_add_text(t, text, strlen(text));
+    if (r != want) print_message("assembler_add_text gave %d for %s\n", r, text);
+    assert_int_equal(r, want);
+    json_object *o = json_tokener_parse(text);
+    assert_non_null(o);
+    int added = json_object_is_type(o, json_type_object) ? 0 : -1; /* "[1]": -1 */
+    if (r == 1) assert_int_equal(assembler_add(t, o), added);
+    assert_int_equal(assembler_add(j, o), added);
+    json_object_put(o);
+}
+
+static void test_text_path_same_answer(void **state) {
+    (void)state;
+    assembler *t = assembler_new(), *j = assembler_new();
+    const char *top = "\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+                      "\"model\":\"m\",\"system_fingerprint\":null";
+    char c[1024];
+    /* the first chunk brings the top-level fields: json-c */
+    snprintf(c, sizeof c, "{%s,\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+             "\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}", top);
+    both(t, j, c, 1);
+    snprintf(c, sizeof c, "{%s,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},"
+             "\"logprobs\":null,\"finish_reason\":null}]}", top);
+    both(t, j, c, 0);
+    /* every escape, a surrogate pair, a NUL */
+    both(t, j, "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\" l1\\nl2 \\\"q\\\" \\u00e9 "
+               "\\ud83d\\ude00 \\t \\/ \\\\ \\b\\f\\r \\u0000 end\"}}]}", 0);
+    both(t, j, " { \"choices\" : [ { \"index\" : 0 , \"delta\" : { \"role\" : \"user\" , "
+               "\"content\" : \"spaced\" } } ] , \"usage\" : null , \"service_tier\" : null } ", 0);
+    both(t, j, "{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"second\"}}]}", 0);
+    both(t, j, "{\"choices\":[{\"index\":2,\"delta\":{\"role\":\"assistant\"}}]}", 0);
+    both(t, j, "{\"choices\":[{\"index\":2,\"delta\":{}}]}", 0);
+    /* other forms: json-c */
+    both(t, j, "{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}", 1);
+    both(t, j, "{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"x\"}}],\"obfuscation\":\"ab\"}", 1);
+    both(t, j, "{\"choices\":[{\"index\":1,\"delta\":{\"cont\\u0065nt\":\"y\"}}]}", 1);
+    both(t, j, "{\"choices\":[{\"index\":1.0,\"delta\":{\"content\":\"z\"}}]}", 1);
+    both(t, j, "{\"choices\":[{\"index\":1,\"delta\":{\"content\":null}}]}", 1);
+    both(t, j, "{\"choices\":[{\"delta\":{\"content\":\"no index\"}}]}", 1);
+    both(t, j, "{\"choices\":[{\"index\":1,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"t\","
+               "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}", 1);
+    both(t, j, "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}},"
+               "{\"index\":1,\"delta\":{\"content\":\"b\"}}]}", 1);
+    both(t, j, "{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,"
+               "\"total_tokens\":3}}", 1);
+    both(t, j, "{\"model\":\"other\",\"choices\":[{\"index\":1,\"delta\":{\"content\":\"!\"}}]}", 0);
+    both(t, j, "[1]", 1);
+    both(t, j, "{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"x\"}}],\"error\":{}}", 1);
+
+    json_object *rt = assembler_result(t), *rj = assembler_result(j);
+    if (!json_object_equal(rt, rj))
+        print_message("text: %s\njson-c: %s\n", json_object_to_json_string(rt),
+                      json_object_to_json_string(rj));
+    assert_true(json_object_equal(rt, rj));
+    assert_int_equal(assembler_has_output(t), assembler_has_output(j));
+    assert_int_equal(assembler_choices(t), assembler_choices(j));
+    json_object_put(rt);
+    json_object_put(rj);
+    assembler_free(t);
+    assembler_free(j);
+}
+
+/* A spoiled assembler says so on the text path too. */
+static void test_text_path_spoiled(void **state) {
+    (void)state;
+    assembler *a = assembler_new();
+    json_object *o = json_tokener_parse("{\"choices\":[{\"index\":500,\"delta\":{}}]}");
+    assert_int_equal(assembler_add(a, o), -2);
+    json_object_put(o);
+    const char *c = "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}";
+    assert_int_equal(assembler_add_text(a, c, strlen(c)), -2);
+    assembler_free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_text_path_same_answer),
+        cmocka_unit_test(test_text_path_spoiled),
         cmocka_unit_test(test_plain_content),
         cmocka_unit_test(test_role),
         cmocka_unit_test(test_tool_calls_interleaved),

@@ -133,6 +133,42 @@ static void test_rargs(void **state) {
     assert_null(a.argv);
 }
 
+/* Copies and numbers live in blocks the rargs owns: many small ones, and
+ * one larger than a block, all stay intact until rargs_free(). */
+static void test_rargs_copies(void **state) {
+    (void)state;
+    rargs a = {0};
+    char text[64];
+    for (int i = 0; i < 3000; i++) {
+        int n = snprintf(text, sizeof text, "copy %d of many", i);
+        rargs_addcopy(&a, text, (size_t)n);
+        rargs_addll(&a, i);
+    }
+    char big[10000];
+    memset(big, 'x', sizeof big);
+    big[5] = '\0'; /* binary safe */
+    rargs_addcopy(&a, big, sizeof big);
+    rargs_addcopy(&a, "", 0);
+    rargs_setcopy(&a, 1, "set", 3);
+    assert_int_equal(a.argc, 6002);
+    for (int i = 0; i < 3000; i++) {
+        int n = snprintf(text, sizeof text, "copy %d of many", i);
+        assert_int_equal(a.lens[2 * i], (size_t)n);
+        assert_memory_equal(a.argv[2 * i], text, (size_t)n);
+        if (i == 0) continue;
+        n = snprintf(text, sizeof text, "%d", i);
+        assert_string_equal(a.argv[2 * i + 1], text);
+    }
+    assert_string_equal(a.argv[1], "set");
+    assert_int_equal(a.lens[6000], sizeof big);
+    assert_memory_equal(a.argv[6000], big, sizeof big);
+    assert_int_equal(a.lens[6001], 0);
+    assert_string_equal(a.argv[6001], "");
+    rargs_free(&a);
+    assert_int_equal(a.nowned, 0);
+    assert_null(a.owned);
+}
+
 static void test_send_before_ready(void **state) {
     (void)state;
     uv_loop_t loop;
@@ -555,6 +591,7 @@ int main(void) {
         cmocka_unit_test(test_format_many_arguments),
         cmocka_unit_test(test_format_replaces_content),
         cmocka_unit_test(test_rargs),
+        cmocka_unit_test(test_rargs_copies),
         cmocka_unit_test(test_send_before_ready),
         cmocka_unit_test(test_transient_errors),
         cmocka_unit_test(test_outbox_fifo_after_transient_error),
