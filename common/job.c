@@ -148,15 +148,13 @@ int job_check_reply_to(const char *prefix, const char *key, char *err, size_t er
     } else if (job_has_control(key)) {
         job_fail(&c, "reply_to must not contain a control character");
     } else if (prefix) {
-        size_t pn = strlen(prefix);
-        if (n > pn && !strncmp(key, prefix, pn) && key[pn] == ':') {
-            /* under P: only a batch's output list */
-            if (!keys_is_batch_out(prefix, key))
-                job_fail(&c,
-                         "reply_to must not name a key of chatq's own (under \"%s:\"); there "
-                         "only a batch's output list %s:batch:<batch>:out may be used",
-                         prefix, prefix);
-        }
+        const char *kind = keys_state_kind(prefix, key);
+        if (kind)
+            job_fail(&c,
+                     "reply_to must not name a key of chatq's own (under \"%s:\"): %s:%s... "
+                     "holds chatq's state; a batch's output list %s:batch:<batch>:out, or any "
+                     "other key, may be used",
+                     prefix, prefix, kind, prefix);
     }
     return c.failed ? -1 : 0;
 }

@@ -38,6 +38,26 @@ char *keys_drop(const char *p, const char *token) { return xasprintf("%s:drop:%s
 char *keys_batch(const char *p, const char *b) { return xasprintf("%s:batch:%s", p, b); }
 char *keys_batch_out(const char *p, const char *b) { return xasprintf("%s:batch:%s:out", p, b); }
 
+/* The kinds of state key: each is P:<kind>, or P:<kind>:<something>. */
+static const char *const keys_state_kinds[] = {
+    "queue",  "processing", "job",     "stream",  "events",   "usage",      "cancel",
+    "dead",   "control",    "workers", "heartbeat", "crashes", "requeued", "quarantine",
+    "drop",   "ratelimit",  "batch",   NULL,
+};
+
+const char *keys_state_kind(const char *p, const char *key) {
+    size_t pn = strlen(p);
+    if (strncmp(key, p, pn) != 0 || key[pn] != ':') return NULL;
+    const char *rest = key + pn + 1;
+    for (int i = 0; keys_state_kinds[i]; i++) {
+        size_t n = strlen(keys_state_kinds[i]);
+        if (strncmp(rest, keys_state_kinds[i], n) != 0 || (rest[n] && rest[n] != ':')) continue;
+        if (strcmp(keys_state_kinds[i], "batch") == 0 && keys_is_batch_out(p, key)) return NULL;
+        return keys_state_kinds[i];
+    }
+    return NULL;
+}
+
 int keys_is_batch_out(const char *p, const char *key) {
     size_t pn = strlen(p);
     if (strncmp(key, p, pn) != 0 || strncmp(key + pn, ":batch:", 7) != 0) return 0;

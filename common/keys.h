@@ -48,6 +48,11 @@ char *keys_batch_out(const char *prefix, const char *batch);
 /* 1 when key is some batch's output list, P:batch:<batch>:out with <batch>
  * non-empty and without ':'; else 0. */
 int keys_is_batch_out(const char *prefix, const char *key);
+/* When key is one chatq keeps its state in (a queue, a processing list, a
+ * job hash, the dead list, ... every key named above but a batch's output
+ * list), the name of its kind ("queue", "dead", ...); else NULL. A key under
+ * the prefix that is none of these (P:replies, say) is not chatq's. */
+const char *keys_state_kind(const char *prefix, const char *key);
 
 /* Writes the UTC day of unix milliseconds `ms` as "YYYY-MM-DD" into out[11]. */
 void keys_day(long long ms, char out[11]);

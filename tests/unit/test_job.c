@@ -502,7 +502,7 @@ static void test_reply_to_chatq_keys_refused(void **state) {
         "chatq:heartbeat:w1",  "chatq:crashes",    "chatq:requeued",
         "chatq:quarantine",    "chatq:ratelimit:p:*", "chatq:batch:b1",
         "chatq:batch::out",    "chatq:batch:a:b:out", "chatq:batch:out",
-        "chatq:",              "chatq:anything:new",
+        "chatq:quarantine:default", "chatq:drop:t1", "chatq:stream:x",
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         job j;
@@ -520,6 +520,9 @@ static void test_reply_to_own_keys_accepted(void **state) {
     static const char *accepted[] = {
         "chatq:batch:b1:out", "chatq:batch:b0123456789abcdef:out", "myapp:replies",
         "chatq", "chatqx:queue:default", "chatq-examples:reply:1", "CHATQ:queue:default",
+        /* under the prefix, but none of chatq's state (docs/protocol.md §4) */
+        "chatq:replies", "chatq:done", "chatq:", "chatq:anything:new", "chatq:queues",
+        "chatq:jobs:x", "chatq:deadline",
     };
     for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
         job j;

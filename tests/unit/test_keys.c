@@ -89,6 +89,20 @@ static void test_batch_out(void **state) {
     assert_int_equal(keys_is_batch_out("chatq", "other:batch:b1:out"), 0);
 }
 
+static void test_state_kind(void **state) {
+    (void)state;
+    assert_string_equal(keys_state_kind("chatq", "chatq:queue:default"), "queue");
+    assert_string_equal(keys_state_kind("chatq", "chatq:dead"), "dead");
+    assert_string_equal(keys_state_kind("chatq", "chatq:batch:b1"), "batch");
+    assert_null(keys_state_kind("chatq", "chatq:batch:b1:out"));
+    assert_null(keys_state_kind("chatq", "chatq:replies"));
+    assert_null(keys_state_kind("chatq", "chatq:deadline"));
+    assert_null(keys_state_kind("chatq", "myapp:queue:x"));
+    char *k = keys_processing("p", "w1", "q");
+    assert_string_equal(keys_state_kind("p", k), "processing");
+    free(k);
+}
+
 static void test_day(void **state) {
     (void)state;
     expect_day(0, "1970-01-01");
@@ -107,6 +121,7 @@ int main(void) {
         cmocka_unit_test(test_prefix_and_names_verbatim),
         cmocka_unit_test(test_queue_pattern_and_name),
         cmocka_unit_test(test_batch_out),
+        cmocka_unit_test(test_state_kind),
         cmocka_unit_test(test_day),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
