@@ -59,6 +59,16 @@ char *xasprintf(const char *fmt, ...) {
     return p;
 }
 
+int buf_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
 void xfree_secret(char *s) {
     if (!s) return;
     explicit_bzero(s, strlen(s)); /* unlike memset, never optimised away */

@@ -38,5 +38,8 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Overwrites the string s (a password, an API key) with zeros, then frees
  * it, so the secret does not linger in freed memory. NULL is allowed. */
 void xfree_secret(char *s);
+/* Writes the message into err (when err is given) and returns -1, so error
+ * paths read `return buf_err(err, errlen, "...", ...)`. */
+int buf_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

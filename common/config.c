@@ -52,20 +52,6 @@
 #define HOUR_MS 3600000LL
 #define DAY_MS 86400000LL
 
-static int config_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Writes the message and returns -1, so error paths read `return config_err(...)`. */
-static int config_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* ---- top-level keys ---------------------------------------------------- */
 
 typedef enum {
@@ -193,18 +179,18 @@ static int config_set_string(config *c, config_kind kind, const char *v, const c
         redis_target t;
         char why[256];
         if (redis_target_parse(v, &t, why, sizeof why) < 0)
-            return config_err(err, errlen, "%s must be a usable Redis URL: %s", what, why);
+            return buf_err(err, errlen, "%s must be a usable Redis URL: %s", what, why);
         redis_target_free(&t);
         field = &c->redis_url;
     } else if (kind == CK_PREFIX) {
         if (!config_prefix_valid(v))
-            return config_err(err, errlen,
+            return buf_err(err, errlen,
                               "%s must be a non-empty string without spaces or control characters",
                               what);
         field = &c->prefix;
     } else {
         if (!config_level_valid(v))
-            return config_err(err, errlen, "%s must be one of error, warn, info, debug", what);
+            return buf_err(err, errlen, "%s must be one of error, warn, info, debug", what);
         field = &c->log_level;
     }
     free(*field);
@@ -245,7 +231,7 @@ static int config_set_metrics(config *c, const char *v, const char *what, char *
     char host[256];
     int port;
     if (*v && config_metrics_addr(v, host, sizeof host, &port) < 0)
-        return config_err(err, errlen,
+        return buf_err(err, errlen,
                           "%s must be \"HOST:PORT\" (IPv6 as \"[ADDR]:PORT\", port 1..65535), "
                           "or \"\" for none",
                           what);
@@ -265,11 +251,11 @@ static void config_free_list(char **v, int n) {
 static int config_queue_add(char ***list, int *count, const char *name, size_t n,
                             const char *what, char *err, size_t errlen) {
     if (!config_name_valid(name, n))
-        return config_err(err, errlen, "%s must be queue names of [A-Za-z0-9._:-] (got \"%.*s\")",
+        return buf_err(err, errlen, "%s must be queue names of [A-Za-z0-9._:-] (got \"%.*s\")",
                           what, (int)(n > 64 ? 64 : n), name);
     for (int i = 0; i < *count; i++)
         if (strlen((*list)[i]) == n && !memcmp((*list)[i], name, n))
-            return config_err(err, errlen, "%s lists queue \"%.*s\" twice", what, (int)n, name);
+            return buf_err(err, errlen, "%s lists queue \"%.*s\" twice", what, (int)n, name);
     *list = xrealloc(*list, sizeof(char *) * (size_t)(*count + 1));
     (*list)[(*count)++] = xstrndup(name, n);
     return 0;
@@ -302,13 +288,13 @@ static int config_queues_json(config *c, json_object *v, const char *what, char 
         for (size_t i = 0; rc == 0 && i < json_object_array_length(v); i++) {
             json_object *e = json_object_array_get_idx(v, i);
             if (!json_object_is_type(e, json_type_string))
-                rc = config_err(err, errlen, "%s must be an array of queue names", what);
+                rc = buf_err(err, errlen, "%s must be an array of queue names", what);
             else
                 rc = config_queue_add(&list, &n, json_object_get_string(e),
                                       (size_t)json_object_get_string_len(e), what, err, errlen);
         }
     } else {
-        rc = config_err(err, errlen, "%s must be a non-empty array of queue names or \"a,b,c\"",
+        rc = buf_err(err, errlen, "%s must be a non-empty array of queue names or \"a,b,c\"",
                         what);
     }
     if (rc < 0) {
@@ -375,7 +361,7 @@ static int config_provider_key_env(provider_cfg *p, const char *what, char *err,
     if (!v || !*v) return 0; /* no key: a local server may need none */
     p->api_key = xstrdup(v);
     if (config_key_clean(p->api_key) < 0)
-        return config_err(err, errlen, "%s: $%s holds control characters", what, p->api_key_env);
+        return buf_err(err, errlen, "%s: $%s holds control characters", what, p->api_key_env);
     return 0;
 }
 
@@ -388,13 +374,13 @@ static int config_provider_key_file(provider_cfg *p, const char *what, char *err
     size_t len;
     int rc = config_slurp(path, CONFIG_MAX_KEY_FILE, &p->api_key, &len);
     if (rc) {
-        config_err(err, errlen, "%s: cannot read %s: %s", what, path,
+        buf_err(err, errlen, "%s: cannot read %s: %s", what, path,
                    config_slurp_error(rc, "file too large for a key"));
     } else if (strlen(p->api_key) != len || config_key_clean(p->api_key) < 0) {
-        rc = config_err(err, errlen, "%s: %s holds control characters (a key is one line)", what,
+        rc = buf_err(err, errlen, "%s: %s holds control characters (a key is one line)", what,
                         path);
     } else if (!p->api_key[0]) {
-        rc = config_err(err, errlen, "%s: %s is empty", what, path);
+        rc = buf_err(err, errlen, "%s: %s is empty", what, path);
     }
     free(path);
     return rc ? -1 : 0;
@@ -404,13 +390,13 @@ static int config_provider_key_file(provider_cfg *p, const char *what, char *err
 static int config_models(provider_cfg *p, json_object *v, const char *what, char *err,
                          size_t errlen) {
     if (!json_object_is_type(v, json_type_array))
-        return config_err(err, errlen, "%s must be an array of model patterns", what);
+        return buf_err(err, errlen, "%s must be an array of model patterns", what);
     size_t n = json_object_array_length(v);
     p->models = xcalloc(n, sizeof(char *));
     for (size_t i = 0; i < n; i++) {
         json_object *e = json_object_array_get_idx(v, i);
         if (!json_object_is_type(e, json_type_string) || !json_object_get_string_len(e))
-            return config_err(err, errlen, "%s[%zu] must be a non-empty string", what, i);
+            return buf_err(err, errlen, "%s[%zu] must be a non-empty string", what, i);
         p->models[p->nmodels++] = xstrdup(json_object_get_string(e));
     }
     return 0;
@@ -427,19 +413,19 @@ static int config_header_name_valid(const char *s) {
 static int config_headers(provider_cfg *p, json_object *v, const char *what, char *err,
                           size_t errlen) {
     if (!json_object_is_type(v, json_type_object))
-        return config_err(err, errlen, "%s must be an object of header names to values", what);
+        return buf_err(err, errlen, "%s must be an object of header names to values", what);
     p->headers = xcalloc((size_t)json_object_object_length(v), sizeof(char *));
     json_object_object_foreach(v, name, val) {
         if (!config_header_name_valid(name))
-            return config_err(err, errlen, "%s: \"%.64s\" is not a valid header name", what, name);
+            return buf_err(err, errlen, "%s: \"%.64s\" is not a valid header name", what, name);
         if (!json_object_is_type(val, json_type_string))
-            return config_err(err, errlen, "%s.%s must be a string", what, name);
+            return buf_err(err, errlen, "%s.%s must be a string", what, name);
         const char *s = json_object_get_string(val);
         for (const char *q = s; *q; q++)
             if ((unsigned char)*q < ' ' && *q != '\t')
-                return config_err(err, errlen, "%s.%s holds control characters", what, name);
+                return buf_err(err, errlen, "%s.%s holds control characters", what, name);
         if (strlen(s) != (size_t)json_object_get_string_len(val))
-            return config_err(err, errlen, "%s.%s holds control characters", what, name);
+            return buf_err(err, errlen, "%s.%s holds control characters", what, name);
         p->headers[p->nheaders++] = xasprintf("%s: %s", name, s);
     }
     return 0;
@@ -456,7 +442,7 @@ static int config_price_num(json_object *o, const char *key, double *dst, const 
     if (!json_object_object_get_ex(o, key, &v)) return 0;
     if ((!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int)) ||
         json_object_get_double(v) < 0 || json_object_get_double(v) > 1e6)
-        return config_err(err, errlen, "%s.%s must be a number 0..1000000 (USD per million tokens)",
+        return buf_err(err, errlen, "%s.%s must be a number 0..1000000 (USD per million tokens)",
                           what, key);
     *dst = json_object_get_double(v);
     return 0;
@@ -470,13 +456,13 @@ typedef int (*config_entry_fn)(provider_cfg *p, const char *pattern, json_object
 static int config_pattern_map(provider_cfg *p, json_object *v, const char *what,
                               const char *shape, config_entry_fn fn, char *err, size_t errlen) {
     if (!json_object_is_type(v, json_type_object))
-        return config_err(err, errlen, "%s must be an object of model patterns to %s", what,
+        return buf_err(err, errlen, "%s must be an object of model patterns to %s", what,
                           shape);
     json_object_object_foreach(v, pattern, o) {
         char *at = xasprintf("%s.%s", what, pattern);
         int rc = json_object_is_type(o, json_type_object)
                      ? fn(p, pattern, o, at, err, errlen)
-                     : config_err(err, errlen, "%s must be an object %s", at, shape);
+                     : buf_err(err, errlen, "%s must be an object %s", at, shape);
         free(at);
         if (rc) return rc;
     }
@@ -493,14 +479,14 @@ static int config_price_entry(provider_cfg *p, const char *pattern, json_object 
     json_object_object_foreach(o, k, unused) {
         (void)unused;
         if (strcmp(k, "input") && strcmp(k, "cached_input") && strcmp(k, "output"))
-            return config_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
+            return buf_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
     }
     if (config_price_num(o, "input", &pr->input, at, err, errlen) < 0 ||
         config_price_num(o, "cached_input", &pr->cached_input, at, err, errlen) < 0 ||
         config_price_num(o, "output", &pr->output, at, err, errlen) < 0)
         return -1;
     if (pr->input < 0 || pr->output < 0)
-        return config_err(err, errlen, "%s needs both input and output", at);
+        return buf_err(err, errlen, "%s needs both input and output", at);
     if (pr->cached_input < 0) pr->cached_input = pr->input;
     return 0;
 }
@@ -520,7 +506,7 @@ static int config_limit_entry(provider_cfg *p, const char *pattern, json_object 
         else if (!strcmp(k, "tpm"))
             rc = config_provider_num(n, 100000000000LL, &l->tpm, kat, err, errlen);
         else
-            rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
+            rc = buf_err(err, errlen, "%s: unknown key \"%.64s\"", at, k);
         free(kat);
         if (rc) return rc;
     }
@@ -531,13 +517,13 @@ static int config_limit_entry(provider_cfg *p, const char *pattern, json_object 
 static int config_fallbacks_json(config *c, json_object *v, const char *what, char *err,
                                  size_t errlen) {
     if (!json_object_is_type(v, json_type_object))
-        return config_err(err, errlen, "%s must be an object of model patterns to lists", what);
+        return buf_err(err, errlen, "%s must be an object of model patterns to lists", what);
     c->fallbacks = xcalloc((size_t)json_object_object_length(v) + 1, sizeof *c->fallbacks);
     json_object_object_foreach(v, pattern, list) {
         fallback_cfg *f = &c->fallbacks[c->nfallbacks++];
         f->pattern = xstrdup(pattern);
         if (!json_object_is_type(list, json_type_array))
-            return config_err(err, errlen, "%s.%s must be an array of {provider, model}", what,
+            return buf_err(err, errlen, "%s.%s must be an array of {provider, model}", what,
                               pattern);
         size_t n = json_object_array_length(list);
         f->steps = xcalloc(n + 1, sizeof *f->steps);
@@ -545,22 +531,22 @@ static int config_fallbacks_json(config *c, json_object *v, const char *what, ch
             json_object *st = json_object_array_get_idx(list, i);
             fallback_step *s = &f->steps[f->nsteps++];
             if (!json_object_is_type(st, json_type_object))
-                return config_err(err, errlen, "%s.%s[%zu] must be an object {provider, model}",
+                return buf_err(err, errlen, "%s.%s[%zu] must be an object {provider, model}",
                                   what, pattern, i);
             json_object_object_foreach(st, k, sv) {
                 char **dst = !strcmp(k, "provider") ? &s->provider
                              : !strcmp(k, "model")  ? &s->model
                                                     : NULL;
                 if (!dst)
-                    return config_err(err, errlen, "%s.%s[%zu]: unknown key \"%.64s\"", what,
+                    return buf_err(err, errlen, "%s.%s[%zu]: unknown key \"%.64s\"", what,
                                       pattern, i, k);
                 if (!json_object_is_type(sv, json_type_string) || !json_object_get_string_len(sv))
-                    return config_err(err, errlen, "%s.%s[%zu].%s must be a non-empty string",
+                    return buf_err(err, errlen, "%s.%s[%zu].%s must be a non-empty string",
                                       what, pattern, i, k);
                 *dst = xstrdup(json_object_get_string(sv));
             }
             if (!s->provider && !s->model)
-                return config_err(err, errlen, "%s.%s[%zu] needs a provider or a model", what,
+                return buf_err(err, errlen, "%s.%s[%zu] needs a provider or a model", what,
                                   pattern, i);
         }
     }
@@ -571,7 +557,7 @@ static int config_fallbacks_json(config *c, json_object *v, const char *what, ch
 static int config_provider_str(json_object *v, char **dst, const char *what, char *err,
                                size_t errlen) {
     if (!json_object_is_type(v, json_type_string) || !json_object_get_string_len(v))
-        return config_err(err, errlen, "%s must be a non-empty string", what);
+        return buf_err(err, errlen, "%s must be a non-empty string", what);
     *dst = xstrdup(json_object_get_string(v));
     return 0;
 }
@@ -580,7 +566,7 @@ static int config_provider_num(json_object *v, long long max, long long *dst, co
                                char *err, size_t errlen) {
     if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
         json_object_get_int64(v) > max)
-        return config_err(err, errlen, "%s must be an integer 0..%lld", what, max);
+        return buf_err(err, errlen, "%s must be an integer 0..%lld", what, max);
     *dst = json_object_get_int64(v);
     return 0;
 }
@@ -619,7 +605,7 @@ static int config_provider_member(provider_cfg *p, const char *key, json_object 
     else if (!strcmp(key, "limits"))
         rc = config_pattern_map(p, v, what, "{rpm, tpm}", config_limit_entry, err, errlen);
     else
-        rc = config_err(err, errlen, "%s: unknown key \"%.64s\"", at, key);
+        rc = buf_err(err, errlen, "%s: unknown key \"%.64s\"", at, key);
     free(what);
     return rc;
 }
@@ -628,23 +614,23 @@ static int config_provider_member(provider_cfg *p, const char *key, json_object 
 static int config_provider_parse(const config *c, provider_cfg *p, json_object *o,
                                   const char *at, char *err, size_t errlen) {
     if (!json_object_is_type(o, json_type_object))
-        return config_err(err, errlen, "%s must be an object", at);
+        return buf_err(err, errlen, "%s must be an object", at);
     json_object_object_foreach(o, key, v) {
         if (config_provider_member(p, key, v, at, err, errlen) < 0) return -1;
     }
-    if (!p->name) return config_err(err, errlen, "%s.name is required", at);
+    if (!p->name) return buf_err(err, errlen, "%s.name is required", at);
     if (!config_name_valid(p->name, strlen(p->name)))
-        return config_err(err, errlen, "%s.name must be 1+ characters of [A-Za-z0-9._:-]", at);
-    if (!p->base_url) return config_err(err, errlen, "%s.base_url is required", at);
+        return buf_err(err, errlen, "%s.name must be 1+ characters of [A-Za-z0-9._:-]", at);
+    if (!p->base_url) return buf_err(err, errlen, "%s.base_url is required", at);
     if (!config_http_url_valid(p->base_url))
-        return config_err(err, errlen, "%s.base_url must be an http:// or https:// URL", at);
+        return buf_err(err, errlen, "%s.base_url must be an http:// or https:// URL", at);
     config_strip_slash(p->base_url);
     if (!p->models) {
         p->models = xcalloc(1, sizeof(char *));
         p->models[p->nmodels++] = xstrdup("*");
     }
     if (p->api_key_env && p->api_key_file)
-        return config_err(err, errlen, "%s: set api_key_env or api_key_file, not both", at);
+        return buf_err(err, errlen, "%s: set api_key_env or api_key_file, not both", at);
     int rc = 0;
     if (!c->no_secrets && (p->api_key_env || p->api_key_file)) {
         char *what = xasprintf("%s.%s", at, p->api_key_env ? "api_key_env" : "api_key_file");
@@ -658,7 +644,7 @@ static int config_provider_parse(const config *c, provider_cfg *p, json_object *
 static int config_providers_json(config *c, json_object *v, const char *file, char *err,
                                  size_t errlen) {
     if (!json_object_is_type(v, json_type_array))
-        return config_err(err, errlen, "%s: providers must be an array of objects", file);
+        return buf_err(err, errlen, "%s: providers must be an array of objects", file);
     size_t n = json_object_array_length(v);
     /* Allocated up front, so config_free() releases a half-parsed list. */
     c->providers = xcalloc(n, sizeof(provider_cfg));
@@ -670,7 +656,7 @@ static int config_providers_json(config *c, json_object *v, const char *file, ch
                                    errlen);
         for (size_t k = 0; rc == 0 && k < i; k++)
             if (!strcmp(c->providers[k].name, c->providers[i].name))
-                rc = config_err(err, errlen, "%s.name \"%s\" is already used by providers[%zu]",
+                rc = buf_err(err, errlen, "%s.name \"%s\" is already used by providers[%zu]",
                                 at, c->providers[i].name, k);
         free(at);
     }
@@ -683,7 +669,7 @@ static int config_default_provider(config *c, char *err, size_t errlen) {
     const char *url = getenv("OPENAI_BASE_URL");
     if (!url || !*url) url = "https://api.openai.com/v1";
     else if (!config_http_url_valid(url))
-        return config_err(err, errlen, "OPENAI_BASE_URL: must be an http:// or https:// URL");
+        return buf_err(err, errlen, "OPENAI_BASE_URL: must be an http:// or https:// URL");
     free(c->providers);
     c->providers = xcalloc(1, sizeof(provider_cfg));
     c->nproviders = 1;
@@ -727,7 +713,7 @@ static void config_defaults(config *c) {
 static int config_file_member(config *c, const char *file, const char *key, json_object *v,
                               char *err, size_t errlen) {
     const config_key *k = config_key_find(key);
-    if (!k) return config_err(err, errlen, "%s: unknown key \"%.64s\"", file, key);
+    if (!k) return buf_err(err, errlen, "%s: unknown key \"%.64s\"", file, key);
     char *what = xasprintf("%s: %s", file, key);
     int rc = 0;
     switch (k->kind) {
@@ -735,7 +721,7 @@ static int config_file_member(config *c, const char *file, const char *key, json
     case CK_PREFIX:
     case CK_LEVEL:
         if (!json_object_is_type(v, json_type_string))
-            rc = config_err(err, errlen, "%s must be a string", what);
+            rc = buf_err(err, errlen, "%s must be a string", what);
         else
             rc = config_set_string(c, k->kind, json_object_get_string(v), what, err, errlen);
         break;
@@ -743,7 +729,7 @@ static int config_file_member(config *c, const char *file, const char *key, json
     case CK_LL:
         if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < k->min ||
             json_object_get_int64(v) > k->max)
-            rc = config_err(err, errlen, "%s must be an integer %lld..%lld", what, k->min,
+            rc = buf_err(err, errlen, "%s must be an integer %lld..%lld", what, k->min,
                             k->max);
         else
             config_set_num(c, k, json_object_get_int64(v));
@@ -755,7 +741,7 @@ static int config_file_member(config *c, const char *file, const char *key, json
         if (json_object_is_type(v, json_type_null))
             rc = config_set_metrics(c, "", what, err, errlen);
         else if (!json_object_is_type(v, json_type_string))
-            rc = config_err(err, errlen, "%s must be a string or null", what);
+            rc = buf_err(err, errlen, "%s must be a string or null", what);
         else
             rc = config_set_metrics(c, json_object_get_string(v), what, err, errlen);
         break;
@@ -797,9 +783,9 @@ static int config_parse_text(const char *file, const char *text, size_t len, jso
         json_object_put(o);
         if (e == json_tokener_continue) e = json_tokener_error_parse_eof;
         if (e != json_tokener_success)
-            return config_err(err, errlen, "%s: not valid JSON: %s (line %d)", file,
+            return buf_err(err, errlen, "%s: not valid JSON: %s (line %d)", file,
                               json_tokener_error_desc(e), line);
-        return config_err(err, errlen, "%s: must hold one JSON object", file);
+        return buf_err(err, errlen, "%s: must hold one JSON object", file);
     }
     *out = o;
     return 0;
@@ -811,7 +797,7 @@ static int config_pick_file(const config_args *a, const char **path, char *err, 
     const char *env = getenv("CHATQ_CONFIG");
     *path = NULL;
     if (a && a->config_file) {
-        if (!*a->config_file) return config_err(err, errlen, "--config: empty file name");
+        if (!*a->config_file) return buf_err(err, errlen, "--config: empty file name");
         *path = a->config_file;
     } else if (env && *env) {
         *path = env;
@@ -845,7 +831,7 @@ static int config_apply_file(config *c, const char *path, char *err, size_t errl
     size_t len;
     int rc = config_slurp(path, CONFIG_MAX_FILE, &text, &len);
     if (rc)
-        return config_err(err, errlen, "%s: cannot read: %s", path,
+        return buf_err(err, errlen, "%s: cannot read: %s", path,
                           config_slurp_error(rc, "file too large"));
     rc = config_apply_text(c, path, text, len, err, errlen);
     free(text);
@@ -868,7 +854,7 @@ static int config_flag_num(config *c, const char *key, const char *flag, const c
     const config_key *k = config_key_find(key);
     long long v;
     if (config_parse_ll(text, &v) < 0 || v < k->min || v > k->max)
-        return config_err(err, errlen, "%s: must be an integer %lld..%lld", flag, k->min, k->max);
+        return buf_err(err, errlen, "%s: must be an integer %lld..%lld", flag, k->min, k->max);
     config_set_num(c, k, v);
     return 0;
 }
@@ -913,16 +899,16 @@ static int config_finish(config *c, const config_args *args, char *err, size_t e
             const char *pn = c->fallbacks[i].steps[j].provider;
             const char *mn = c->fallbacks[i].steps[j].model;
             if (pn && !config_provider(c, pn))
-                return config_err(err, errlen, "%s%sfallbacks.%s[%d]: no provider named \"%s\"",
+                return buf_err(err, errlen, "%s%sfallbacks.%s[%d]: no provider named \"%s\"",
                                   file, sep, c->fallbacks[i].pattern, j, pn);
             if (!pn && !config_route(c, mn))
-                return config_err(err, errlen,
+                return buf_err(err, errlen,
                                   "%s%sfallbacks.%s[%d]: no provider serves model \"%s\"", file,
                                   sep, c->fallbacks[i].pattern, j, mn);
         }
     }
     if (c->retry_base_ms > c->retry_max_ms)
-        return config_err(err, errlen, "%s%sretry_base_ms (%lld) must not exceed retry_max_ms (%lld)",
+        return buf_err(err, errlen, "%s%sretry_base_ms (%lld) must not exceed retry_max_ms (%lld)",
                           file, sep, c->retry_base_ms, c->retry_max_ms);
     return 0;
 }
@@ -984,12 +970,12 @@ static int config_snapshot_keys(config *c, json_object *keys, char *err, size_t 
         json_object *k;
         if (!keys || !json_object_object_get_ex(keys, p->name, &k)) continue;
         if (!json_object_is_type(k, json_type_string))
-            return config_err(err, errlen, "config snapshot: the key of provider %s is not a string",
+            return buf_err(err, errlen, "config snapshot: the key of provider %s is not a string",
                               p->name);
         size_t n = (size_t)json_object_get_string_len(k);
         p->api_key = xstrndup(json_object_get_string(k), n);
         if (strlen(p->api_key) != n || config_key_clean(p->api_key) < 0)
-            return config_err(err, errlen, "config snapshot: the key of provider %s holds control "
+            return buf_err(err, errlen, "config snapshot: the key of provider %s holds control "
                               "characters", p->name);
     }
     return 0;
@@ -1011,7 +997,7 @@ int config_load_snapshot(config *c, const char *snap, size_t len, const config_a
     if (!ok) {
         json_object_put(root);
         config_free(c);
-        return config_err(err, errlen, "config snapshot: not a chatq configuration snapshot");
+        return buf_err(err, errlen, "config snapshot: not a chatq configuration snapshot");
     }
     text = json_object_get_string(v);
     text_len = (size_t)json_object_get_string_len(v);

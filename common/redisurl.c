@@ -20,20 +20,6 @@
 
 #define REDISURL_DEFAULT_PORT 6379
 
-static int redisurl_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Writes the message and returns -1, so error paths read `return redisurl_err(...)`. */
-static int redisurl_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static int redisurl_hexval(char ch) {
     if (ch >= '0' && ch <= '9') return ch - '0';
     if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
@@ -92,19 +78,19 @@ static int redisurl_query(const char *q, redis_target *t, char *err, size_t errl
         size_t vlen = (size_t)(q + n - v);
         if (klen == 2 && !strncmp(q, "db", 2)) {
             if (redisurl_parse_uint(v, vlen, 0, INT_MAX, &t->db) < 0)
-                return redisurl_err(err, errlen, "bad database number in ?db=");
+                return buf_err(err, errlen, "bad database number in ?db=");
         } else if (klen == 4 && !strncmp(q, "user", 4)) {
             free(t->user);
             if (redisurl_pct_decode(v, vlen, &t->user) < 0)
-                return redisurl_err(err, errlen, "bad percent-encoding in the user name");
+                return buf_err(err, errlen, "bad percent-encoding in the user name");
         } else if (klen == 8 && !strncmp(q, "password", 8)) {
             xfree_secret(t->password);
             if (redisurl_pct_decode(v, vlen, &t->password) < 0)
-                return redisurl_err(err, errlen, "bad percent-encoding in the password");
+                return buf_err(err, errlen, "bad percent-encoding in the password");
         } else {
             /* not quoted: with a '?' in an unencoded password, the
              * "parameter" would be the rest of the password */
-            return redisurl_err(err, errlen,
+            return buf_err(err, errlen,
                                 "unknown parameter in the query (known: db, user, password)");
         }
         q += n;
@@ -119,9 +105,9 @@ static int redisurl_userinfo(const char *s, size_t n, redis_target *t, char *err
     const char *colon = memchr(s, ':', n);
     size_t ulen = colon ? (size_t)(colon - s) : n;
     if (redisurl_pct_decode(s, ulen, &t->user) < 0)
-        return redisurl_err(err, errlen, "bad percent-encoding in the user name");
+        return buf_err(err, errlen, "bad percent-encoding in the user name");
     if (colon && redisurl_pct_decode(colon + 1, n - ulen - 1, &t->password) < 0)
-        return redisurl_err(err, errlen, "bad percent-encoding in the password");
+        return buf_err(err, errlen, "bad percent-encoding in the password");
     return 0;
 }
 
@@ -132,18 +118,18 @@ static int redisurl_hostport(const char *hp, const char *hend, redis_target *t, 
     const char *port = NULL;
     if (*hp == '[') {
         const char *rb = memchr(hp, ']', (size_t)(hend - hp));
-        if (!rb) return redisurl_err(err, errlen, "unclosed '[' in the host");
+        if (!rb) return buf_err(err, errlen, "unclosed '[' in the host");
         t->host = xstrndup(hp + 1, (size_t)(rb - hp - 1));
-        if (rb + 1 < hend && rb[1] != ':') return redisurl_err(err, errlen, "bad text after ']'");
+        if (rb + 1 < hend && rb[1] != ':') return buf_err(err, errlen, "bad text after ']'");
         if (rb + 1 < hend) port = rb + 2;
     } else {
         const char *colon = memchr(hp, ':', (size_t)(hend - hp));
         t->host = xstrndup(hp, (size_t)((colon ? colon : hend) - hp));
         if (colon) port = colon + 1;
     }
-    if (!t->host[0]) return redisurl_err(err, errlen, "no host");
+    if (!t->host[0]) return buf_err(err, errlen, "no host");
     if (port && redisurl_parse_uint(port, (size_t)(hend - port), 1, 65535, &t->port) < 0)
-        return redisurl_err(err, errlen, "bad port: must be a number 1..65535");
+        return buf_err(err, errlen, "bad port: must be a number 1..65535");
     return 0;
 }
 
@@ -163,7 +149,7 @@ static int redisurl_tcp(const char *s, redis_target *t, char *err, size_t errlen
     if (*p == '/') {
         size_t dlen = strcspn(p + 1, "?");
         if (dlen && redisurl_parse_uint(p + 1, dlen, 0, INT_MAX, &t->db) < 0)
-            return redisurl_err(err, errlen,
+            return buf_err(err, errlen,
                                 "bad database number after '/': must be a number 0 or more");
         p += 1 + dlen;
     }
@@ -174,7 +160,7 @@ static int redisurl_tcp(const char *s, redis_target *t, char *err, size_t errlen
 static int redisurl_unix(const char *s, redis_target *t, char *err, size_t errlen) {
     size_t plen = strcspn(s, "?");
     if (s[0] != '/' || plen < 2)
-        return redisurl_err(err, errlen, "a unix socket URL is unix:///absolute/path/redis.sock");
+        return buf_err(err, errlen, "a unix socket URL is unix:///absolute/path/redis.sock");
     t->unix_path = xstrndup(s, plen);
     return s[plen] == '?' ? redisurl_query(s + plen + 1, t, err, errlen) : 0;
 }
@@ -183,9 +169,9 @@ int redis_target_parse(const char *url, redis_target *t, char *err, size_t errle
     int rc;
     memset(t, 0, sizeof *t);
     t->port = REDISURL_DEFAULT_PORT;
-    if (!url) return redisurl_err(err, errlen, "no URL");
+    if (!url) return buf_err(err, errlen, "no URL");
     if (!strncasecmp(url, "rediss://", 9))
-        return redisurl_err(err, errlen,
+        return buf_err(err, errlen,
                             "rediss:// (Redis over TLS) is not supported: chatq has no TLS for "
                             "Redis; use redis:// or unix://");
     if (!strncasecmp(url, "redis://", 8))
@@ -193,7 +179,7 @@ int redis_target_parse(const char *url, redis_target *t, char *err, size_t errle
     else if (!strncasecmp(url, "unix://", 7))
         rc = redisurl_unix(url + 7, t, err, errlen);
     else
-        return redisurl_err(err, errlen,
+        return buf_err(err, errlen,
                             "must be redis://[user:password@]host[:port][/db] or "
                             "unix:///path/redis.sock[?db=N]");
     if (rc < 0) redis_target_free(t);
