@@ -121,7 +121,8 @@ static void w_on_fetch(rconn *rc, redisReply *reply, void *priv) {
          * for may have been pushed after the FETCH ran */
         worker_maybe_fetch(w);
     } else if (got < asked) {
-        if (w->quarantine && w->nruns == 0 && w->nending == 0 && !w->draining) {
+        /* (a FINISH still on its way is waited for by the drain) */
+        if (w->quarantine && w->nruns == 0 && !w->draining) {
             log_info("quarantine_empty", "action=exit");
             worker_drain(w);
             return;

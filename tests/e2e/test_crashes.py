@@ -19,6 +19,7 @@ No fixed sleeps but the pacing of kills and pushes: everything else polls
 with deadlines (conftest.wait_for)."""
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -287,3 +288,22 @@ def test_poison_pill_proven_apart_while_jobs_flow(start_chatqd, upstream):
     # the quarantine worker leaves once its lists are empty
     wait_for(lambda: len(cq.worker_pids()) == 2, 15, what="the quarantine worker gone")
     assert cq.r.llen(cq.k("quarantine", "default")) == 0
+
+
+def test_quarantine_worker_runs_innocent_suspects_and_comes_back(start_chatqd, upstream):
+    """A suspect that is innocent (counted twice without a culprit, say) runs
+    in the quarantine worker and succeeds; the quarantine worker then exits,
+    and a later suspect gets a new one."""
+    cq = start_chatqd(workers=2, concurrency=8)
+    cq.wait_workers(2)
+    qkey = cq.k("quarantine", "default")
+    for round_ in range(2):
+        job = cq.mkjob()
+        cq.r.lpush(qkey, json.dumps(job))
+        h = cq.wait_job_done(job["id"], timeout=20)
+        assert h["status"] == "succeeded", h
+        assert h["worker"].endswith(".q"), h["worker"]  # run apart
+        wait_for(lambda: len(log_lines(cq, "quarantine_empty")) > round_, 20,
+                 what="the quarantine worker to exit")
+        wait_for(lambda: cq.r.llen(qkey) == 0, 5, what="the quarantine list empty")
+    assert cq.r.llen(cq.queue_key()) == 0
