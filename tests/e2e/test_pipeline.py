@@ -443,6 +443,39 @@ def test_too_large_answer(start_chatqd, stream):
     assert cq.wait_job_done(small["id"])["status"] == "succeeded"
 
 
+# A chunk as small as a provider may send (about 60 bytes on the wire), so
+# that the chunk bounds are met well inside the default max_response_bytes.
+TINY_CHUNK = {"choices": [{"index": 0, "delta": {"content": "x"}}]}
+
+
+def test_too_many_chunks_in_one_attempt(cq, upstream):
+    """One attempt may publish at most 100,000 chunks (UPSTREAM_MAX_CHUNKS):
+    the 100,001st ends it as too_large, which no retry can mend."""
+    job = cq.mkjob(mock={"raw_events": [TINY_CHUNK], "repeat_events": 100001, "one_write": True},
+                   stream=True, max_attempts=3)
+    h = cq.run(job, timeout=60)
+    assert (h["status"], h["error"]["code"], h["attempts"]) == ("failed", "too_large", 1), h
+    assert "more than 100000 chunks" in h["error"]["message"]
+    assert len(upstream.requests(cq.mock_key(job["id"]))) == 1
+    assert cq.r.llen(cq.k("events", job["id"])) <= 100000 + 1
+
+
+def test_too_many_events_over_all_attempts(cq, upstream):
+    """A job's attempts may leave at most 250,000 events in P:events
+    (JR_MAX_EVENTS): attempts of 90,000 chunks that each end truncated are
+    retried until the third has passed the bound, then the job fails
+    too_large although attempts are left."""
+    job = cq.mkjob(mock={"raw_events": [TINY_CHUNK], "repeat_events": 90000, "one_write": True,
+                         "no_done": True},
+                   stream=True, max_attempts=5)
+    h = cq.run(job, timeout=120)
+    assert (h["status"], h["error"]["code"], h["attempts"]) == ("failed", "too_large", 3), h
+    assert "stream events, more than 250000" in h["error"]["message"]
+    assert len(upstream.requests(cq.mock_key(job["id"]))) == 3
+    n = cq.r.llen(cq.k("events", job["id"]))
+    assert 250000 <= n <= 3 * 90000 + 10, n
+
+
 def test_slow_job_does_not_hold_up_others(start_chatqd, upstream):
     # One worker, so both jobs share its HTTP client; pushed together so the
     # fast one is added while the slow one's connection is still pending.
