@@ -648,7 +648,9 @@ int worker_init(worker *w, uv_loop_t *loop, config *cfg, const char *id) {
         log_error("bad_redis_url", "error=%s", log_quote(err));
         goto fail;
     }
-    w->tok = json_tokener_new();
+    /* deeper by one than the answers' limit: json-c counts the scalar in
+     * the innermost array as a level (common/jsonparse.h) */
+    w->tok = json_tokener_new_ex(UPSTREAM_MAX_DEPTH + 1);
     /* libcurl limits connections per host for the whole multi handle, so
      * the largest max_connections of the providers applies to every host. */
     long max_host = 0;

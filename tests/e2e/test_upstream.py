@@ -437,6 +437,22 @@ def test_lenient_plain_bodies_fail(cq):
         assert "response" not in h
 
 
+def test_answer_depth_bound(cq):
+    """An answer may nest 32 levels deep (UPSTREAM_MAX_DEPTH, the answer
+    itself counted): 32 is stored, 33 fails as too_large, no retry."""
+    def body(depth):  # the answer object, a "v" member holding depth-1 levels
+        return ('{"id":"x","object":"chat.completion","choices":[{"index":0,"message":'
+                '{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"v":%s1%s}'
+                % ("[" * (depth - 1), "]" * (depth - 1)))
+    ok = cq.mkjob(max_attempts=2, mock={"raw_body": body(32)})
+    deep = cq.mkjob(max_attempts=2, mock={"raw_body": body(33)})
+    hashes = run_all(cq, [ok, deep])
+    assert hashes[ok["id"]]["status"] == "succeeded", stored_error(cq, ok["id"])
+    h = hashes[deep["id"]]
+    assert (h["status"], h["attempts"]) == ("failed", 1), h
+    assert stored_error(cq, deep["id"])["code"] == "too_large"
+
+
 def test_error_chunk_with_finish_reason_then_done_is_upstream_error(cq):
     # What OpenRouter sends when the provider behind it fails mid-stream.
     err_chunk = chunk("", "error", error={"code": 502, "message": "Provider returned error"})
