@@ -187,9 +187,7 @@ static const strictjson_limits up_body_limits = {
 static json_object *up_parse(upstream *u, const char *text, size_t len,
                              const strictjson_limits *lim, int *rc, char *err, size_t errlen) {
     json_object *o = NULL;
-    *rc = strictjson_check(text, len, lim, NULL, err, errlen);
-    if (*rc == STRICTJSON_OK && jsonparse_whole(u->tok, text, len, &o, err, errlen) != 0)
-        *rc = STRICTJSON_INVALID; /* json-c refused what the check let pass */
+    *rc = jsonparse_strict(u->tok, text, len, lim, 0, &o, NULL, err, errlen);
     return o;
 }
 
