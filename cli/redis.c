@@ -160,13 +160,19 @@ static int cli_redis_field_cmp(const void *a, const void *b) {
 }
 
 cli_redis_field *cli_redis_hash_fields(const redisReply *h, const char *const *order, size_t *n) {
-    *n = h->type == REDIS_REPLY_ARRAY ? h->elements / 2 : 0;
-    cli_redis_field *f = xcalloc(*n, sizeof *f);
-    for (size_t i = 0; i < *n; i++) {
-        f[i].name = h->element[2 * i];
-        f[i].value = h->element[2 * i + 1];
-        int r = order ? cli_str_index(order, f[i].name->str) : -1;
-        f[i].rank = r >= 0 ? r : INT_MAX;
+    size_t pairs = h->type == REDIS_REPLY_ARRAY ? h->elements / 2 : 0;
+    cli_redis_field *f = xcalloc(pairs, sizeof *f);
+    *n = 0;
+    for (size_t i = 0; i < pairs; i++) {
+        const redisReply *name = h->element[2 * i];
+        /* Redis sends names as bulk strings; anything else (a proxy, a
+         * RESP3 map) has no text to sort or print by */
+        if (name->type != REDIS_REPLY_STRING) continue;
+        cli_redis_field *x = &f[(*n)++];
+        x->name = name;
+        x->value = h->element[2 * i + 1];
+        int r = order ? cli_str_index(order, name->str) : -1;
+        x->rank = r >= 0 ? r : INT_MAX;
     }
     if (*n) qsort(f, *n, sizeof *f, cli_redis_field_cmp);
     return f;
