@@ -98,6 +98,19 @@ static long long stats_llen(redisContext *c, const char *key, int *failed) {
     return n;
 }
 
+/* The length of the dead list. A key of another type is a failure, named
+ * (cli_redis_cmd()), not "0 dead jobs": unlike a queue name found by SCAN,
+ * the dead list's key is chatq's own. */
+static long long stats_dead(redisContext *c, const char *prefix, int *failed) {
+    char *key = keys_dead(prefix);
+    redisReply *r = cli_redis_cmd(c, "LLEN %s", key);
+    free(key);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    if (!r) *failed = 1;
+    if (r) freeReplyObject(r);
+    return n;
+}
+
 /* The worker's queues: a JSON array of names, or "a,b,c". */
 static void stats_worker_queues(json_object *info, stats_names *out) {
     json_object *q = NULL;
@@ -291,10 +304,7 @@ int stats_cmd(cli_ctx *ctx, int argc, char **argv) {
     json_object *workers = stats_workers(c, prefix, &failed);
     if (!failed) json_object_object_add(st, "queues", stats_queues(c, ctx, workers, &failed));
     json_object_object_add(st, "workers", workers);
-    char *dead = keys_dead(prefix);
-    long long ndead = failed ? 0 : stats_llen(c, dead, &failed);
-    free(dead);
-    json_object_object_add(st, "dead", json_object_new_int64(ndead > 0 ? ndead : 0));
+    json_object_object_add(st, "dead", json_object_new_int64(failed ? 0 : stats_dead(c, prefix, &failed)));
     if (!failed) json_object_object_add(st, "usage", stats_usage(c, prefix, &failed));
     if (!failed) {
         if (json)

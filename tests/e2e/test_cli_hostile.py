@@ -1,0 +1,140 @@
+"""test_cli_hostile.py — the `chatq` client against hostile data in Redis.
+
+Anyone who can write to Redis can put anything in the keys the CLI reads:
+job hashes, events lists, a batch's output list, the dead list, usage
+hashes, worker registrations, pub/sub messages, keys of the wrong type.
+docs/reliability.md: bad input of any kind never crashes, hangs or blows up
+a chatq program. Each test writes such data with redis-py and runs the real
+`chatq`: no crash (no negative exit status, no sanitizer report), no hang
+(every run has a deadline), a clear one-line message naming the key when
+the command cannot do its work, and nothing raw on a terminal.
+
+Most tests need no chatqd: the `hq` fixture is a key prefix of its own on
+the session's redis-server, and the environment to run `chatq` with it."""
+
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import BIN, SANITIZER_MARKS, SCALE, wait_for
+
+
+class Hostile:
+    """A key prefix of its own and a way to run `chatq` on it."""
+
+    def __init__(self, redis_server, tmp_path):
+        self.prefix = "hq" + uuid.uuid4().hex[:10]
+        self.dir = str(tmp_path)
+        self.r = redis_server.client(decode_responses=False)
+        self.env = dict(os.environ)
+        self.env.update({"CHATQ_REDIS_URL": redis_server.url, "CHATQ_PREFIX": self.prefix})
+        self.env.pop("CHATQ_CONFIG", None)
+
+    def k(self, *parts):
+        return ":".join((self.prefix,) + parts)
+
+    def run(self, *args, timeout=20, env=None):
+        """Runs chatq with stdout and stderr to pipes; returns the
+        CompletedProcess with text decoded (undecodable bytes escaped)."""
+        e = dict(self.env)
+        e.update(env or {})
+        p = subprocess.run([os.path.join(BIN, "chatq")] + [str(a) for a in args],
+                           capture_output=True, env=e, timeout=timeout * SCALE,
+                           stdin=subprocess.DEVNULL)
+        p.stdout = p.stdout.decode("utf-8", "backslashreplace")
+        p.stderr = p.stderr.decode("utf-8", "backslashreplace")
+        check_no_crash(p)
+        return p
+
+    def run_tty(self, *args, timeout=20):
+        """Runs chatq with stdout on a terminal (a pty); returns (exit
+        status, the bytes written to the terminal, stderr)."""
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([os.path.join(BIN, "chatq")] + [str(a) for a in args],
+                                stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                env=self.env)
+        os.close(slave)
+        out = b""
+        deadline = time.monotonic() + timeout * SCALE
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's last writer is gone
+                    data = b""
+                if not data and proc.poll() is not None:
+                    break
+                out += data
+            elif proc.poll() is not None:
+                break
+        os.close(master)
+        try:
+            _, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        p = subprocess.CompletedProcess(proc.args, proc.returncode, out, err.decode("utf-8", "replace"))
+        check_no_crash(p)
+        return p
+
+
+def check_no_crash(p):
+    assert p.returncode >= 0, "chatq died of signal %d; stderr: %s" % (-p.returncode, p.stderr)
+    for mark in SANITIZER_MARKS:
+        assert mark not in p.stderr, "sanitizer report:\n%s" % p.stderr
+
+
+def one_line_error(p):
+    assert p.returncode != 0, "expected a failure; stdout: %s" % p.stdout[:2000]
+    err = p.stderr.strip()
+    assert err and "\n" not in err, "stderr should be one line: %r" % p.stderr[:2000]
+    assert err.startswith("chatq: "), err
+    return err
+
+
+@pytest.fixture
+def hq(redis_server, tmp_path):
+    h = Hostile(redis_server, tmp_path)
+    yield h
+    keys = list(h.r.scan_iter(match=h.prefix + "*", count=1000))
+    if keys:
+        h.r.delete(*keys)
+    h.r.close()
+
+
+# ---------------------------------------------------------------- keys of the wrong type
+
+def test_wrong_type_keys_are_named(hq, tmp_path):
+    """A key of another type than the command reads: one line that names
+    the key, exit 1, for every command that reads one."""
+    hq.r.set(hq.k("job", "j1"), "a string, not a hash")
+    err = one_line_error(hq.run("get", "j1"))
+    assert hq.k("job", "j1") in err and "WRONGTYPE" in err
+
+    hq.r.set(hq.k("events", "j2"), "not a list")
+    err = one_line_error(hq.run("watch", "j2", "--timeout", "5"))
+    assert hq.k("events", "j2") in err
+
+    hq.r.set(hq.k("usage", "2026-01-02"), "not a hash")
+    err = one_line_error(hq.run("usage", "--day", "2026-01-02"))
+    assert hq.k("usage", "2026-01-02") in err
+
+    hq.r.set(hq.k("dead"), "not a list")
+    for args in (["dead"], ["dead", "purge", "--all"], ["dead", "retry", "--all"]):
+        err = one_line_error(hq.run(*args))
+        assert hq.k("dead") in err, args
+    # stats reads the dead list too: it must not show "0 dead jobs"
+    err = one_line_error(hq.run("stats"))
+    assert hq.k("dead") in err
+    hq.r.delete(hq.k("dead"))
+
+    hq.r.set(hq.k("workers"), "not a hash")
+    err = one_line_error(hq.run("stats", "--json"))
+    assert hq.k("workers") in err
