@@ -272,6 +272,20 @@ int cli_json_parse(const char *s, size_t len, json_object **out, char *err, size
     return rc;
 }
 
+const char *cli_quote(buf *b, const char *s, size_t len, size_t max) {
+    buf q = {0};
+    size_t n = len > max ? max : len;
+    while (n < len && n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* whole characters */
+    buf_json_str(&q, s, n);
+    if (n < len) buf_puts(&q, "...");
+    if (isatty(STDERR_FILENO))
+        output_term_safe(b, q.data, q.len);
+    else
+        buf_append(b, q.data, q.len);
+    buf_free(&q);
+    return buf_cstr(b);
+}
+
 int cli_str_index(const char *const *list, const char *s) {
     for (int i = 0; list[i]; i++)
         if (!strcmp(list[i], s)) return i;

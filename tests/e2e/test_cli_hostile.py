@@ -138,3 +138,36 @@ def test_wrong_type_keys_are_named(hq, tmp_path):
     hq.r.set(hq.k("workers"), "not a hash")
     err = one_line_error(hq.run("stats", "--json"))
     assert hq.k("workers") in err
+
+
+# ---------------------------------------------------------------- usage counters
+
+def test_usage_counters_that_are_not_counts(hq):
+    """Counters past INT64_MAX when summed, negative, not integers, fields
+    of another shape: the totals saturate instead of wrapping, what is not
+    a count is skipped, and one warning names the key."""
+    day = "2026-01-03"
+    key = hq.k("usage", day)
+    big = 2 ** 63 - 1
+    hq.r.hset(key, mapping={
+        "a|m|requests": big, "b|m|requests": big, "h|m|requests": 4,
+        "c|m|requests": -5, "d|m|requests": "12abc", "e|m|requests": "1e3",
+        "f|m|requests": "99999999999999999999", "no-separators": 1,
+        "g|m|no_such_metric": 1,
+    })
+    p = hq.run("usage", "--day", day)
+    assert p.returncode == 0, p.stderr
+    rows = [l.split() for l in p.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["a", "b", "h", "TOTAL"], p.stdout
+    assert rows[-1][1] == str(big), p.stdout  # saturated, not wrapped
+    assert not any(c.startswith("-") and c != "-" for r in rows for c in r), p.stdout
+    warn = p.stderr.strip()
+    assert "\n" not in warn and key in warn and "6 fields" in warn, p.stderr
+
+    j = hq.run("usage", "--day", day, "--json")
+    assert j.returncode == 0
+    assert sorted((o["tenant"], o["requests"]) for o in json.loads(j.stdout)) == \
+        [("a", big), ("b", big), ("h", 4)]
+
+    s = hq.run("stats", "--json")  # today's totals: nothing there, but no failure
+    assert s.returncode == 0, s.stderr
