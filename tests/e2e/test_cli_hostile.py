@@ -171,3 +171,40 @@ def test_usage_counters_that_are_not_counts(hq):
 
     s = hq.run("stats", "--json")  # today's totals: nothing there, but no failure
     assert s.returncode == 0, s.stderr
+
+
+# ---------------------------------------------------------------- text tables on a terminal
+
+ESC_TEXT = "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202e"
+
+
+def assert_terminal_safe(out):
+    """What reached the terminal holds no escape sequence (ESC, C1 CSI,
+    BEL, a bidi override) of the hostile text."""
+    for bad in (b"\x1b", b"\x07", "\x9b".encode(), "\u202e".encode()):
+        assert bad not in out, "%r reached the terminal: %r" % (bad, out[:3000])
+
+
+def test_usage_table_on_a_terminal(hq):
+    day = "2026-01-04"
+    hq.r.hset(hq.k("usage", day), mapping={
+        ("t" + ESC_TEXT + "|m\nx|requests").encode(): 1,
+        "plain|m\tx|requests": 2,
+    })
+    p = hq.run_tty("usage", "--day", day)
+    assert p.returncode == 0, p.stderr
+    assert_terminal_safe(p.stdout)
+    lines = p.stdout.decode().replace("\r\n", "\n").strip("\n").split("\n")
+    assert len(lines) == 4, lines  # header, two rows, TOTAL: no cell breaks a row
+    assert "^[" in p.stdout.decode()
+
+
+def test_stats_table_on_a_terminal(hq):
+    hq.r.hset(hq.k("workers"), mapping={
+        ("w1" + ESC_TEXT).encode(): json.dumps({"host": "h" + ESC_TEXT, "pid": "1\n2",
+                                                "queues": ["q" + ESC_TEXT]}),
+    })
+    p = hq.run_tty("stats")
+    assert p.returncode == 0, p.stderr
+    assert_terminal_safe(p.stdout)
+    assert "^[" in p.stdout.decode()
