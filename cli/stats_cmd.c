@@ -118,7 +118,7 @@ static void stats_worker_queues(json_object *info, stats_names *out) {
     if (json_object_is_type(q, json_type_array)) {
         for (size_t i = 0; i < json_object_array_length(q); i++) {
             json_object *e = json_object_array_get_idx(q, i);
-            if (json_object_is_type(e, json_type_string))
+            if (json_object_is_type(e, json_type_string) && json_object_get_string_len(e))
                 stats_names_add(out, json_object_get_string(e),
                                (size_t)json_object_get_string_len(e));
         }
@@ -235,6 +235,14 @@ static long long stats_get_int(json_object *o, const char *key) {
     return json_object_object_get_ex(o, key, &v) ? (long long)json_object_get_int64(v) : 0;
 }
 
+/* A member of a worker's registration as text, "-" when it is absent or
+ * null (the registration is whatever P:workers holds). */
+static const char *stats_member_text(json_object *w, const char *key) {
+    json_object *v = NULL;
+    if (!json_object_object_get_ex(w, key, &v) || !v) return "-";
+    return json_object_get_string(v);
+}
+
 static void stats_text(json_object *st) {
     static const char *const qh[] = {"QUEUE", "LENGTH"};
     static const int qr[] = {0, 1};
@@ -264,12 +272,8 @@ static void stats_text(json_object *st) {
         stats_names list = {0};
         json_object_object_get_ex(w, "id", &v);
         table_addf(&t, "%s", json_object_get_string(v));
-        int has_host = json_object_object_get_ex(w, "host", &v);
-        table_addf(&t, "%s", has_host ? json_object_get_string(v) : "-");
-        if (json_object_object_get_ex(w, "pid", &v))
-            table_addf(&t, "%s", json_object_get_string(v));
-        else
-            table_addf(&t, "-");
+        table_addf(&t, "%s", stats_member_text(w, "host"));
+        table_addf(&t, "%s", stats_member_text(w, "pid"));
         json_object_object_get_ex(w, "alive", &v);
         table_addf(&t, "%s", json_object_get_boolean(v) ? "yes" : "no");
         table_addf(&t, "%lld", stats_get_int(w, "in_flight"));

@@ -208,3 +208,32 @@ def test_stats_table_on_a_terminal(hq):
     assert p.returncode == 0, p.stderr
     assert_terminal_safe(p.stdout)
     assert "^[" in p.stdout.decode()
+
+
+# ---------------------------------------------------------------- worker registrations
+
+def test_stats_registrations_of_any_shape(hq):
+    """P:workers values of every shape: null members, wrong types, not
+    JSON, not an object, huge numbers. stats shows "-" for what it cannot
+    read and never "(null)"."""
+    hq.r.hset(hq.k("workers"), mapping={
+        "w-null": json.dumps({"host": None, "pid": None, "queues": None}),
+        "w-types": json.dumps({"host": [1, 2], "pid": {"a": 1}, "queues": 7,
+                               "alive": "yes", "in_flight": "x", "id": 3}),
+        "w-big": json.dumps({"host": "h", "pid": 2 ** 64, "queues": ["a", 5, None, ""]}),
+        "w-notjson": b"\xff\xfe{",
+        "w-array": "[1,2,3]",
+        "w-empty": "",
+    })
+    p = hq.run("stats")
+    assert p.returncode == 0, p.stderr
+    assert "(null)" not in p.stdout, p.stdout
+    rows = {l.split()[0]: l.split() for l in p.stdout.splitlines() if l.startswith("w-")}
+    assert set(rows) == {"w-null", "w-types", "w-big", "w-notjson", "w-array", "w-empty"}
+    assert rows["w-null"][1:3] == ["-", "-"], rows["w-null"]
+    queue_rows = p.stdout.split("\n\n")[0].splitlines()[1:]
+    assert all(len(l.split()) == 2 for l in queue_rows), queue_rows  # no queue named ""
+    j = hq.run("stats", "--json")
+    assert j.returncode == 0, j.stderr
+    workers = {w["id"]: w for w in json.loads(j.stdout)["workers"]}
+    assert workers["w-types"]["alive"] is False and workers["w-types"]["in_flight"] == 0
