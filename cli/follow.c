@@ -6,7 +6,9 @@
  * record; a hole there will not fill). From the channel, an event above it
  * first makes us re-read the list, which by then holds the missing ones
  * when the producer appends before it publishes the next event; what is
- * still missing after that is skipped.
+ * still missing after that is skipped. A message without a seq that is an
+ * integer from 0 to LLONG_MAX - 1 is not an event (follow_count()): json-c
+ * reads any larger number as INT64_MAX, and seq + 1 must not overflow.
  *
  * Stale chunks: a retry event for attempt a means the chunks of attempts
  * <= a are void, so a late chunk of such an attempt is not printed.
@@ -17,6 +19,8 @@
 #include "cli/follow.h"
 
 #include <json-c/json.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +111,18 @@ static json_object *follow_get(json_object *o, const char *key, json_type type) 
     return v;
 }
 
+/* An event's count (seq, attempt): an integer from 0 to LLONG_MAX - 1, so
+ * that adding 1 cannot overflow (json-c reads anything above INT64_MAX as
+ * INT64_MAX). Returns 1 with *out set, 0 when absent or out of range. */
+static int follow_count(json_object *ev, const char *key, long long *out) {
+    json_object *v = follow_get(ev, key, json_type_int);
+    if (!v) return 0;
+    int64_t n = json_object_get_int64(v);
+    if (n < 0 || n >= LLONG_MAX) return 0;
+    *out = (long long)n;
+    return 1;
+}
+
 /* The choice with index 0 (else the first) of a chunk or a completion. */
 static json_object *follow_choice0(json_object *obj) {
     json_object *choices = follow_get(obj, "choices", json_type_array);
@@ -122,8 +138,8 @@ static json_object *follow_choice0(json_object *obj) {
 /* ---- events ---- */
 
 static void follow_chunk(follow_state *fs, json_object *ev) {
-    json_object *a = follow_get(ev, "attempt", json_type_int);
-    if (!fs->o->print_chunks || (a && json_object_get_int64(a) < fs->min_attempt)) return;
+    long long a;
+    if (!fs->o->print_chunks || (follow_count(ev, "attempt", &a) && a < fs->min_attempt)) return;
     json_object *delta = follow_get(follow_choice0(follow_get(ev, "data", json_type_object)),
                                     "delta", json_type_object);
     json_object *content = follow_get(delta, "content", json_type_string);
@@ -133,8 +149,8 @@ static void follow_chunk(follow_state *fs, json_object *ev) {
 }
 
 static void follow_retry(follow_state *fs, json_object *ev) {
-    json_object *a = follow_get(ev, "attempt", json_type_int);
-    long long attempt = a ? (long long)json_object_get_int64(a) : 0;
+    long long attempt = 0;
+    follow_count(ev, "attempt", &attempt);
     if (fs->o->print_chunks) {
         fprintf(stderr, "\n[retry: attempt %lld]\n", attempt);
         fflush(stderr);
@@ -175,12 +191,11 @@ static int follow_replay(follow_state *fs);
 static int follow_event(follow_state *fs, const char *text, size_t len, int from_list) {
     json_object *ev = NULL;
     if (fs->ended || cli_json_parse(text, len, &ev, NULL, 0) < 0) return 0;
-    json_object *s = follow_get(ev, "seq", json_type_int);
-    if (!s) {
+    long long seq;
+    if (!follow_count(ev, "seq", &seq)) {
         json_object_put(ev);
         return 0;
     }
-    long long seq = (long long)json_object_get_int64(s);
     if (seq > fs->next_seq && !from_list && follow_replay(fs) < 0) {
         json_object_put(ev);
         return -1;

@@ -237,3 +237,54 @@ def test_stats_registrations_of_any_shape(hq):
     assert j.returncode == 0, j.stderr
     workers = {w["id"]: w for w in json.loads(j.stdout)["workers"]}
     assert workers["w-types"]["alive"] is False and workers["w-types"]["in_flight"] == 0
+
+
+# ---------------------------------------------------------------- events of watch
+
+def chunk_event(seq, text, attempt=1):
+    return json.dumps({"seq": seq, "type": "chunk", "attempt": attempt,
+                       "data": {"choices": [{"index": 0, "delta": {"content": text}}]}})
+
+
+class Watch:
+    """`chatq watch ID` running in the background, subscribed."""
+
+    def __init__(self, hq, jid, *extra):
+        self.hq = hq
+        self.proc = subprocess.Popen([os.path.join(BIN, "chatq"), "watch", jid] + list(extra),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, env=hq.env)
+        self.channel = hq.k("stream", jid)
+        wait_for(lambda: self.proc.poll() is not None or
+                 dict(hq.r.pubsub_numsub(self.channel)).get(self.channel.encode()) == 1,
+                 10, what="watch to subscribe")
+
+    def publish(self, msg):
+        self.hq.r.publish(self.channel, msg)
+
+    def result(self, timeout=20):
+        out, err = self.proc.communicate(timeout=timeout * SCALE)
+        p = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
+                                        out.decode("utf-8", "replace"),
+                                        err.decode("utf-8", "replace"))
+        check_no_crash(p)
+        return p
+
+
+def test_watch_event_numbers_at_the_int64_limit(hq):
+    """seq and attempt at and past INT64_MAX (json-c reads 2^64-1 as
+    INT64_MAX): such an event is no event, and nothing overflows; the watch
+    still drops duplicates and ends with the done event."""
+    jid = "j-seq"
+    hq.r.rpush(hq.k("events", jid), chunk_event(0, "alpha"))
+    w = Watch(hq, jid, "--timeout", "15")
+    w.publish(chunk_event(2 ** 64 - 1, "evil"))
+    w.publish(chunk_event(2 ** 63 - 1, "evil"))
+    w.publish(chunk_event(0, "alpha"))  # a duplicate: dropped
+    w.publish(json.dumps({"seq": 1, "type": "retry", "attempt": 2 ** 63 - 1, "error": {}}))
+    w.publish(chunk_event(2, "beta"))
+    w.publish(json.dumps({"seq": 3, "type": "done", "status": "succeeded"}))
+    p = w.result()
+    assert p.returncode == 0, p.stderr
+    assert "evil" not in p.stdout and p.stdout.count("alpha") == 1, p.stdout
+    assert "beta" in p.stdout, p.stdout
