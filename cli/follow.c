@@ -38,12 +38,15 @@
  * waiting for the result to be stored. */
 #define FOLLOW_RESULT_WAIT_S 2.0
 #define FOLLOW_RESULT_POLL_NS 50000000L
+/* Entries of the events list read per LRANGE. */
+#define FOLLOW_PAGE 1000
 
 typedef struct follow_state {
     const follow_opts *o;
     char *events_key;
     char *job_key;
     long long next_seq;
+    long long list_read;    /* entries of the events list read so far */
     long long min_attempt;  /* chunks of earlier attempts are stale */
     int printed;            /* content printed in the current attempt */
     int line_open;          /* stdout's last printed byte is not '\n' */
@@ -208,16 +211,25 @@ static int follow_event(follow_state *fs, const char *text, size_t len, int from
     return 0;
 }
 
-/* Reads the whole events list and applies what was not seen yet. */
+/* Reads the events list from where the last read left it, a page at a
+ * time, and applies what was not seen yet. Events are only ever appended
+ * (RPUSH), so the entries read already keep their indexes: a long stream
+ * (up to 100,000 chunks an attempt) is neither held whole nor read again
+ * each time a seq skips ahead. */
 static int follow_replay(follow_state *fs) {
-    redisReply *r = cli_redis_cmd(fs->o->cmd, "LRANGE %s 0 -1", fs->events_key);
-    if (!r) return -1;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && !fs->ended; i++) {
-        const redisReply *e = r->element[i];
-        if (e->type == REDIS_REPLY_STRING) follow_event(fs, e->str, e->len, 1);
+    for (;;) {
+        redisReply *r = cli_redis_cmd(fs->o->cmd, "LRANGE %s %lld %lld", fs->events_key,
+                                      fs->list_read, fs->list_read + FOLLOW_PAGE - 1);
+        if (!r) return -1;
+        size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+        for (size_t i = 0; i < n && !fs->ended; i++) {
+            const redisReply *e = r->element[i];
+            if (e->type == REDIS_REPLY_STRING) follow_event(fs, e->str, e->len, 1);
+        }
+        freeReplyObject(r);
+        fs->list_read += (long long)n;
+        if (n < FOLLOW_PAGE || fs->ended) return 0;
     }
-    freeReplyObject(r);
-    return 0;
 }
 
 /* A pub/sub reply: ["message", channel, payload]; anything else is ignored. */

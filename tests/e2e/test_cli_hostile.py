@@ -288,3 +288,63 @@ def test_watch_event_numbers_at_the_int64_limit(hq):
     assert p.returncode == 0, p.stderr
     assert "evil" not in p.stdout and p.stdout.count("alpha") == 1, p.stdout
     assert "beta" in p.stdout, p.stdout
+
+
+def measured(tmp_path, *args):
+    """The argv that runs chatq with args under GNU time, which writes its
+    peak RSS for peak_rss_mb(); plain chatq when GNU time is not there.
+    (A child's own rusage would count the pages it shared with pytest
+    between fork and exec.)"""
+    chatq = [os.path.join(BIN, "chatq")] + [str(a) for a in args]
+    if not os.access("/usr/bin/time", os.X_OK):
+        return chatq
+    return ["/usr/bin/time", "-f", "%M", "-o", str(tmp_path / "rss.kb")] + chatq
+
+
+def peak_rss_mb(tmp_path):
+    """The peak RSS, in MB, of the last run through measured(); None when
+    it was not measured."""
+    try:
+        with open(str(tmp_path / "rss.kb")) as f:
+            return int(f.read().split()[-1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_watch_reads_a_long_events_list_in_pages(hq, tmp_path):
+    """An events list of 200,000 entries (a long stream: a job may publish
+    100,000 chunks per attempt) and a publisher whose seq keeps skipping
+    ahead, which makes watch look at the list again each time: the list is
+    read a page at a time from where it was left, never whole, so memory
+    stays small and each entry is read once."""
+    jid = "j-long"
+    n = 200000
+    key = hq.k("events", jid)
+    pipe = hq.r.pipeline(transaction=False)
+    for start in range(0, n, 5000):
+        pipe.rpush(key, *[chunk_event(i, "x") for i in range(start, start + 5000)])
+    pipe.execute()
+    out_path = str(tmp_path / "watch.out")
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(measured(tmp_path, "watch", jid, "--timeout", "120"),
+                                stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                env=hq.env)
+        channel = hq.k("stream", jid)
+        wait_for(lambda: proc.poll() is not None or
+                 dict(hq.r.pubsub_numsub(channel)).get(channel.encode()) == 1,
+                 10, what="watch to subscribe")
+        t0 = time.monotonic()
+        for i in range(40):
+            hq.r.publish(channel, json.dumps({"seq": n + 10 + 2 * i, "type": "note"}))
+        hq.r.publish(channel, json.dumps({"seq": n + 200, "type": "done", "status": "succeeded"}))
+        _, err = proc.communicate(timeout=120 * SCALE)
+        took = time.monotonic() - t0
+        err = err.decode("utf-8", "replace")
+    check_no_crash(subprocess.CompletedProcess(proc.args, proc.returncode, "", err))
+    assert proc.returncode == 0, err
+    with open(out_path) as f:
+        assert f.read().count("x") == n
+    assert took < 10 * SCALE, "watch took %.1f s: the list is read again and again" % took
+    peak_mb = peak_rss_mb(tmp_path)
+    if peak_mb is not None and "asan" not in BIN:
+        assert peak_mb < 20, "watch peaked at %.0f MB: the list is read whole" % peak_mb
