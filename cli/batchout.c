@@ -23,10 +23,21 @@
 #include "cli/cli.h"
 #include "cli/jsonl.h"
 #include "common/buf.h"
+#include "common/jsonparse.h"
 #include "common/usage.h"
 
 /* Reading a file back: an output line is as long as the answer it holds. */
 #define BATCHOUT_MAX_LINE ((size_t)1 << 40)
+
+/* What an output line may hold. A worker writes strict JSON (RFC 8259,
+ * valid UTF-8) around an upstream body it took only within its own bounds
+ * (1,000,000 values, 250,000 objects and arrays, nesting 32:
+ * docs/reliability.md); these leave room for the line around it. Anything
+ * else in the reply list is no worker's line: written as it came, lenient
+ * JSON would make OUT unreadable to a strict reader, and a json-c bomb
+ * ("[[],[],...]": about 150 bytes per 3 of text) would blow up the memory,
+ * so it is refused before json-c builds anything. */
+static const strictjson_limits batchout_limits = {1100000, 300000, 64};
 
 typedef struct batchout_line {
     long long lineno;
@@ -59,13 +70,23 @@ static long long batchout_lineno(const batchout *o, const char *id) {
     return v <= o->total ? v : 0;
 }
 
+/* Parses s as strict JSON within batchout_limits. Returns 0 with *out
+ * set, or -1. */
+static int batchout_json(const char *s, size_t len, json_object **out) {
+    json_tokener *tok = json_tokener_new_ex(batchout_limits.max_depth + 1);
+    if (!tok) return -1;
+    int rc = jsonparse_strict(tok, s, len, &batchout_limits, 0, out, NULL, NULL, 0);
+    json_tokener_free(tok);
+    return rc == STRICTJSON_OK ? 0 : -1;
+}
+
 /* Parses an output line of this batch. Returns 0, -1 when it is JSON but
- * not one of this batch's lines, -2 when it is not JSON (or holds a raw
- * newline, which a JSONL line cannot). */
+ * not one of this batch's lines, -2 when it is not strict JSON within the
+ * limits (or holds a raw newline, which a JSONL line cannot). */
 static int batchout_parse(const batchout *o, const char *s, size_t len, batchout_line *l) {
     json_object *root = NULL, *id, *resp, *code, *usage;
     memset(l, 0, sizeof *l);
-    if (memchr(s, '\n', len) || cli_json_parse(s, len, &root, NULL, 0) < 0) return -2;
+    if (memchr(s, '\n', len) || batchout_json(s, len, &root) < 0) return -2;
     id = batchout_get(root, "id", json_type_string);
     l->lineno = id ? batchout_lineno(o, json_object_get_string(id)) : 0;
     if (!l->lineno) {
