@@ -69,7 +69,8 @@
 #define BATCH_DEFAULT_WINDOW 1000
 #define BATCH_CHUNK_LINES 500          /* jobs per push at most */
 #define BATCH_CHUNK_BYTES (4u << 20)   /* and bytes, unless one job is larger */
-#define BATCH_TAKE_LINES 1000          /* output lines read per LRANGE */
+#define BATCH_TAKE_LINES 1000          /* output lines read per LRANGE at most */
+#define BATCH_TAKE_BYTES (16u << 20)   /* and about this many bytes (batch_next_take) */
 #define BATCH_SYNC_S 0.5               /* fsync + trim at most this often */
 #define BATCH_IDLE_MAX_S 0.05
 #define BATCH_TTY_REDRAW_S 0.1
@@ -116,6 +117,7 @@ typedef struct batch_run {
     jsonl_reader rd;       /* the input, at line `next` */
     long long next;        /* the next line to queue */
     long long peeked;      /* lines read from k_out since the last trim */
+    long long take;        /* lines the next LRANGE asks for */
     long long done0;       /* lines answered when this run started */
     double t0, last_sync, last_answer, last_progress;
     int tty, warned_strays;
@@ -344,19 +346,35 @@ static int batch_submit(batch_run *b) {
     return rc;
 }
 
+/* How many lines the next LRANGE asks for, after one that asked for `take`
+ * and got `got` lines, the longest `biggest` bytes. A line's size is known
+ * only once it is read, and lines are read whole: 1000 answers of 16 MB
+ * each would be 16 GB at once. So the count starts at 1 and doubles while
+ * reads come back full, up to BATCH_TAKE_LINES, and never asks for more
+ * than BATCH_TAKE_BYTES of lines as long as the longest just read. */
+static long long batch_next_take(long long take, long long got, size_t biggest) {
+    long long next = got >= take ? take * 2 : take;
+    if (next > BATCH_TAKE_LINES) next = BATCH_TAKE_LINES;
+    if (biggest > 0 && (size_t)next > BATCH_TAKE_BYTES / biggest)
+        next = (long long)(BATCH_TAKE_BYTES / biggest);
+    return next < 1 ? 1 : next;
+}
+
 /* Reads the output lines after those read already, oldest first, and
  * writes them. Returns how many were read, or -1 (printed). */
 static long long batch_collect(batch_run *b) {
     redisReply *r = cli_redis_cmd(b->c, "LRANGE %s %lld %lld", b->k_out,
-                                  -(b->peeked + BATCH_TAKE_LINES), -(b->peeked + 1));
+                                  -(b->peeked + b->take), -(b->peeked + 1));
     if (!r) return -1;
     long long n = r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : 0;
+    size_t biggest = 0;
     for (long long i = n - 1; i >= 0; i--) { /* the right end is the oldest */
         const redisReply *e = r->element[i];
         if (e->type != REDIS_REPLY_STRING) {
             b->out.strays++;
             continue;
         }
+        if (e->len > biggest) biggest = e->len;
         if (batchout_take(&b->out, e->str, e->len) < 0) {
             freeReplyObject(r);
             return -1;
@@ -364,6 +382,7 @@ static long long batch_collect(batch_run *b) {
     }
     freeReplyObject(r);
     b->peeked += n;
+    b->take = batch_next_take(b->take, n, biggest);
     return n;
 }
 
@@ -669,6 +688,7 @@ int batch_cmd(cli_ctx *ctx, int argc, char **argv) {
         b.tty = isatty(STDERR_FILENO);
         cli_before_message = batch_clear_bar;
         b.done0 = b.out.done;
+        b.take = 1;
         b.t0 = b.last_sync = b.last_answer = cli_now();
         b.last_progress = b.tty ? 0 : b.t0;
         batch_start_message(&b);

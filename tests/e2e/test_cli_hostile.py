@@ -348,3 +348,84 @@ def test_watch_reads_a_long_events_list_in_pages(hq, tmp_path):
     peak_mb = peak_rss_mb(tmp_path)
     if peak_mb is not None and "asan" not in BIN:
         assert peak_mb < 20, "watch peaked at %.0f MB: the list is read whole" % peak_mb
+
+
+# ---------------------------------------------------------------- batch's output list
+
+def write_batch_input(path, n):
+    with open(path, "w") as f:
+        for i in range(1, n + 1):
+            f.write(json.dumps({"custom_id": "c%d" % i, "method": "POST",
+                                "url": "/v1/chat/completions", "body": {
+                "model": "m", "messages": [{"role": "user", "content": "line %d" % i}]}}) + "\n")
+
+
+class FakeBatchRun:
+    """`chatq batch` in the background, with the test as its worker: take()
+    returns the jobs it queued, answer() pushes output lines."""
+
+    def __init__(self, hq, tmp_path, n, *extra):
+        self.hq = hq
+        self.n = n
+        self.inp = str(tmp_path / "in.jsonl")
+        self.out = str(tmp_path / "out.jsonl")
+        write_batch_input(self.inp, n)
+        self.proc = subprocess.Popen(measured(tmp_path, "batch", self.inp, "-o", self.out, *extra),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, env=hq.env)
+        self.qkey = hq.k("queue", "default")
+
+    def take(self, count=None):
+        count = self.n if count is None else count
+        wait_for(lambda: self.proc.poll() is not None or self.hq.r.llen(self.qkey) >= count,
+                 20, what="%d jobs queued by chatq batch" % count)
+        if self.proc.poll() is not None:
+            raise AssertionError("chatq batch exited with %d: %s"
+                                 % (self.proc.returncode, self.proc.stderr.read().decode()))
+        jobs = [json.loads(x) for x in reversed(self.hq.r.lrange(self.qkey, 0, -1))]
+        self.hq.r.delete(self.qkey)
+        self.reply_to = jobs[0]["reply_to"]
+        return jobs
+
+    @staticmethod
+    def line(job, content="ok"):
+        return json.dumps({"id": job["id"], "custom_id": job["custom_id"], "response": {
+            "status_code": 200, "request_id": None, "body": {"choices": [{
+                "index": 0, "message": {"role": "assistant", "content": content}}]}},
+            "error": None})
+
+    def answer(self, lines):
+        """LPUSHes the lines in one transaction: all land at once."""
+        pipe = self.hq.r.pipeline(transaction=True)
+        for l in lines:
+            pipe.lpush(self.reply_to, l)
+        pipe.execute()
+
+    def result(self, timeout=60):
+        out, err = self.proc.communicate(timeout=timeout * SCALE)
+        p = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
+                                        out.decode("utf-8", "replace"),
+                                        err.decode("utf-8", "replace"))
+        check_no_crash(p)
+        return p
+
+    def output_lines(self):
+        with open(self.out) as f:
+            return [json.loads(l) for l in f.read().splitlines()]
+
+
+def test_batch_reads_big_output_lines_a_few_at_a_time(hq, tmp_path):
+    """100 output lines of 1 MB each land in the list at once: the batch
+    reads them a few at a time (its LRANGE asks for fewer lines when lines
+    are big), not all 100 MB at once."""
+    b = FakeBatchRun(hq, tmp_path, 100)
+    jobs = b.take()
+    big = "y" * (1 << 20)
+    b.answer([b.line(j, big) for j in jobs])
+    p = b.result()
+    assert p.returncode == 0, p.stderr
+    assert len(b.output_lines()) == 100
+    peak = peak_rss_mb(tmp_path)
+    print("batch: peak RSS %s MB" % peak)
+    if peak is not None and "asan" not in BIN:
+        assert peak < 50, "batch peaked at %.0f MB: the whole list was read at once" % peak
