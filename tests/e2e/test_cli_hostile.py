@@ -16,6 +16,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 import uuid
@@ -263,7 +264,12 @@ class Watch:
         self.hq.r.publish(self.channel, msg)
 
     def result(self, timeout=20):
-        out, err = self.proc.communicate(timeout=timeout * SCALE)
+        try:
+            out, err = self.proc.communicate(timeout=timeout * SCALE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
         p = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
                                         out.decode("utf-8", "replace"),
                                         err.decode("utf-8", "replace"))
@@ -328,7 +334,7 @@ def test_watch_reads_a_long_events_list_in_pages(hq, tmp_path):
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(measured(tmp_path, "watch", jid, "--timeout", "120"),
                                 stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                env=hq.env)
+                                env=hq.env, start_new_session=True)
         channel = hq.k("stream", jid)
         wait_for(lambda: proc.poll() is not None or
                  dict(hq.r.pubsub_numsub(channel)).get(channel.encode()) == 1,
@@ -337,7 +343,11 @@ def test_watch_reads_a_long_events_list_in_pages(hq, tmp_path):
         for i in range(40):
             hq.r.publish(channel, json.dumps({"seq": n + 10 + 2 * i, "type": "note"}))
         hq.r.publish(channel, json.dumps({"seq": n + 200, "type": "done", "status": "succeeded"}))
-        _, err = proc.communicate(timeout=120 * SCALE)
+        try:
+            _, err = proc.communicate(timeout=120 * SCALE)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         took = time.monotonic() - t0
         err = err.decode("utf-8", "replace")
     check_no_crash(subprocess.CompletedProcess(proc.args, proc.returncode, "", err))
@@ -372,7 +382,8 @@ class FakeBatchRun:
         write_batch_input(self.inp, n)
         self.proc = subprocess.Popen(measured(tmp_path, "batch", self.inp, "-o", self.out, *extra),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, env=hq.env)
+                                     stdin=subprocess.DEVNULL, env=hq.env,
+                                     start_new_session=True)
         self.qkey = hq.k("queue", "default")
 
     def take(self, count=None):
@@ -402,7 +413,12 @@ class FakeBatchRun:
         pipe.execute()
 
     def result(self, timeout=60):
-        out, err = self.proc.communicate(timeout=timeout * SCALE)
+        try:
+            out, err = self.proc.communicate(timeout=timeout * SCALE)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # GNU time and chatq
+            self.proc.communicate()
+            raise
         p = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
                                         out.decode("utf-8", "replace"),
                                         err.decode("utf-8", "replace"))
@@ -429,3 +445,31 @@ def test_batch_reads_big_output_lines_a_few_at_a_time(hq, tmp_path):
     print("batch: peak RSS %s MB" % peak)
     if peak is not None and "asan" not in BIN:
         assert peak < 50, "batch peaked at %.0f MB: the whole list was read at once" % peak
+
+
+def test_batch_counts_a_job_that_ended_without_its_line_as_failed(hq, tmp_path):
+    """A job whose hash says it ended while its output line never reached
+    the list (someone set the hash first, so the worker took the job for a
+    duplicate; or the line was removed): the batch does not wait for ever.
+    When nothing came for a few seconds it asks the job hashes of the lines
+    still unanswered, and a line whose job ended is counted as failed, with
+    an error that says why. Garbage in the list changes nothing."""
+    err_path = str(tmp_path / "err.jsonl")
+    b = FakeBatchRun(hq, tmp_path, 3, "--errors", err_path)
+    jobs = b.take()
+    lost = jobs[1]["id"]
+    hq.r.hset(hq.k("job", lost), "status", "succeeded")
+    b.answer([b.line(jobs[0]), "not json", json.dumps({"id": 5}), b.line(jobs[2])])
+    t0 = time.monotonic()
+    p = b.result(timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert time.monotonic() - t0 < 30 * SCALE
+    assert sorted(l["id"] for l in b.output_lines()) == sorted([jobs[0]["id"], jobs[2]["id"]])
+    with open(err_path) as f:
+        errs = [json.loads(l) for l in f.read().splitlines()]
+    assert len(errs) == 1, errs
+    e = errs[0]
+    assert e["id"] == lost and e["custom_id"] == "c2" and e["response"] is None, e
+    assert e["error"]["code"] == "no_output" and hq.k("job", lost) in e["error"]["message"], e
+    assert "2 succeeded, 1 failed" in p.stdout, p.stdout
+    assert "no_output" in p.stderr and lost in p.stderr, p.stderr
