@@ -118,8 +118,11 @@ int cli_parse_ll(const char *s, long long min, long long max, long long *out);
 /* Parses a whole number of seconds (may have decimals), > 0. Returns 0 or -1. */
 int cli_parse_seconds(const char *s, double *out);
 /* Parses exactly one JSON value from s[0..len) (whitespace may follow).
- * Returns 0 with *out set (NULL for a JSON null; the caller owns it), or -1
- * with a message in err (which may be NULL). */
+ * A text that would build more than 300,000 objects and arrays or
+ * 1,100,000 values is refused before json-c builds anything (text read
+ * from Redis may be anything; json-c's objects cost far more than their
+ * text). Returns 0 with *out set (NULL for a JSON null; the caller owns
+ * it), or -1 with a message in err (which may be NULL). */
 int cli_json_parse(const char *s, size_t len, json_object **out, char *err, size_t errlen);
 /* Text read from Redis, quoted for a message on stderr: appended to b as a
  * JSON string literal (control characters escaped, invalid UTF-8 replaced)

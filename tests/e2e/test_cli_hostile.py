@@ -473,3 +473,55 @@ def test_batch_counts_a_job_that_ended_without_its_line_as_failed(hq, tmp_path):
     assert e["error"]["code"] == "no_output" and hq.k("job", lost) in e["error"]["message"], e
     assert "2 succeeded, 1 failed" in p.stdout, p.stdout
     assert "no_output" in p.stderr and lost in p.stderr, p.stderr
+
+
+# ---------------------------------------------------------------- JSON that costs more than its text
+
+def json_bomb(n=1500000):
+    """n empty arrays in one: 3 bytes of text each, about 150 bytes each
+    in json-c."""
+    return "[" + ",".join(["[]"] * n) + "]"
+
+
+def run_peak(hq, tmp_path, *args):
+    p = subprocess.run(measured(tmp_path, *args), capture_output=True, env=hq.env,
+                       stdin=subprocess.DEVNULL, timeout=60 * SCALE)
+    p.stdout = p.stdout.decode("utf-8", "replace")
+    p.stderr = p.stderr.decode("utf-8", "replace")
+    check_no_crash(p)
+    return p, peak_rss_mb(tmp_path)
+
+
+def test_json_bombs_are_not_parsed(hq, tmp_path):
+    """JSON anyone can write, where every command parses some: a job hash's
+    response, a dead-list entry, a stream event, a worker registration.
+    1.5 million empty arrays (4.5 MB of text) would cost json-c about 225
+    MB; the CLI refuses to build that (the text is shown as text where it is
+    shown at all), and stays far below."""
+    bomb = json_bomb()
+    hq.r.hset(hq.k("job", "jb"), mapping={"status": "succeeded", "response": bomb})
+    hq.r.lpush(hq.k("dead"), '{"job":"{}","error":{"code":"c","message":"m"},"x":%s}' % bomb)
+    hq.r.rpush(hq.k("events", "jb"), '{"seq":0,"type":"chunk","attempt":1,"data":%s}' % bomb,
+               json.dumps({"seq": 1, "type": "done", "status": "succeeded"}))
+    hq.r.hset(hq.k("workers"), "wb", bomb)
+    runs = {
+        "get": ("get", "jb"),
+        "dead": ("dead",),
+        "dead --json": ("dead", "--json"),
+        "watch": ("watch", "jb", "--timeout", "20"),
+        "stats": ("stats",),
+    }
+    peaks = {}
+    for name, args in runs.items():
+        p, peak = run_peak(hq, tmp_path, *args)
+        if name == "watch":  # the response is no answer: a failure, said on one line
+            one_line_error(p)
+        else:
+            assert p.returncode == 0, (name, p.stderr)
+        peaks[name] = peak
+    print("peak RSS, MB:", peaks)
+    if "asan" not in BIN:
+        for name, peak in peaks.items():
+            assert peak is None or peak < 80, "%s peaked at %.0f MB" % (name, peak)
+    g = json.loads(hq.run("get", "jb").stdout)
+    assert g["response"] == bomb  # shown as the text it is
