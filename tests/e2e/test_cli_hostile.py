@@ -525,3 +525,104 @@ def test_json_bombs_are_not_parsed(hq, tmp_path):
             assert peak is None or peak < 80, "%s peaked at %.0f MB" % (name, peak)
     g = json.loads(hq.run("get", "jb").stdout)
     assert g["response"] == bomb  # shown as the text it is
+
+
+# ---------------------------------------------------------------- replies of unexpected types
+
+class FakeRedis:
+    """A TCP server that speaks just enough RESP for chatq, answering each
+    command with what `replies` maps its name to (raw RESP bytes, or a
+    function of the argument list), "+OK" otherwise. A SUBSCRIBE is
+    confirmed, then followed by `messages` (raw RESP)."""
+
+    def __init__(self, replies, messages=b""):
+        import socketserver
+        import threading
+        outer = self
+        self.replies = replies
+        self.messages = messages
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while True:
+                    args = outer.read_command(self.rfile)
+                    if args is None:
+                        return
+                    name = args[0].upper()
+                    if name == b"SUBSCRIBE":
+                        self.wfile.write(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n"
+                                         % (len(args[1]), args[1]) + outer.messages)
+                        continue
+                    r = outer.replies.get(name.decode(), b"+OK\r\n")
+                    self.wfile.write(r(args) if callable(r) else r)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def read_command(f):
+        line = f.readline()
+        if not line.startswith(b"*"):
+            return None
+        args = []
+        for _ in range(int(line[1:])):
+            n = int(f.readline()[1:])
+            args.append(f.read(n + 2)[:-2])
+        return args
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def bulk(s):
+    s = s.encode() if isinstance(s, str) else s
+    return b"$%d\r\n%s\r\n" % (len(s), s)
+
+
+# Elements of every type but a bulk string, and strings of JSON that is fine.
+ODD = [b":7\r\n", b"$-1\r\n", b"*-1\r\n", b"*2\r\n:1\r\n*1\r\n$1\r\nx\r\n", b"+status\r\n",
+       b"-ERR an error inside\r\n", b"*0\r\n"]
+
+
+def odd_array(*strings):
+    items = ODD + [bulk(s) for s in strings]
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+def test_replies_of_unexpected_types(hq, tmp_path):
+    """Integers, nils, nested arrays, status and error replies where bulk
+    strings are expected, and numbers as strings: every command ends,
+    without a crash, with its output or a one-line message."""
+    entry = json.dumps({"job": json.dumps({"id": "d1", "body": {}}), "error": {
+        "code": "invalid_job", "message": "m"}, "failed_at": 1})
+    replies = {
+        "HGETALL": odd_array("status", "succeeded", "t|m|requests", "5"),
+        "HGET": b":1\r\n",
+        "LRANGE": odd_array(json.dumps({"seq": 0, "type": "chunk"})),
+        "LLEN": b":900\r\n",
+        "EXISTS": bulk("1"),
+        "SCAN": b"*2\r\n:0\r\n*2\r\n:1\r\n$-1\r\n",
+        # more entries than asked for, of every type
+        "EXEC": b"*2\r\n:900\r\n" + odd_array(*[entry] * 300),
+        "EVAL": b":0\r\n",
+    }
+    fake = FakeRedis(replies, messages=b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n:5\r\n"
+                                       b"*2\r\n$7\r\nmessage\r\n$1\r\nc\r\n"
+                                       b":3\r\n$-1\r\n")
+    try:
+        env = {"CHATQ_REDIS_URL": "redis://127.0.0.1:%d/0" % fake.port}
+        for args in (["get", "j1"], ["get", "j1", "--raw"], ["usage"], ["usage", "--json"],
+                     ["stats"], ["stats", "--json"], ["dead"], ["dead", "--json"],
+                     ["dead", "retry", "--all"], ["dead", "purge", "--all"],
+                     ["watch", "j1", "--timeout", "3"], ["cancel", "j1"]):
+            p = hq.run(*args, env=env, timeout=30)
+            if p.returncode:
+                one_line_error(p)
+    finally:
+        fake.close()
