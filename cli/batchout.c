@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -113,6 +114,13 @@ int batchout_has(const batchout *o, long long lineno) {
     return (o->seen[(lineno - 1) >> 3] >> ((lineno - 1) & 7)) & 1;
 }
 
+/* *sum += v for counts (>= 0), saturating at LLONG_MAX: each line's counts
+ * are at most 1e12 (usage_extract()), but a batch may have more than the
+ * 9.2 million lines that take such a sum past INT64_MAX. */
+static void batchout_add(long long *sum, long long v) {
+    *sum = *sum > LLONG_MAX - v ? LLONG_MAX : *sum + v;
+}
+
 /* Adds the cost of a line's usage, when its model has a price. */
 static void batchout_price(batchout *o, const batchout_line *l) {
     const price_cfg *p = NULL;
@@ -122,7 +130,8 @@ static void batchout_price(batchout *o, const batchout_line *l) {
         return;
     }
     o->priced++;
-    o->cost_micro_usd += usage_cost_micro_usd(&l->u, p->input, p->cached_input, p->output);
+    batchout_add(&o->cost_micro_usd,
+                 usage_cost_micro_usd(&l->u, p->input, p->cached_input, p->output));
 }
 
 /* Records a line as written. Returns 0, or -1 when it was already. */
@@ -135,10 +144,10 @@ static int batchout_count(batchout *o, const batchout_line *l, int to_err) {
         o->err_lines++;
     else
         o->out_lines++;
-    o->prompt_tokens += l->u.prompt;
-    o->completion_tokens += l->u.completion;
-    o->total_tokens += l->u.total;
-    o->cached_tokens += l->u.cached;
+    batchout_add(&o->prompt_tokens, l->u.prompt);
+    batchout_add(&o->completion_tokens, l->u.completion);
+    batchout_add(&o->total_tokens, l->u.total);
+    batchout_add(&o->cached_tokens, l->u.cached);
     if (l->has_usage) batchout_price(o, l);
     return 0;
 }

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,6 +272,31 @@ static void test_cost(void **state) {
     free(out);
 }
 
+/* The totals are sums over lines, each count clamped to 1e12 by
+ * usage_extract(): 9.3 million lines at that bound pass INT64_MAX. The sums
+ * saturate instead of overflowing. */
+static void test_totals_saturate(void **state) {
+    (void)state;
+    batchout o;
+    char *out = tmp_path("out.jsonl");
+    price_cfg price = {NULL, 1e6, 1e6, 1e6};
+    const price_cfg *prices[] = {NULL, &price};
+    const uint16_t model_of[] = {1, 1};
+    const char *usage = "{\"prompt_tokens\":1000000000000,\"completion_tokens\":1000000000000,"
+                        "\"prompt_tokens_details\":{\"cached_tokens\":5}}";
+    assert_int_equal(batchout_open(&o, out, NULL, 0, "b1", 2, in_fd, model_of, prices), 0);
+    o.prompt_tokens = o.completion_tokens = o.total_tokens = o.cached_tokens = LLONG_MAX - 1;
+    o.cost_micro_usd = LLONG_MAX - 1;
+    assert_int_equal(take(&o, answer("b1-1", 200, usage)), 1);
+    assert_true(o.prompt_tokens == LLONG_MAX);
+    assert_true(o.completion_tokens == LLONG_MAX);
+    assert_true(o.total_tokens == LLONG_MAX);
+    assert_true(o.cached_tokens == LLONG_MAX);
+    assert_true(o.cost_micro_usd == LLONG_MAX);
+    batchout_close(&o);
+    free(out);
+}
+
 /* ---- resuming ---- */
 
 static void test_resume_reads_back_and_cuts_the_tail(void **state) {
@@ -388,6 +414,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_strays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_that_are_not_strict_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_totals_saturate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_reads_back_and_cuts_the_tail, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_resume_cuts_at_the_first_damaged_line, setup,
