@@ -94,11 +94,18 @@ static void follow_write(follow_state *fs, const char *s, size_t len) {
     buf_free(&safe);
 }
 
-/* Text for stderr, filtered when stderr is a terminal (owned by *b; valid
- * until b is freed). */
+/* Text for the one-line failure message on stderr: line breaks and tabs
+ * become spaces (an upstream's error message may hold them, and anyone can
+ * write the error), and the rest is filtered when stderr is a terminal.
+ * Owned by *b; valid until b is freed. */
 static const char *follow_err_text(buf *b, const char *s) {
-    if (!s || !isatty(fileno(stderr))) return s ? s : "";
-    output_term_safe(b, s, strlen(s));
+    buf flat = {0};
+    for (; s && *s; s++) buf_putc(&flat, *s == '\n' || *s == '\r' || *s == '\t' ? ' ' : *s);
+    if (isatty(fileno(stderr)))
+        output_term_safe(b, buf_cstr(&flat), flat.len);
+    else
+        buf_append(b, buf_cstr(&flat), flat.len);
+    buf_free(&flat);
     return buf_cstr(b);
 }
 

@@ -626,3 +626,22 @@ def test_replies_of_unexpected_types(hq, tmp_path):
                 one_line_error(p)
     finally:
         fake.close()
+
+
+def test_watch_failure_message_is_one_line(hq):
+    """A failed job's error code and message come from the final event or
+    the job hash, which anyone can write: the failure is still one line."""
+    jid = "j-fail"
+    err = {"code": "up\nstream", "message": "first line\nsecond line\r\n\tthird " + ESC_TEXT}
+    hq.r.rpush(hq.k("events", jid), json.dumps({"seq": 0, "type": "error", "status": "failed",
+                                               "error": err}))
+    p = hq.run("watch", jid, "--timeout", "10")
+    msg = one_line_error(p)
+    assert "first line" in msg and "third" in msg, msg
+    # from the hash, when the final event has no error
+    hq.r.delete(hq.k("events", jid))
+    hq.r.rpush(hq.k("events", jid), json.dumps({"seq": 0, "type": "error",
+                                               "status": "cancel\nled"}))
+    hq.r.hset(hq.k("job", jid), mapping={"status": "failed", "error": json.dumps(err)})
+    msg = one_line_error(hq.run("watch", jid, "--timeout", "10"))
+    assert "second line" in msg, msg
