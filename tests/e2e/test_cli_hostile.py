@@ -9,8 +9,11 @@ a chatq program. Each test writes such data with redis-py and runs the real
 (every run has a deadline), a clear one-line message naming the key when
 the command cannot do its work, and nothing raw on a terminal.
 
-Most tests need no chatqd: the `hq` fixture is a key prefix of its own on
-the session's redis-server, and the environment to run `chatq` with it."""
+No test needs a chatqd: the `hq` fixture is a key prefix of its own on the
+session's redis-server, and the environment to run `chatq` with it; where a
+worker is needed (batch), the test plays it (FakeBatchRun); replies no
+Redis would send come from a fake RESP server (FakeRedis). Memory is
+measured as the peak RSS GNU time reports, where it is installed."""
 
 import json
 import os
