@@ -42,6 +42,13 @@
  *   crash between finds every line written and finishes at once.
  * A second run on the same files at the same time is refused (flock).
  *
+ * Hostile or damaged data in Redis: the reply list may hold anything; a
+ * line that is not one of this batch's (batchout.c) is dropped with a
+ * warning. A job whose hash says it ended while its line never came (the
+ * line was removed; the hash was set before the job ran, which makes the
+ * job a duplicate) is counted as failed, `no_output`, once the batch
+ * stalls (batch_stalled()), instead of being waited for for ever.
+ *
  * The loop needs no threads: Redis commands are short, and when nothing
  * happened it sleeps a little (at most BATCH_IDLE_MAX_S), so answers wait
  * at most that long to be written. */
@@ -64,16 +71,21 @@
 #include "cli/redis.h"
 #include "common/buf.h"
 #include "common/keys.h"
+#include "common/output.h"
 #include "common/scripts.h"
 
 #define BATCH_DEFAULT_WINDOW 1000
 #define BATCH_CHUNK_LINES 500          /* jobs per push at most */
 #define BATCH_CHUNK_BYTES (4u << 20)   /* and bytes, unless one job is larger */
-#define BATCH_TAKE_LINES 1000          /* output lines read per LRANGE */
+#define BATCH_TAKE_LINES 1000          /* output lines read per LRANGE at most */
+#define BATCH_TAKE_BYTES (16u << 20)   /* and about this many bytes (batch_next_take) */
 #define BATCH_SYNC_S 0.5               /* fsync + trim at most this often */
 #define BATCH_IDLE_MAX_S 0.05
 #define BATCH_TTY_REDRAW_S 0.1
 #define BATCH_LOG_EVERY_S 5.0
+#define BATCH_STALL_S 5.0              /* no answer this long: ask the job hashes */
+#define BATCH_STALL_MAX_S 300.0        /* and again at most this long after */
+#define BATCH_STALL_PIPE 1000          /* HGETs per round trip */
 
 /* The signal that asks the run to stop (SIGINT, SIGTERM), 0 until then. */
 static volatile sig_atomic_t batch_stop;
@@ -116,8 +128,10 @@ typedef struct batch_run {
     jsonl_reader rd;       /* the input, at line `next` */
     long long next;        /* the next line to queue */
     long long peeked;      /* lines read from k_out since the last trim */
+    long long take;        /* lines the next LRANGE asks for */
     long long done0;       /* lines answered when this run started */
     double t0, last_sync, last_answer, last_progress;
+    double last_stall, stall_every; /* the look at the job hashes (batch_stalled) */
     int tty, warned_strays;
 } batch_run;
 
@@ -344,19 +358,35 @@ static int batch_submit(batch_run *b) {
     return rc;
 }
 
+/* How many lines the next LRANGE asks for, after one that asked for `take`
+ * and got `got` lines, the longest `biggest` bytes. A line's size is known
+ * only once it is read, and lines are read whole: 1000 answers of 16 MB
+ * each would be 16 GB at once. So the count starts at 1 and doubles while
+ * reads come back full, up to BATCH_TAKE_LINES, and never asks for more
+ * than BATCH_TAKE_BYTES of lines as long as the longest just read. */
+static long long batch_next_take(long long take, long long got, size_t biggest) {
+    long long next = got >= take ? take * 2 : take;
+    if (next > BATCH_TAKE_LINES) next = BATCH_TAKE_LINES;
+    if (biggest > 0 && (size_t)next > BATCH_TAKE_BYTES / biggest)
+        next = (long long)(BATCH_TAKE_BYTES / biggest);
+    return next < 1 ? 1 : next;
+}
+
 /* Reads the output lines after those read already, oldest first, and
  * writes them. Returns how many were read, or -1 (printed). */
 static long long batch_collect(batch_run *b) {
     redisReply *r = cli_redis_cmd(b->c, "LRANGE %s %lld %lld", b->k_out,
-                                  -(b->peeked + BATCH_TAKE_LINES), -(b->peeked + 1));
+                                  -(b->peeked + b->take), -(b->peeked + 1));
     if (!r) return -1;
     long long n = r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : 0;
+    size_t biggest = 0;
     for (long long i = n - 1; i >= 0; i--) { /* the right end is the oldest */
         const redisReply *e = r->element[i];
         if (e->type != REDIS_REPLY_STRING) {
             b->out.strays++;
             continue;
         }
+        if (e->len > biggest) biggest = e->len;
         if (batchout_take(&b->out, e->str, e->len) < 0) {
             freeReplyObject(r);
             return -1;
@@ -364,6 +394,7 @@ static long long batch_collect(batch_run *b) {
     }
     freeReplyObject(r);
     b->peeked += n;
+    b->take = batch_next_take(b->take, n, biggest);
     return n;
 }
 
@@ -512,6 +543,115 @@ static void batch_summary(batch_run *b) {
     fflush(stdout);
 }
 
+/* ---- jobs that ended without their output line ----
+ *
+ * FINISH stores a job's result in its hash and pushes its output line in
+ * one script. So a job whose hash holds a final status while the list,
+ * read to its end after that, holds no line of it will never send one:
+ * the line was removed, or someone set the hash before the job ran and the
+ * worker took the job for a duplicate (docs/protocol.md §6). Waiting for it
+ * would wait for ever; the line is counted as failed, with the error
+ * `no_output` (the hash keeps what is left of the result). This look costs
+ * one HGET per unanswered line, so it is taken only when nothing came for
+ * BATCH_STALL_S, then less and less often. */
+
+static const char *const batch_final_status[] = {"succeeded", "failed", "cancelled", NULL};
+
+typedef struct batch_ended {
+    long long line;
+    int status; /* index in batch_final_status */
+} batch_ended;
+
+/* The queued, unanswered lines whose job hash holds a final status, in a
+ * malloc'd array of *n (NULL when none). Returns 0, or -1 (printed). */
+static int batch_ended_lines(batch_run *b, batch_ended **out, size_t *n) {
+    size_t cap = 0;
+    long long line = 1, sent[BATCH_STALL_PIPE];
+    *out = NULL;
+    *n = 0;
+    while (line < b->next) {
+        int k = 0;
+        for (; line < b->next && k < BATCH_STALL_PIPE; line++) {
+            if (batchout_has(&b->out, line)) continue;
+            char *id = xasprintf("%s-%lld", b->st.batch_id, line), *key = keys_job(b->st.prefix, id);
+            redisAppendCommand(b->c, "HGET %s status", key);
+            free(key);
+            free(id);
+            sent[k++] = line;
+        }
+        for (int i = 0; i < k; i++) {
+            redisReply *r = NULL;
+            if (redisGetReply(b->c, (void **)&r) != REDIS_OK) {
+                cli_fail("redis: %s", b->c->errstr[0] ? b->c->errstr : "connection lost");
+                return -1;
+            }
+            /* an error (a key that is no hash: the worker replaces it) or
+             * any other status: the job may still answer */
+            int st = r->type == REDIS_REPLY_STRING ? cli_str_index(batch_final_status, r->str) : -1;
+            freeReplyObject(r);
+            if (st < 0) continue;
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 16;
+                *out = xrealloc(*out, cap * sizeof **out);
+            }
+            (*out)[(*n)++] = (batch_ended){sent[i], st};
+        }
+    }
+    return 0;
+}
+
+/* Writes the failed output line of a line whose job ended without one.
+ * Returns 0 or -1 (printed). */
+static int batch_write_no_output(batch_run *b, const batch_ended *e) {
+    jsonl_reader rd;
+    batchin_info info = {0};
+    char err[320];
+    /* the custom_id, from the input line (checked when the batch began) */
+    if (batchin_seek(&b->in, &rd, e->line) == 0 && jsonl_next(&rd) == 1 && !rd.too_long)
+        free(batchin_build(&b->in, buf_cstr(&rd.line), rd.line.len, e->line, err, sizeof err,
+                           &info));
+    jsonl_free(&rd);
+    char *id = xasprintf("%s-%lld", b->st.batch_id, e->line);
+    char *key = keys_job(b->st.prefix, id);
+    char *msg = xasprintf("the job ended (%s says status %s) but its output line never reached "
+                          "%s; what is left of its result: chatq get %s",
+                          key, batch_final_status[e->status], b->k_out, id);
+    char *line = output_line(id, info.custom_id ? info.custom_id : id, 0, NULL, NULL, "no_output",
+                             msg);
+    int rc = batchout_take(&b->out, line, strlen(line)) < 0 ? -1 : 0;
+    free(line);
+    free(msg);
+    free(key);
+    free(id);
+    batchin_info_free(&info);
+    return rc;
+}
+
+/* The look at the job hashes, when the batch stalls. Returns 0, or -1
+ * (printed). */
+static int batch_stalled(batch_run *b) {
+    batch_ended *v;
+    size_t n, lost = 0;
+    int rc = batch_ended_lines(b, &v, &n);
+    long long got = 1;
+    /* read every line there is now: one pushed after the HGET is here */
+    while (rc == 0 && n && got > 0)
+        if ((got = batch_collect(b)) < 0) rc = -1;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (batchout_has(&b->out, v[i].line)) continue;
+        if (batch_write_no_output(b, &v[i]) < 0) rc = -1;
+        if (rc == 0 && !lost++) {
+            batch_clear_bar();
+            fprintf(stderr, "chatq: line %lld (job %s-%lld) ended %s without an output line: "
+                    "counted as failed (no_output)\n", v[i].line, b->st.batch_id, v[i].line,
+                    batch_final_status[v[i].status]);
+        }
+    }
+    if (lost > 1) fprintf(stderr, "chatq: %zu lines counted as failed (no_output) in all\n", lost);
+    free(v);
+    return rc;
+}
+
 /* ---- the loop ---- */
 
 static void batch_idle(double *idle) {
@@ -537,6 +677,18 @@ static int batch_loop(batch_run *b) {
         if (got || b->next != before) {
             idle = 0.001;
             continue;
+        }
+        if (now - b->last_answer >= BATCH_STALL_S && now - b->last_stall >= b->stall_every) {
+            long long done = b->out.done;
+            b->last_stall = now;
+            b->stall_every = b->stall_every * 2 > BATCH_STALL_MAX_S ? BATCH_STALL_MAX_S
+                                                                    : b->stall_every * 2;
+            if (batch_stalled(b) < 0) return -1;
+            if (b->out.done > done) {
+                b->last_answer = now;
+                b->stall_every = BATCH_STALL_S;
+                continue;
+            }
         }
         if (b->a->timeout_s > 0 && now - b->last_answer > b->a->timeout_s) {
             batch_clear_bar();
@@ -669,6 +821,8 @@ int batch_cmd(cli_ctx *ctx, int argc, char **argv) {
         b.tty = isatty(STDERR_FILENO);
         cli_before_message = batch_clear_bar;
         b.done0 = b.out.done;
+        b.take = 1;
+        b.stall_every = BATCH_STALL_S;
         b.t0 = b.last_sync = b.last_answer = cli_now();
         b.last_progress = b.tty ? 0 : b.t0;
         batch_start_message(&b);

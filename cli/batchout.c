@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -23,10 +24,21 @@
 #include "cli/cli.h"
 #include "cli/jsonl.h"
 #include "common/buf.h"
+#include "common/jsonparse.h"
 #include "common/usage.h"
 
 /* Reading a file back: an output line is as long as the answer it holds. */
 #define BATCHOUT_MAX_LINE ((size_t)1 << 40)
+
+/* What an output line may hold. A worker writes strict JSON (RFC 8259,
+ * valid UTF-8) around an upstream body it took only within its own bounds
+ * (1,000,000 values, 250,000 objects and arrays, nesting 32:
+ * docs/reliability.md); these leave room for the line around it. Anything
+ * else in the reply list is no worker's line: written as it came, lenient
+ * JSON would make OUT unreadable to a strict reader, and a json-c bomb
+ * ("[[],[],...]": about 150 bytes per 3 of text) would blow up the memory,
+ * so it is refused before json-c builds anything. */
+static const strictjson_limits batchout_limits = {1100000, 300000, 64};
 
 typedef struct batchout_line {
     long long lineno;
@@ -59,13 +71,23 @@ static long long batchout_lineno(const batchout *o, const char *id) {
     return v <= o->total ? v : 0;
 }
 
+/* Parses s as strict JSON within batchout_limits. Returns 0 with *out
+ * set, or -1. */
+static int batchout_json(const char *s, size_t len, json_object **out) {
+    json_tokener *tok = json_tokener_new_ex(batchout_limits.max_depth + 1);
+    if (!tok) return -1;
+    int rc = jsonparse_strict(tok, s, len, &batchout_limits, 0, out, NULL, NULL, 0);
+    json_tokener_free(tok);
+    return rc == STRICTJSON_OK ? 0 : -1;
+}
+
 /* Parses an output line of this batch. Returns 0, -1 when it is JSON but
- * not one of this batch's lines, -2 when it is not JSON (or holds a raw
- * newline, which a JSONL line cannot). */
+ * not one of this batch's lines, -2 when it is not strict JSON within the
+ * limits (or holds a raw newline, which a JSONL line cannot). */
 static int batchout_parse(const batchout *o, const char *s, size_t len, batchout_line *l) {
     json_object *root = NULL, *id, *resp, *code, *usage;
     memset(l, 0, sizeof *l);
-    if (memchr(s, '\n', len) || cli_json_parse(s, len, &root, NULL, 0) < 0) return -2;
+    if (memchr(s, '\n', len) || batchout_json(s, len, &root) < 0) return -2;
     id = batchout_get(root, "id", json_type_string);
     l->lineno = id ? batchout_lineno(o, json_object_get_string(id)) : 0;
     if (!l->lineno) {
@@ -92,6 +114,13 @@ int batchout_has(const batchout *o, long long lineno) {
     return (o->seen[(lineno - 1) >> 3] >> ((lineno - 1) & 7)) & 1;
 }
 
+/* *sum += v for counts (>= 0), saturating at LLONG_MAX: each line's counts
+ * are at most 1e12 (usage_extract()), but a batch may have more than the
+ * 9.2 million lines that take such a sum past INT64_MAX. */
+static void batchout_add(long long *sum, long long v) {
+    *sum = *sum > LLONG_MAX - v ? LLONG_MAX : *sum + v;
+}
+
 /* Adds the cost of a line's usage, when its model has a price. */
 static void batchout_price(batchout *o, const batchout_line *l) {
     const price_cfg *p = NULL;
@@ -101,7 +130,8 @@ static void batchout_price(batchout *o, const batchout_line *l) {
         return;
     }
     o->priced++;
-    o->cost_micro_usd += usage_cost_micro_usd(&l->u, p->input, p->cached_input, p->output);
+    batchout_add(&o->cost_micro_usd,
+                 usage_cost_micro_usd(&l->u, p->input, p->cached_input, p->output));
 }
 
 /* Records a line as written. Returns 0, or -1 when it was already. */
@@ -114,10 +144,10 @@ static int batchout_count(batchout *o, const batchout_line *l, int to_err) {
         o->err_lines++;
     else
         o->out_lines++;
-    o->prompt_tokens += l->u.prompt;
-    o->completion_tokens += l->u.completion;
-    o->total_tokens += l->u.total;
-    o->cached_tokens += l->u.cached;
+    batchout_add(&o->prompt_tokens, l->u.prompt);
+    batchout_add(&o->completion_tokens, l->u.completion);
+    batchout_add(&o->total_tokens, l->u.total);
+    batchout_add(&o->cached_tokens, l->u.cached);
     if (l->has_usage) batchout_price(o, l);
     return 0;
 }

@@ -5,7 +5,10 @@
  * one names its job, "<batch id>-<line number>", so the set of lines
  * written is a bitmap of one bit per input line. batchout_take() writes a
  * line whose bit is clear and drops one whose bit is set, so a line read
- * twice from Redis (after a crash) is written once. A line is "failed" when
+ * twice from Redis (after a crash) is written once. A line must be strict
+ * JSON (RFC 8259, valid UTF-8, as every worker writes it) within bounds on
+ * what parsing it costs; anything else in the list is a stray, never
+ * written (see batchout.c). A line is "failed" when
  * its error is not null or its response is missing or has a status code
  * below 100 or from 400; with an errors file, failed lines go there and the
  * others to the output file; without one, all go to the output file.

@@ -25,6 +25,14 @@
 
 /* Deep enough for large tool schemas; json-c's default is 32. */
 #define CLI_JSON_MAX_DEPTH 128
+/* What cli_json_parse() lets json-c build. json-c spends about 780 bytes
+ * on an empty object and 150 on an array (docs/reliability.md), and the CLI
+ * parses text anyone can write to Redis: 4.5 MB of "[[],[],...]" cost 225
+ * MB. These bounds are above what any chatq program writes (an upstream
+ * body of at most 1,000,000 values, 250,000 of them objects and arrays;
+ * jobs far less) and keep the worst text near 300 MB. */
+#define CLI_JSON_MAX_CONTAINERS 300000
+#define CLI_JSON_MAX_VALUES 1100000
 
 void (*cli_before_message)(void);
 
@@ -260,8 +268,44 @@ int cli_parse_seconds(const char *s, double *out) {
     return 0;
 }
 
+/* Counts, without checking the syntax (json-c does that), what parsing s
+ * would build: objects and arrays, and values, of which there are at most
+ * one per container and one per comma, strings aside. Returns 0 within
+ * the bounds above, else -1 with the reason in err. */
+static int cli_json_cost(const char *s, size_t len, char *err, size_t errlen) {
+    size_t containers = 0, values = 1;
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = 0;
+            continue;
+        }
+        if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            containers++;
+            values++;
+        } else if (c == ',') {
+            values++;
+        }
+        if (containers > CLI_JSON_MAX_CONTAINERS || values > CLI_JSON_MAX_VALUES) {
+            if (err)
+                snprintf(err, errlen, "too complex: more than %d %s at byte %zu",
+                         containers > CLI_JSON_MAX_CONTAINERS ? CLI_JSON_MAX_CONTAINERS
+                                                              : CLI_JSON_MAX_VALUES,
+                         containers > CLI_JSON_MAX_CONTAINERS ? "objects and arrays" : "values",
+                         i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int cli_json_parse(const char *s, size_t len, json_object **out, char *err, size_t errlen) {
     *out = NULL;
+    if (cli_json_cost(s, len, err, errlen) < 0) return -1;
     json_tokener *tok = json_tokener_new_ex(CLI_JSON_MAX_DEPTH);
     if (!tok) {
         if (err) snprintf(err, errlen, "out of memory");
@@ -270,6 +314,20 @@ int cli_json_parse(const char *s, size_t len, json_object **out, char *err, size
     int rc = jsonparse_whole(tok, s, len, out, err, errlen);
     json_tokener_free(tok);
     return rc;
+}
+
+const char *cli_quote(buf *b, const char *s, size_t len, size_t max) {
+    buf q = {0};
+    size_t n = len > max ? max : len;
+    while (n < len && n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* whole characters */
+    buf_json_str(&q, s, n);
+    if (n < len) buf_puts(&q, "...");
+    if (isatty(STDERR_FILENO))
+        output_term_safe(b, q.data, q.len);
+    else
+        buf_append(b, q.data, q.len);
+    buf_free(&q);
+    return buf_cstr(b);
 }
 
 int cli_str_index(const char *const *list, const char *s) {

@@ -25,6 +25,7 @@
 #include <json-c/json.h>
 #include <stddef.h>
 
+#include "common/buf.h"
 #include "common/config.h"
 
 enum { CLI_OK = 0, CLI_ERR = 1, CLI_USAGE = 2 };
@@ -117,9 +118,17 @@ int cli_parse_ll(const char *s, long long min, long long max, long long *out);
 /* Parses a whole number of seconds (may have decimals), > 0. Returns 0 or -1. */
 int cli_parse_seconds(const char *s, double *out);
 /* Parses exactly one JSON value from s[0..len) (whitespace may follow).
- * Returns 0 with *out set (NULL for a JSON null; the caller owns it), or -1
- * with a message in err (which may be NULL). */
+ * A text that would build more than 300,000 objects and arrays or
+ * 1,100,000 values is refused before json-c builds anything (text read
+ * from Redis may be anything; json-c's objects cost far more than their
+ * text). Returns 0 with *out set (NULL for a JSON null; the caller owns
+ * it), or -1 with a message in err (which may be NULL). */
 int cli_json_parse(const char *s, size_t len, json_object **out, char *err, size_t errlen);
+/* Text read from Redis, quoted for a message on stderr: appended to b as a
+ * JSON string literal (control characters escaped, invalid UTF-8 replaced)
+ * of at most `max` bytes of s ("..." after the quote when cut), made
+ * harmless for a terminal when stderr is one. Returns b's text. */
+const char *cli_quote(buf *b, const char *s, size_t len, size_t max);
 /* The index of s in a NULL-terminated list of strings, or -1. */
 int cli_str_index(const char *const *list, const char *s);
 /* Prints a JSON value on stdout, pretty (two-space indent, "/" as is). */

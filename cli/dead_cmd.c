@@ -461,11 +461,15 @@ static int dead_scan(dead_run *r, long long start, long long max, dead_page_fn f
         const redisReply *items = rep->element[1];
         /* when others removed entries, the range was clamped: number what came */
         long long top = (pos < now_len ? pos : now_len) - 1;
-        size_t got = items->elements;
-        for (size_t i = 0; i < got; i++)
-            dead_entry_read(&v[i], items->element[i]->str, items->element[i]->len,
-                            top - (long long)i, now_len);
-        rc = got ? fn(r, v, got) : 1;
+        /* Redis answers at most n bulk strings; anything else (a proxy, a
+         * fake server) must not write past v nor hand a NULL text on */
+        size_t came = items->elements < (size_t)n ? items->elements : (size_t)n, got = 0;
+        for (size_t i = 0; i < came; i++) {
+            const redisReply *it = items->element[i];
+            if (it->type == REDIS_REPLY_STRING)
+                dead_entry_read(&v[got++], it->str, it->len, top - (long long)i, now_len);
+        }
+        rc = !came ? 1 : got ? fn(r, v, got) : 0;
         for (size_t i = 0; i < got; i++) dead_entry_free(&v[i]);
         freeReplyObject(rep);
         pos -= n;

@@ -6,7 +6,9 @@
  * record; a hole there will not fill). From the channel, an event above it
  * first makes us re-read the list, which by then holds the missing ones
  * when the producer appends before it publishes the next event; what is
- * still missing after that is skipped.
+ * still missing after that is skipped. A message without a seq that is an
+ * integer from 0 to LLONG_MAX - 1 is not an event (follow_count()): json-c
+ * reads any larger number as INT64_MAX, and seq + 1 must not overflow.
  *
  * Stale chunks: a retry event for attempt a means the chunks of attempts
  * <= a are void, so a late chunk of such an attempt is not printed.
@@ -17,6 +19,8 @@
 #include "cli/follow.h"
 
 #include <json-c/json.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,12 +38,15 @@
  * waiting for the result to be stored. */
 #define FOLLOW_RESULT_WAIT_S 2.0
 #define FOLLOW_RESULT_POLL_NS 50000000L
+/* Entries of the events list read per LRANGE. */
+#define FOLLOW_PAGE 1000
 
 typedef struct follow_state {
     const follow_opts *o;
     char *events_key;
     char *job_key;
     long long next_seq;
+    long long list_read;    /* entries of the events list read so far */
     long long min_attempt;  /* chunks of earlier attempts are stale */
     int printed;            /* content printed in the current attempt */
     int line_open;          /* stdout's last printed byte is not '\n' */
@@ -87,11 +94,18 @@ static void follow_write(follow_state *fs, const char *s, size_t len) {
     buf_free(&safe);
 }
 
-/* Text for stderr, filtered when stderr is a terminal (owned by *b; valid
- * until b is freed). */
+/* Text for the one-line failure message on stderr: line breaks and tabs
+ * become spaces (an upstream's error message may hold them, and anyone can
+ * write the error), and the rest is filtered when stderr is a terminal.
+ * Owned by *b; valid until b is freed. */
 static const char *follow_err_text(buf *b, const char *s) {
-    if (!s || !isatty(fileno(stderr))) return s ? s : "";
-    output_term_safe(b, s, strlen(s));
+    buf flat = {0};
+    for (; s && *s; s++) buf_putc(&flat, *s == '\n' || *s == '\r' || *s == '\t' ? ' ' : *s);
+    if (isatty(fileno(stderr)))
+        output_term_safe(b, buf_cstr(&flat), flat.len);
+    else
+        buf_append(b, buf_cstr(&flat), flat.len);
+    buf_free(&flat);
     return buf_cstr(b);
 }
 
@@ -105,6 +119,18 @@ static json_object *follow_get(json_object *o, const char *key, json_type type) 
     if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
         return NULL;
     return v;
+}
+
+/* An event's count (seq, attempt): an integer from 0 to LLONG_MAX - 1, so
+ * that adding 1 cannot overflow (json-c reads anything above INT64_MAX as
+ * INT64_MAX). Returns 1 with *out set, 0 when absent or out of range. */
+static int follow_count(json_object *ev, const char *key, long long *out) {
+    json_object *v = follow_get(ev, key, json_type_int);
+    if (!v) return 0;
+    int64_t n = json_object_get_int64(v);
+    if (n < 0 || n >= LLONG_MAX) return 0;
+    *out = (long long)n;
+    return 1;
 }
 
 /* The choice with index 0 (else the first) of a chunk or a completion. */
@@ -122,8 +148,8 @@ static json_object *follow_choice0(json_object *obj) {
 /* ---- events ---- */
 
 static void follow_chunk(follow_state *fs, json_object *ev) {
-    json_object *a = follow_get(ev, "attempt", json_type_int);
-    if (!fs->o->print_chunks || (a && json_object_get_int64(a) < fs->min_attempt)) return;
+    long long a;
+    if (!fs->o->print_chunks || (follow_count(ev, "attempt", &a) && a < fs->min_attempt)) return;
     json_object *delta = follow_get(follow_choice0(follow_get(ev, "data", json_type_object)),
                                     "delta", json_type_object);
     json_object *content = follow_get(delta, "content", json_type_string);
@@ -133,8 +159,8 @@ static void follow_chunk(follow_state *fs, json_object *ev) {
 }
 
 static void follow_retry(follow_state *fs, json_object *ev) {
-    json_object *a = follow_get(ev, "attempt", json_type_int);
-    long long attempt = a ? (long long)json_object_get_int64(a) : 0;
+    long long attempt = 0;
+    follow_count(ev, "attempt", &attempt);
     if (fs->o->print_chunks) {
         fprintf(stderr, "\n[retry: attempt %lld]\n", attempt);
         fflush(stderr);
@@ -175,12 +201,11 @@ static int follow_replay(follow_state *fs);
 static int follow_event(follow_state *fs, const char *text, size_t len, int from_list) {
     json_object *ev = NULL;
     if (fs->ended || cli_json_parse(text, len, &ev, NULL, 0) < 0) return 0;
-    json_object *s = follow_get(ev, "seq", json_type_int);
-    if (!s) {
+    long long seq;
+    if (!follow_count(ev, "seq", &seq)) {
         json_object_put(ev);
         return 0;
     }
-    long long seq = (long long)json_object_get_int64(s);
     if (seq > fs->next_seq && !from_list && follow_replay(fs) < 0) {
         json_object_put(ev);
         return -1;
@@ -193,16 +218,25 @@ static int follow_event(follow_state *fs, const char *text, size_t len, int from
     return 0;
 }
 
-/* Reads the whole events list and applies what was not seen yet. */
+/* Reads the events list from where the last read left it, a page at a
+ * time, and applies what was not seen yet. Events are only ever appended
+ * (RPUSH), so the entries read already keep their indexes: a long stream
+ * (up to 100,000 chunks an attempt) is neither held whole nor read again
+ * each time a seq skips ahead. */
 static int follow_replay(follow_state *fs) {
-    redisReply *r = cli_redis_cmd(fs->o->cmd, "LRANGE %s 0 -1", fs->events_key);
-    if (!r) return -1;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && !fs->ended; i++) {
-        const redisReply *e = r->element[i];
-        if (e->type == REDIS_REPLY_STRING) follow_event(fs, e->str, e->len, 1);
+    for (;;) {
+        redisReply *r = cli_redis_cmd(fs->o->cmd, "LRANGE %s %lld %lld", fs->events_key,
+                                      fs->list_read, fs->list_read + FOLLOW_PAGE - 1);
+        if (!r) return -1;
+        size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+        for (size_t i = 0; i < n && !fs->ended; i++) {
+            const redisReply *e = r->element[i];
+            if (e->type == REDIS_REPLY_STRING) follow_event(fs, e->str, e->len, 1);
+        }
+        freeReplyObject(r);
+        fs->list_read += (long long)n;
+        if (n < FOLLOW_PAGE || fs->ended) return 0;
     }
-    freeReplyObject(r);
-    return 0;
 }
 
 /* A pub/sub reply: ["message", channel, payload]; anything else is ignored. */

@@ -73,17 +73,57 @@ redisContext *cli_redis_connect(cli_ctx *ctx) {
     return c;
 }
 
+/* Reads the bulk string at *p of a command in the protocol
+ * ("$<len>\r\n<bytes>\r\n"), setting *s and *len and moving *p past it.
+ * Returns 0, or -1 when *p holds no such thing. */
+static int cli_redis_bulk(const char **p, const char **s, size_t *len) {
+    char *end;
+    if (**p != '$') return -1;
+    unsigned long n = strtoul(*p + 1, &end, 10);
+    if (end[0] != '\r' || end[1] != '\n') return -1;
+    *s = end + 2;
+    *len = n;
+    *p = end + 2 + n + 2;
+    return 0;
+}
+
+/* "HGETALL chatq:job:x" for a command formatted as redisvCommand() would:
+ * its name and its first argument, which for every command sent through
+ * cli_redis_cmd() that reads a key is that key. An error reply about a key
+ * (WRONGTYPE above all) is useless without it: the command may read
+ * several. Only called for commands without secrets (AUTH goes through
+ * cli_redis_try()). Writes "" for a command without an argument. */
+static void cli_redis_describe(const char *fmt, va_list ap, char *out, size_t n) {
+    char *cmd = NULL;
+    const char *name, *arg;
+    size_t name_len, arg_len;
+    out[0] = '\0';
+    if (redisvFormatCommand(&cmd, fmt, ap) < 0 || !cmd) return;
+    const char *p = strchr(cmd, '\n'); /* past "*<argc>\r\n" */
+    if (p) {
+        p++;
+        if (cli_redis_bulk(&p, &name, &name_len) == 0 &&
+            cli_redis_bulk(&p, &arg, &arg_len) == 0)
+            snprintf(out, n, "%.*s %.*s: ", (int)name_len, name,
+                     (int)(arg_len > 200 ? 200 : arg_len), arg);
+    }
+    free(cmd);
+}
+
 static redisReply *cli_redis_vcmd(redisContext *c, int errors_ok, const char *fmt, va_list ap) {
+    va_list again;
+    va_copy(again, ap);
     redisReply *r = redisvCommand(c, fmt, ap);
     if (!r) {
         cli_fail("redis: %s", c->errstr[0] ? c->errstr : "connection lost");
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR && !errors_ok) {
-        cli_fail("redis: %s", r->str);
+    } else if (r->type == REDIS_REPLY_ERROR && !errors_ok) {
+        char what[256];
+        cli_redis_describe(fmt, again, what, sizeof what);
+        cli_fail("redis: %s%s", what, r->str);
         freeReplyObject(r);
-        return NULL;
+        r = NULL;
     }
+    va_end(again);
     return r;
 }
 
@@ -160,13 +200,19 @@ static int cli_redis_field_cmp(const void *a, const void *b) {
 }
 
 cli_redis_field *cli_redis_hash_fields(const redisReply *h, const char *const *order, size_t *n) {
-    *n = h->type == REDIS_REPLY_ARRAY ? h->elements / 2 : 0;
-    cli_redis_field *f = xcalloc(*n, sizeof *f);
-    for (size_t i = 0; i < *n; i++) {
-        f[i].name = h->element[2 * i];
-        f[i].value = h->element[2 * i + 1];
-        int r = order ? cli_str_index(order, f[i].name->str) : -1;
-        f[i].rank = r >= 0 ? r : INT_MAX;
+    size_t pairs = h->type == REDIS_REPLY_ARRAY ? h->elements / 2 : 0;
+    cli_redis_field *f = xcalloc(pairs, sizeof *f);
+    *n = 0;
+    for (size_t i = 0; i < pairs; i++) {
+        const redisReply *name = h->element[2 * i];
+        /* Redis sends names as bulk strings; anything else (a proxy, a
+         * RESP3 map) has no text to sort or print by */
+        if (name->type != REDIS_REPLY_STRING) continue;
+        cli_redis_field *x = &f[(*n)++];
+        x->name = name;
+        x->value = h->element[2 * i + 1];
+        int r = order ? cli_str_index(order, name->str) : -1;
+        x->rank = r >= 0 ? r : INT_MAX;
     }
     if (*n) qsort(f, *n, sizeof *f, cli_redis_field_cmp);
     return f;

@@ -45,8 +45,9 @@ typedef struct cli_redis_field {
 
 /* The pairs of an HGETALL reply, sorted by the index of their name in
  * `order` (a NULL-terminated list; names not in it, and all names when
- * `order` is NULL, come after those in it), then by name. Returns a
- * malloc'd array of *n pairs, which the caller frees. */
+ * `order` is NULL, come after those in it), then by name. A pair whose
+ * name is not a string is left out; a value may be of any type (the caller
+ * checks). Returns a malloc'd array of *n pairs, which the caller frees. */
 cli_redis_field *cli_redis_hash_fields(const redisReply *h, const char *const *order, size_t *n);
 
 #endif

@@ -98,6 +98,19 @@ static long long stats_llen(redisContext *c, const char *key, int *failed) {
     return n;
 }
 
+/* The length of the dead list. A key of another type is a failure, named
+ * (cli_redis_cmd()), not "0 dead jobs": unlike a queue name found by SCAN,
+ * the dead list's key is chatq's own. */
+static long long stats_dead(redisContext *c, const char *prefix, int *failed) {
+    char *key = keys_dead(prefix);
+    redisReply *r = cli_redis_cmd(c, "LLEN %s", key);
+    free(key);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    if (!r) *failed = 1;
+    if (r) freeReplyObject(r);
+    return n;
+}
+
 /* The worker's queues: a JSON array of names, or "a,b,c". */
 static void stats_worker_queues(json_object *info, stats_names *out) {
     json_object *q = NULL;
@@ -105,7 +118,7 @@ static void stats_worker_queues(json_object *info, stats_names *out) {
     if (json_object_is_type(q, json_type_array)) {
         for (size_t i = 0; i < json_object_array_length(q); i++) {
             json_object *e = json_object_array_get_idx(q, i);
-            if (json_object_is_type(e, json_type_string))
+            if (json_object_is_type(e, json_type_string) && json_object_get_string_len(e))
                 stats_names_add(out, json_object_get_string(e),
                                (size_t)json_object_get_string_len(e));
         }
@@ -222,6 +235,14 @@ static long long stats_get_int(json_object *o, const char *key) {
     return json_object_object_get_ex(o, key, &v) ? (long long)json_object_get_int64(v) : 0;
 }
 
+/* A member of a worker's registration as text, "-" when it is absent or
+ * null (the registration is whatever P:workers holds). */
+static const char *stats_member_text(json_object *w, const char *key) {
+    json_object *v = NULL;
+    if (!json_object_object_get_ex(w, key, &v) || !v) return "-";
+    return json_object_get_string(v);
+}
+
 static void stats_text(json_object *st) {
     static const char *const qh[] = {"QUEUE", "LENGTH"};
     static const int qr[] = {0, 1};
@@ -251,12 +272,8 @@ static void stats_text(json_object *st) {
         stats_names list = {0};
         json_object_object_get_ex(w, "id", &v);
         table_addf(&t, "%s", json_object_get_string(v));
-        int has_host = json_object_object_get_ex(w, "host", &v);
-        table_addf(&t, "%s", has_host ? json_object_get_string(v) : "-");
-        if (json_object_object_get_ex(w, "pid", &v))
-            table_addf(&t, "%s", json_object_get_string(v));
-        else
-            table_addf(&t, "-");
+        table_addf(&t, "%s", stats_member_text(w, "host"));
+        table_addf(&t, "%s", stats_member_text(w, "pid"));
         json_object_object_get_ex(w, "alive", &v);
         table_addf(&t, "%s", json_object_get_boolean(v) ? "yes" : "no");
         table_addf(&t, "%lld", stats_get_int(w, "in_flight"));
@@ -291,10 +308,7 @@ int stats_cmd(cli_ctx *ctx, int argc, char **argv) {
     json_object *workers = stats_workers(c, prefix, &failed);
     if (!failed) json_object_object_add(st, "queues", stats_queues(c, ctx, workers, &failed));
     json_object_object_add(st, "workers", workers);
-    char *dead = keys_dead(prefix);
-    long long ndead = failed ? 0 : stats_llen(c, dead, &failed);
-    free(dead);
-    json_object_object_add(st, "dead", json_object_new_int64(ndead > 0 ? ndead : 0));
+    json_object_object_add(st, "dead", json_object_new_int64(failed ? 0 : stats_dead(c, prefix, &failed)));
     if (!failed) json_object_object_add(st, "usage", stats_usage(c, prefix, &failed));
     if (!failed) {
         if (json)

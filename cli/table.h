@@ -4,7 +4,10 @@
  * to right, top to bottom. table_print() pads every column to its widest
  * cell (counted in bytes), two spaces apart, right-aligning the columns
  * marked so (numbers); the last column is not padded, so no line ends in
- * spaces.
+ * spaces. Cells often hold text read from Redis, which anyone can write:
+ * each is printed on one line (line breaks and tabs as spaces) and, when
+ * the stream is a terminal, made harmless for it (output_term_safe(),
+ * common/output.h), so a cell cannot break the table or move the cursor.
  *
  * Ownership: the table owns its cells (table_addf() formats a new one) and
  * frees them in table_free(); headers and alignment flags are borrowed. */

@@ -4,8 +4,9 @@
  * The workers count with HINCRBY on fields "<tenant>|<model>|<metric>"
  * (docs/protocol.md §7); tally_read() splits each field (one function does it:
  * tally_field_parse() in tally.c), skips those of another shape, unknown
- * metrics and non-integer values, and returns the rows sorted by tenant,
- * then model.
+ * metrics and values that are not whole numbers >= 0 (anyone can write the
+ * hash), saying on stderr how many it skipped, and returns the rows sorted
+ * by tenant, then model. Sums saturate at LLONG_MAX instead of overflowing.
  *
  * Ownership: a tally owns its rows and their strings (tally_free()). */
 #ifndef CHATQ_CLI_TALLY_H

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,47 @@ static void test_strays(void **state) {
     free(out);
 }
 
+/* A line is written to OUT as it came: one that is not strict JSON
+ * (RFC 8259, valid UTF-8), which json-c alone would take, would make OUT
+ * unreadable for a strict reader. Workers only write strict JSON, so such
+ * a line is a stray; so is one past the cost limits (a json-c bomb). */
+static void test_lines_that_are_not_strict_json(void **state) {
+    (void)state;
+    batchout o;
+    char *out = tmp_path("out.jsonl");
+    assert_int_equal(batchout_open(&o, out, NULL, 0, "b1", 2, in_fd, NULL, NULL), 0);
+    static const char nul[] = "{\"id\":\"b1-1\",\"x\":\"a\0b\"}";
+    static const char *const bad[] = {
+        "{'id':'b1-1'}",
+        "{\"id\":\"b1-1\",\"response\":NaN,\"error\":null}",
+        "{\"id\":\"b1-1\",\"x\":\"a\x01b\"}",
+        "{\"id\":\"b1-1\",\"x\":\"\xff\"}",
+        "/* c */{\"id\":\"b1-1\"}",
+        "{\"id\":\"b1-1\",}",
+        "{\"id\":\"b1-1\",\"n\":01}",
+        "{\"id\":\"b1-1\",\"x\":\"\\ud800\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (batchout_take(&o, bad[i], strlen(bad[i])) != 0) fail_msg("taken: %s", bad[i]);
+    assert_int_equal(batchout_take(&o, nul, sizeof nul - 1), 0);
+    /* 400,000 empty arrays: 1.2 MB of text, about 60 MB in json-c */
+    buf bomb = {0};
+    buf_puts(&bomb, "{\"id\":\"b1-1\",\"x\":[");
+    for (int i = 0; i < 400000; i++) buf_puts(&bomb, i ? ",[]" : "[]");
+    buf_puts(&bomb, "]}");
+    assert_int_equal(batchout_take(&o, bomb.data, bomb.len), 0);
+    buf_free(&bomb);
+    assert_int_equal(o.strays, (long long)(sizeof bad / sizeof bad[0]) + 2);
+    assert_int_equal(o.done, 0);
+    /* \u0000 is strict JSON (a model may write it): the line is taken */
+    const char *esc = "{\"id\":\"b1-2\",\"x\":\"a\\u0000b\",\"error\":null}";
+    assert_int_equal(batchout_take(&o, esc, strlen(esc)), 1);
+    batchout_close(&o);
+    char *got = slurp(out), *want = xasprintf("%s\n", esc);
+    assert_string_equal(got, want);
+    free(got), free(want), free(out);
+}
+
 /* Usage is priced at the price of the line's (provider, model) pair. */
 static void test_cost(void **state) {
     (void)state;
@@ -226,6 +268,31 @@ static void test_cost(void **state) {
     assert_int_equal(take(&o, answer("b1-1", 200, usage)), 1);
     assert_int_equal(o.cost_micro_usd, 0);
     assert_int_equal(o.unpriced, 1);
+    batchout_close(&o);
+    free(out);
+}
+
+/* The totals are sums over lines, each count clamped to 1e12 by
+ * usage_extract(): 9.3 million lines at that bound pass INT64_MAX. The sums
+ * saturate instead of overflowing. */
+static void test_totals_saturate(void **state) {
+    (void)state;
+    batchout o;
+    char *out = tmp_path("out.jsonl");
+    price_cfg price = {NULL, 1e6, 1e6, 1e6};
+    const price_cfg *prices[] = {NULL, &price};
+    const uint16_t model_of[] = {1, 1};
+    const char *usage = "{\"prompt_tokens\":1000000000000,\"completion_tokens\":1000000000000,"
+                        "\"prompt_tokens_details\":{\"cached_tokens\":5}}";
+    assert_int_equal(batchout_open(&o, out, NULL, 0, "b1", 2, in_fd, model_of, prices), 0);
+    o.prompt_tokens = o.completion_tokens = o.total_tokens = o.cached_tokens = LLONG_MAX - 1;
+    o.cost_micro_usd = LLONG_MAX - 1;
+    assert_int_equal(take(&o, answer("b1-1", 200, usage)), 1);
+    assert_true(o.prompt_tokens == LLONG_MAX);
+    assert_true(o.completion_tokens == LLONG_MAX);
+    assert_true(o.total_tokens == LLONG_MAX);
+    assert_true(o.cached_tokens == LLONG_MAX);
+    assert_true(o.cost_micro_usd == LLONG_MAX);
     batchout_close(&o);
     free(out);
 }
@@ -345,7 +412,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_lines_go_to_their_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_file_without_errors_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lines_that_are_not_strict_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_totals_saturate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_reads_back_and_cuts_the_tail, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_resume_cuts_at_the_first_damaged_line, setup,
