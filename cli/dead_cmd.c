@@ -667,12 +667,13 @@ static void dead_retry_result(dead_run *r, const dead_cand *c, const redisReply 
                                   "another client)");
     } else if (!strcmp(s, "queue_not_list")) {
         snprintf(why, sizeof why, "the key of queue %s is not a list", c->queue);
-    } else if (!strcmp(s, "queued")) {
+    } else if (!strcmp(s, "status:queued")) {
         snprintf(why, sizeof why, "job %s is queued already (retried from a newer entry, or "
                                   "pushed again)", e->id);
-    } else if (!strcmp(s, "running")) {
+    } else if (!strcmp(s, "status:running")) {
         snprintf(why, sizeof why, "job %s is running", e->id);
     } else {
+        if (!strncmp(s, "status:", 7)) s += 7;
         char *st = dead_cell(r, s, strlen(s), 40);
         snprintf(why, sizeof why, "job %s ran again after this failure and its hash says %s",
                  e->id ? e->id : "-", st);

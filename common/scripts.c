@@ -696,8 +696,7 @@ void scripts_ratelimit_args(const scripts_ratelimit_call *c, rargs *out) {
  * would drop the copy as a duplicate and the job would be lost. The text
  * goes onto the queue's consuming (right) end, so it is taken next; START
  * then finds no finished hash and runs it afresh: attempts start at 1.
- * Returns per job "retried", "gone", "queue_not_list" or the status that
- * refused it. */
+ * Returns per job what scripts.h lists. */
 const char scripts_dead_retry[] =
     "local dead, now, out = KEYS[1], ARGV[1], {}\n"
     "for i = 0, (#KEYS - 1) / 4 - 1 do\n"
@@ -714,7 +713,7 @@ const char scripts_dead_retry[] =
     "  if qt ~= 'list' and qt ~= 'none' then\n"
     "    res = 'queue_not_list'\n"
     "  elseif st and st ~= 'failed' then\n"
-    "    res = st\n"
+    "    res = 'status:' .. st\n"
     "  elseif redis.call('LREM', dead, count, entry) == 0 then\n"
     "    res = 'gone'\n"
     "  else\n"

@@ -286,9 +286,10 @@ extern const char scripts_dead_purge[];
  *   "gone"             the entry is no longer in P:dead (retried or purged
  *                      by someone else): nothing done
  *   "queue_not_list"   the queue key holds something else: nothing done
- *   any other          the job hash's status ("queued", "running",
- *                      "succeeded", "cancelled", ...): the id has a newer
- *                      life than this entry, nothing done */
+ *   "status:<status>"  the job hash's status ("status:queued",
+ *                      "status:running", "status:succeeded", ...): the id
+ *                      has a newer life than this entry, nothing done
+ *                      (prefixed, since a hash may say anything) */
 typedef struct scripts_dead_retry_call {
     const char *queue_key;      /* P:queue:<queue> */
     const char *job_key;        /* P:job:<id>; NULL = the text has no id */

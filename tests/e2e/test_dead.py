@@ -14,6 +14,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import BIN, now_ms, wait_for
 
 FAIL_ONCE = {"fail_first": 1, "fail": {"status": 400, "message": "not now"}}
@@ -188,6 +190,22 @@ def test_same_id_twice_is_queued_once(cq, upstream):
     assert h["status"] == "succeeded"
     assert runs(upstream, cq, "twice") == 3
     assert len(cq.dead()) == 1
+
+
+@pytest.mark.parametrize("status", ["retried", "gone", "queue_not_list", "succeeded"])
+def test_retry_reads_a_hash_status_as_a_status(cq, upstream, status):
+    """A job hash's status is told apart from DEAD_RETRY's own answers: a
+    hash saying "retried" (anyone can write one) is a status that refuses
+    the retry, not a retry done."""
+    jid = "st-" + status
+    fail_for_good(cq, jid)
+    cq.r.hset(cq.job_key(jid), "status", status)
+    p = failed(cq.cli("dead", "retry", jid))
+    said = "skipped %s (#0): job %s ran again after this failure and its hash says %s" % (
+        jid, jid, status)
+    assert said in p.stdout, p.stdout
+    assert len(cq.dead()) == 1
+    assert cq.r.llen(cq.queue_key()) == 0
 
 
 def test_retry_leaves_an_id_that_lives_again(cq, upstream):
