@@ -66,7 +66,7 @@ $(BUILD)/testhooks/%.o: %.c
 $(BUILD)/chatq-worker-testhooks: $(patsubst %.c,$(BUILD)/testhooks/%.o,$(WORKER_SRC)) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(CLIB) $(WLIB) $(DLIB) $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/testutil.o $(CLIB) $(WLIB) $(DLIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 

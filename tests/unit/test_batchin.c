@@ -5,7 +5,7 @@
  *
  * Files live in a fresh directory under /tmp. The messages batchin prints
  * go to stderr; the tests that check them capture them first
- * (capture_begin/capture_end). */
+ * (testutil_capture_begin/testutil_capture_end). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,56 +22,21 @@
 
 #include "cli/batchin.h"
 #include "common/buf.h"
+#include "tests/unit/testutil.h"
 
-static char tmpdir[64];
+static const char *tmpdir;
 
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/chatq-test-batchin-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    tmpdir = testutil_tmpdir("batchin");
+    return tmpdir ? 0 : -1;
 }
 
 static int teardown(void **state) {
     (void)state;
-    char *cmd = xasprintf("rm -rf '%s'", tmpdir);
-    int rc = system(cmd);
-    free(cmd);
-    return rc == 0 ? 0 : -1;
+    return testutil_tmpdir_remove();
 }
 
-/* Writes `text` to tmpdir/name and returns the path (caller frees). */
-static char *write_file(const char *name, const char *text, size_t len) {
-    char *path = xasprintf("%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-    return path;
-}
-
-/* ---- stderr, captured ----
- * The stdio stream `stderr` is swapped for a memory stream, not fd 2
- * redirected: what the code under test prints is captured, while a
- * sanitizer's report (written to fd 2 directly) still reaches the terminal
- * if the test dies. */
-
-static FILE *saved_stderr;
-static char *captured;
-static size_t captured_len;
-
-static void capture_begin(void) {
-    fflush(stderr);
-    saved_stderr = stderr;
-    stderr = open_memstream(&captured, &captured_len);
-    assert_non_null(stderr);
-}
-
-/* What was printed since capture_begin() (caller frees). */
-static char *capture_end(void) {
-    fclose(stderr);
-    stderr = saved_stderr;
-    return captured;
-}
 
 /* ---- lines ---- */
 
@@ -96,7 +61,7 @@ static void init_builder(batchin *in, size_t max_job_bytes, const char *tenant) 
 
 /* Opens tmpdir/name holding b for a batch of id b1. Returns the path. */
 static char *open_input(batchin *in, const char *name, const buf *b) {
-    char *path = write_file(name, buf_cstr(b), b->len);
+    char *path = testutil_write_file(name, buf_cstr(b), b->len);
     assert_int_equal(batchin_open(in, path, 1 << 20), 0);
     in->batch_id = "b1";
     in->reply_to = "chatq:batch:b1:out";
@@ -295,9 +260,9 @@ static void test_validate_names_bad_lines(void **state) {
     buf_puts(&b, "{not json\n");
     add_good(&b, 1, "m", NULL); /* line 3 repeats line 1's custom_id */
     char *path = open_input(&in, "bad.jsonl", &b);
-    capture_begin();
+    testutil_capture_begin();
     int rc = batchin_validate(&in);
-    char *err = capture_end();
+    char *err = testutil_capture_end();
     assert_int_equal(rc, -1);
     char *want = xasprintf("chatq: %s:2: line is not valid JSON", path);
     assert_non_null(strstr(err, want));
@@ -322,9 +287,9 @@ static void test_validate_duplicate_far_apart(void **state) {
     for (int n = 1; n <= 299; n++) add_good(&b, n, "m", NULL);
     add_good(&b, 131, "m", NULL);
     char *path = open_input(&in, "dup.jsonl", &b);
-    capture_begin();
+    testutil_capture_begin();
     int rc = batchin_validate(&in);
-    char *err = capture_end();
+    char *err = testutil_capture_end();
     assert_int_equal(rc, -1);
     char *want = xasprintf("chatq: %s:300: duplicate custom_id \"c131\" (first on line 131)\n"
                            "chatq: %s: 1 of 300 lines are invalid; nothing was submitted\n",
@@ -349,9 +314,9 @@ static void check_bad_run(int good_before, int bad) {
     for (int i = 0; i < bad; i++) buf_printf(&b, "{\"custom_id\":\"x%d\"}\n", ++n);
     add_good(&b, ++n, "m", NULL);
     char *path = open_input(&in, "run.jsonl", &b);
-    capture_begin();
+    testutil_capture_begin();
     int rc = batchin_validate(&in);
-    char *err = capture_end();
+    char *err = testutil_capture_end();
     assert_int_equal(rc, -1);
     assert_int_equal(in.lines, n);
     assert_non_null(in.model_of);
@@ -393,9 +358,9 @@ static void test_validate_empty_and_too_long(void **state) {
     batchin in;
     buf b = {0};
     char *path = open_input(&in, "empty.jsonl", &b);
-    capture_begin();
+    testutil_capture_begin();
     int rc = batchin_validate(&in);
-    char *err = capture_end();
+    char *err = testutil_capture_end();
     assert_int_equal(rc, -1);
     char *want = xasprintf("chatq: %s: the file holds no request\n", path);
     assert_string_equal(err, want);
@@ -408,13 +373,13 @@ static void test_validate_empty_and_too_long(void **state) {
     for (int i = 0; i < 5000; i++) buf_putc(&b, ' ');
     buf_putc(&b, '\n');
     add_good(&b, 2, "m", NULL);
-    path = write_file("long.jsonl", buf_cstr(&b), b.len);
+    path = testutil_write_file("long.jsonl", buf_cstr(&b), b.len);
     assert_int_equal(batchin_open(&in, path, 100), 0);
     in.batch_id = "b1";
     in.reply_to = "k";
-    capture_begin();
+    testutil_capture_begin();
     rc = batchin_validate(&in);
-    err = capture_end();
+    err = testutil_capture_end();
     assert_int_equal(rc, -1);
     want = xasprintf("chatq: %s:1: line is longer than 4296 bytes (max_job_bytes is 100)\n", path);
     assert_non_null(strstr(err, want));
@@ -431,16 +396,16 @@ static void test_open_refusals(void **state) {
     (void)state;
     batchin in;
     char *missing = xasprintf("%s/missing.jsonl", tmpdir);
-    capture_begin();
+    testutil_capture_begin();
     int rc = batchin_open(&in, missing, 1000);
-    char *err = capture_end();
+    char *err = testutil_capture_end();
     assert_int_equal(rc, -1);
     assert_non_null(strstr(err, "cannot open"));
     free(err);
     free(missing);
-    capture_begin();
+    testutil_capture_begin();
     rc = batchin_open(&in, tmpdir, 1000);
-    err = capture_end();
+    err = testutil_capture_end();
     assert_int_equal(rc, -1);
     assert_int_equal(in.fd, -1);
     assert_non_null(strstr(err, "not a regular file"));

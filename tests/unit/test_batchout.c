@@ -23,15 +23,14 @@
 
 #include "cli/batchout.h"
 #include "common/buf.h"
+#include "tests/unit/testutil.h"
 
-static char tmpdir[64];
 static int in_fd = -1; /* an input file, which no output may be */
 
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/chatq-test-batchout-XXXXXX");
-    if (!mkdtemp(tmpdir)) return -1;
-    char *path = xasprintf("%s/in.jsonl", tmpdir);
+    if (!testutil_tmpdir("batchout")) return -1;
+    char *path = testutil_path("in.jsonl");
     in_fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     free(path);
     return in_fd >= 0 ? 0 : -1;
@@ -40,13 +39,8 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     close(in_fd);
-    char *cmd = xasprintf("rm -rf '%s'", tmpdir);
-    int rc = system(cmd);
-    free(cmd);
-    return rc == 0 ? 0 : -1;
+    return testutil_tmpdir_remove();
 }
-
-static char *tmp_path(const char *name) { return xasprintf("%s/%s", tmpdir, name); }
 
 /* The whole content of a file (caller frees); "" when it does not exist. */
 static char *slurp(const char *path) {
@@ -68,29 +62,6 @@ static void spit(const char *path, const char *text) {
     fclose(f);
 }
 
-/* ---- stderr, captured ----
- * The stdio stream `stderr` is swapped for a memory stream, not fd 2
- * redirected: what the code under test prints is captured, while a
- * sanitizer's report (written to fd 2 directly) still reaches the terminal
- * if the test dies. */
-
-static FILE *saved_stderr;
-static char *captured;
-static size_t captured_len;
-
-static void capture_begin(void) {
-    fflush(stderr);
-    saved_stderr = stderr;
-    stderr = open_memstream(&captured, &captured_len);
-    assert_non_null(stderr);
-}
-
-/* What was printed since capture_begin() (caller frees). */
-static char *capture_end(void) {
-    fclose(stderr);
-    stderr = saved_stderr;
-    return captured;
-}
 
 /* ---- output lines, as the workers write them ---- */
 
@@ -121,7 +92,7 @@ static int take(batchout *o, char *line) {
 static void test_lines_go_to_their_file(void **state) {
     (void)state;
     batchout o;
-    char *out = tmp_path("out.jsonl"), *err = tmp_path("err.jsonl");
+    char *out = testutil_path("out.jsonl"), *err = testutil_path("err.jsonl");
     assert_int_equal(batchout_open(&o, out, err, 0, "b1", 6, in_fd, NULL, NULL), 0);
     char *l1 = answer("b1-1", 200, USAGE_21), *l2 = answer("b1-2", 400, NULL);
     char *l3 = failure("b1-3"), *l4 = answer("b1-4", 399, USAGE_21);
@@ -162,7 +133,7 @@ static void test_lines_go_to_their_file(void **state) {
 static void test_one_file_without_errors_file(void **state) {
     (void)state;
     batchout o;
-    char *out = tmp_path("out.jsonl");
+    char *out = testutil_path("out.jsonl");
     spit(out, "old content\n"); /* a new batch empties the file */
     assert_int_equal(batchout_open(&o, out, NULL, 0, "b1", 2, in_fd, NULL, NULL), 0);
     assert_int_equal(o.err_fd, -1);
@@ -183,7 +154,7 @@ static void test_one_file_without_errors_file(void **state) {
 static void test_strays(void **state) {
     (void)state;
     batchout o;
-    char *out = tmp_path("out.jsonl");
+    char *out = testutil_path("out.jsonl");
     assert_int_equal(batchout_open(&o, out, NULL, 0, "b1", 20, in_fd, NULL, NULL), 0);
     static const char *const ids[] = {"b2-1", "b10-1", "b1-0", "b1-01", "b1-21", "b1-", "b1",
                                       "b1-1x", "b1--1", "b1-99999999999999999999999"};
@@ -209,7 +180,7 @@ static void test_strays(void **state) {
 static void test_lines_that_are_not_strict_json(void **state) {
     (void)state;
     batchout o;
-    char *out = tmp_path("out.jsonl");
+    char *out = testutil_path("out.jsonl");
     assert_int_equal(batchout_open(&o, out, NULL, 0, "b1", 2, in_fd, NULL, NULL), 0);
     static const char nul[] = "{\"id\":\"b1-1\",\"x\":\"a\0b\"}";
     static const char *const bad[] = {
@@ -247,7 +218,7 @@ static void test_lines_that_are_not_strict_json(void **state) {
 static void test_cost(void **state) {
     (void)state;
     batchout o;
-    char *out = tmp_path("out.jsonl");
+    char *out = testutil_path("out.jsonl");
     price_cfg price = {NULL, 1.0, 0.5, 2.0};
     const price_cfg *prices[] = {NULL, &price, NULL};
     const uint16_t model_of[] = {1, 2, 0, 1};
@@ -278,7 +249,7 @@ static void test_cost(void **state) {
 static void test_totals_saturate(void **state) {
     (void)state;
     batchout o;
-    char *out = tmp_path("out.jsonl");
+    char *out = testutil_path("out.jsonl");
     price_cfg price = {NULL, 1e6, 1e6, 1e6};
     const price_cfg *prices[] = {NULL, &price};
     const uint16_t model_of[] = {1, 1};
@@ -302,7 +273,7 @@ static void test_totals_saturate(void **state) {
 static void test_resume_reads_back_and_cuts_the_tail(void **state) {
     (void)state;
     batchout o;
-    char *out = tmp_path("out.jsonl"), *err = tmp_path("err.jsonl");
+    char *out = testutil_path("out.jsonl"), *err = testutil_path("err.jsonl");
     char *l1 = answer("b1-1", 200, USAGE_21), *l2 = answer("b1-2", 200, NULL);
     char *other = answer("b9-3", 200, NULL), *l3 = failure("b1-3");
     /* A complete line of another batch is kept; the half line is cut. */
@@ -311,9 +282,9 @@ static void test_resume_reads_back_and_cuts_the_tail(void **state) {
     spit(out, text);
     char *errtext = xasprintf("%s\n", l3);
     spit(err, errtext);
-    capture_begin();
+    testutil_capture_begin();
     int rc = batchout_open(&o, out, err, 1, "b1", 5, in_fd, NULL, NULL);
-    char *msg = capture_end();
+    char *msg = testutil_capture_end();
     assert_int_equal(rc, 0);
     char *want = xasprintf("chatq: %s: cut an incomplete line at byte %zu (it is written "
                            "again)\n", out, strlen(good));
@@ -343,13 +314,13 @@ static void test_resume_reads_back_and_cuts_the_tail(void **state) {
 static void test_resume_cuts_at_the_first_damaged_line(void **state) {
     (void)state;
     batchout o;
-    char *out = tmp_path("out.jsonl");
+    char *out = testutil_path("out.jsonl");
     char *l1 = answer("b1-1", 200, NULL), *l2 = answer("b1-2", 200, NULL);
     char *text = xasprintf("%s\n{garbage\n%s\n", l1, l2);
     spit(out, text);
-    capture_begin();
+    testutil_capture_begin();
     assert_int_equal(batchout_open(&o, out, NULL, 1, "b1", 2, in_fd, NULL, NULL), 0);
-    free(capture_end());
+    free(testutil_capture_end());
     assert_int_equal(o.done, 1);
     assert_false(batchout_has(&o, 2));
     batchout_close(&o);
@@ -359,9 +330,9 @@ static void test_resume_cuts_at_the_first_damaged_line(void **state) {
     /* A whole last line without its '\n' is cut too. */
     text = xasprintf("%s\n%s", l1, l2);
     spit(out, text);
-    capture_begin();
+    testutil_capture_begin();
     assert_int_equal(batchout_open(&o, out, NULL, 1, "b1", 2, in_fd, NULL, NULL), 0);
-    free(capture_end());
+    free(testutil_capture_end());
     assert_int_equal(o.done, 1);
     batchout_close(&o);
     got = slurp(out);
@@ -375,9 +346,9 @@ static void test_resume_cuts_at_the_first_damaged_line(void **state) {
 /* Opening must fail with `message` in what is printed. */
 static void check_refused(const char *out, const char *err, const char *message) {
     batchout o;
-    capture_begin();
+    testutil_capture_begin();
     int rc = batchout_open(&o, out, err, 0, "b1", 1, in_fd, NULL, NULL);
-    char *printed = capture_end();
+    char *printed = testutil_capture_end();
     assert_int_equal(rc, -1);
     if (!strstr(printed, message)) fail_msg("got '%s', want '%s'", printed, message);
     assert_int_equal(o.fd, -1);
@@ -388,8 +359,8 @@ static void check_refused(const char *out, const char *err, const char *message)
 
 static void test_refused_files(void **state) {
     (void)state;
-    char *in = tmp_path("in.jsonl"), *out = tmp_path("out.jsonl");
-    char *dir = tmp_path("dir"), *missing = tmp_path("no/such/out.jsonl");
+    char *in = testutil_path("in.jsonl"), *out = testutil_path("out.jsonl");
+    char *dir = testutil_path("dir"), *missing = testutil_path("no/such/out.jsonl");
     assert_int_equal(mkdir(dir, 0700), 0);
     check_refused(in, NULL, "it is the input file");
     check_refused(out, in, "it is the input file");

@@ -18,26 +18,21 @@
 
 #include "cli/jsonl.h"
 #include "common/buf.h"
-
-static char tmpdir[64];
+#include "tests/unit/testutil.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/chatq-test-jsonl-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return testutil_tmpdir("jsonl") ? 0 : -1;
 }
 
 static int teardown(void **state) {
     (void)state;
-    char *cmd = xasprintf("rm -rf '%s'", tmpdir);
-    int rc = system(cmd);
-    free(cmd);
-    return rc == 0 ? 0 : -1;
+    return testutil_tmpdir_remove();
 }
 
 /* A descriptor open on a new file holding len bytes of text. */
 static int open_text(const char *text, size_t len) {
-    char *path = xasprintf("%s/f", tmpdir);
+    char *path = testutil_path("f");
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, text, len), (ssize_t)len);

@@ -14,41 +14,28 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "tests/unit/testutil.h"
 #include "common/config.h"
 
-static char tmpdir[64];
+static const char *tmpdir;
 static char err[512];
-
-static void clean_env(void) {
-    static const char *vars[] = {"CHATQ_CONFIG", "CHATQ_REDIS_URL", "CHATQ_PREFIX",
-                                 "OPENAI_BASE_URL", "OPENAI_API_KEY", "CREDENTIALS_DIRECTORY",
-                                 "TEST_SNAP_KEY"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
-}
 
 static int setup(void **state) {
     (void)state;
-    clean_env();
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/chatq-test-snap-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    testutil_clear_config_env("TEST_SNAP_KEY");
+    tmpdir = testutil_tmpdir("snap");
+    return tmpdir ? 0 : -1;
 }
 
 static int teardown(void **state) {
     (void)state;
-    char *cmd = xasprintf("rm -rf '%s'", tmpdir);
-    int rc = system(cmd);
-    free(cmd);
-    clean_env();
-    return rc == 0 ? 0 : -1;
+    testutil_clear_config_env("TEST_SNAP_KEY");
+    return testutil_tmpdir_remove();
 }
 
+/* Writes `text` to tmpdir/name and returns the path (caller frees). */
 static char *write_file(const char *name, const char *text) {
-    char *path = xasprintf("%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
+    return testutil_write_file(name, text, strlen(text));
 }
 
 static const char *CONFIG_TEXT =
