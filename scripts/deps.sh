@@ -7,11 +7,15 @@
 # prometheus (with promtool) is for tests/e2e/test_metrics.py, which runs
 # its own Prometheus on a free port; on a host with systemd, Debian's package
 # also enables and starts a prometheus.service of its own on port 9090.
+# time (GNU time) measures the CLI's peak memory in tests/e2e/test_cli_hostile.py;
+# systemd (systemd-analyze) and groff-base check the unit files and man pages
+# in tests/e2e/test_systemd.py, which skips those checks only where they are
+# run without this script.
 set -e
 cd "$(dirname "$0")/.."
 PKGS="make gcc pkg-config libuv1-dev libhiredis-dev libcurl4-openssl-dev libjson-c-dev
 libcmocka-dev libssl-dev libmicrohttpd-dev redis-server redis-tools python3 python3-redis
-python3-pytest chromium prometheus"
+python3-pytest chromium prometheus time systemd groff-base"
 # The Node examples and the browser test need node and npm: Debian's, unless
 # some other node (nodesource's, say) is on PATH already.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"

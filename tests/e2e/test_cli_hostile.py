@@ -13,7 +13,7 @@ No test needs a chatqd: the `hq` fixture is a key prefix of its own on the
 session's redis-server, and the environment to run `chatq` with it; where a
 worker is needed (batch), the test plays it (FakeBatchRun); replies no
 Redis would send come from a fake RESP server (FakeRedis). Memory is
-measured as the peak RSS GNU time reports, where it is installed."""
+measured as the peak RSS GNU time reports."""
 
 import json
 import os
@@ -301,23 +301,18 @@ def test_watch_event_numbers_at_the_int64_limit(hq):
 
 def measured(tmp_path, *args):
     """The argv that runs chatq with args under GNU time, which writes its
-    peak RSS for peak_rss_mb(); plain chatq when GNU time is not there.
-    (A child's own rusage would count the pages it shared with pytest
-    between fork and exec.)"""
+    peak RSS for peak_rss_mb() (scripts/deps.sh installs it). A child's own
+    rusage would count the pages it shared with pytest between fork and
+    exec."""
     chatq = [os.path.join(BIN, "chatq")] + [str(a) for a in args]
-    if not os.access("/usr/bin/time", os.X_OK):
-        return chatq
+    assert os.access("/usr/bin/time", os.X_OK), "GNU time (package time) is missing"
     return ["/usr/bin/time", "-f", "%M", "-o", str(tmp_path / "rss.kb")] + chatq
 
 
 def peak_rss_mb(tmp_path):
-    """The peak RSS, in MB, of the last run through measured(); None when
-    it was not measured."""
-    try:
-        with open(str(tmp_path / "rss.kb")) as f:
-            return int(f.read().split()[-1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
+    """The peak RSS, in MB, of the last run through measured()."""
+    with open(str(tmp_path / "rss.kb")) as f:
+        return int(f.read().split()[-1]) / 1024
 
 
 def test_watch_reads_a_long_events_list_in_pages(hq, tmp_path):
@@ -359,7 +354,7 @@ def test_watch_reads_a_long_events_list_in_pages(hq, tmp_path):
         assert f.read().count("x") == n
     assert took < 10 * SCALE, "watch took %.1f s: the list is read again and again" % took
     peak_mb = peak_rss_mb(tmp_path)
-    if peak_mb is not None and "asan" not in BIN:
+    if "asan" not in BIN:
         assert peak_mb < 20, "watch peaked at %.0f MB: the list is read whole" % peak_mb
 
 
@@ -446,7 +441,7 @@ def test_batch_reads_big_output_lines_a_few_at_a_time(hq, tmp_path):
     assert len(b.output_lines()) == 100
     peak = peak_rss_mb(tmp_path)
     print("batch: peak RSS %s MB" % peak)
-    if peak is not None and "asan" not in BIN:
+    if "asan" not in BIN:
         assert peak < 50, "batch peaked at %.0f MB: the whole list was read at once" % peak
 
 
@@ -525,7 +520,7 @@ def test_json_bombs_are_not_parsed(hq, tmp_path):
     print("peak RSS, MB:", peaks)
     if "asan" not in BIN:
         for name, peak in peaks.items():
-            assert peak is None or peak < 80, "%s peaked at %.0f MB" % (name, peak)
+            assert peak < 80, "%s peaked at %.0f MB" % (name, peak)
     g = json.loads(hq.run("get", "jb").stdout)
     assert g["response"] == bomb  # shown as the text it is
 
