@@ -30,6 +30,8 @@ to the pytest report."""
 import datetime
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import socket
@@ -80,6 +82,40 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_on_pty(argv, env, timeout=20, stderr_too=True):
+    """Runs argv with stdout (and stderr, with stderr_too) on a
+    pseudo-terminal, as a user at a terminal would. Returns a
+    CompletedProcess: stdout the bytes the terminal got, stderr the text of
+    stderr when it went to a pipe ("" otherwise)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, env=env, stdout=slave, stdin=subprocess.DEVNULL,
+                            stderr=slave if stderr_too else subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout * SCALE
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                data = b""
+            if not data and proc.poll() is not None:
+                break
+            out += data
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    try:
+        _, err = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out,
+                                       (err or b"").decode("utf-8", "replace"))
 
 
 def utc_day(ts=None):

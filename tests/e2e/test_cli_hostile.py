@@ -17,8 +17,6 @@ measured as the peak RSS GNU time reports."""
 
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import time
@@ -26,7 +24,7 @@ import uuid
 
 import pytest
 
-from conftest import BIN, SANITIZER_MARKS, SCALE, wait_for
+from conftest import BIN, SANITIZER_MARKS, SCALE, run_on_pty, wait_for
 
 
 class Hostile:
@@ -59,32 +57,8 @@ class Hostile:
     def run_tty(self, *args, timeout=20):
         """Runs chatq with stdout on a terminal (a pty); returns (exit
         status, the bytes written to the terminal, stderr)."""
-        master, slave = pty.openpty()
-        proc = subprocess.Popen([os.path.join(BIN, "chatq")] + [str(a) for a in args],
-                                stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                env=self.env)
-        os.close(slave)
-        out = b""
-        deadline = time.monotonic() + timeout * SCALE
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: the terminal's last writer is gone
-                    data = b""
-                if not data and proc.poll() is not None:
-                    break
-                out += data
-            elif proc.poll() is not None:
-                break
-        os.close(master)
-        try:
-            _, err = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        p = subprocess.CompletedProcess(proc.args, proc.returncode, out, err.decode("utf-8", "replace"))
+        p = run_on_pty([os.path.join(BIN, "chatq")] + [str(a) for a in args], self.env,
+                       timeout, stderr_too=False)
         check_no_crash(p)
         return p
 

@@ -14,14 +14,12 @@ import base64
 import http.client
 import json
 import os
-import pty
-import select
 import socket
 import subprocess
 import time
 
 import upstream as up
-from conftest import API_KEY, BIN, SCALE, TERMINAL, wait_for
+from conftest import API_KEY, BIN, SCALE, TERMINAL, run_on_pty, wait_for
 
 
 def body(key, mock=None, stream=False, include_usage=True, **extra):
@@ -660,35 +658,12 @@ def test_max_tokens_1e15_charges_at_most_a_capped_estimate(start_chatqd, upstrea
 HOSTILE_TEXT = ["safe ", "\x1b]0;pwned\x07\x1b[2J\x1b[1;1H", "\u202eevil\u202c", "\r", " \u009b31m", "done"]
 
 
-def run_on_pty(argv, env, timeout=20):
-    """Runs argv with stdout and stderr on a pseudo-terminal; returns what it
-    printed (bytes) and its exit status."""
-    master, slave = pty.openpty()
-    p = subprocess.Popen(argv, env=env, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + timeout * SCALE
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the other side is closed
-                break
-            if not data:
-                break
-            out += data
-        elif p.poll() is not None:
-            break
-    os.close(master)
-    return out, p.wait(5)
-
-
 def test_watch_filters_escape_sequences_on_a_terminal(cq):
     job = cq.mkjob(stream=True, mock={"content": HOSTILE_TEXT})
     h = cq.run(job)
     assert h["status"] == "succeeded"
-    out, rc = run_on_pty([os.path.join(BIN, "chatq"), "watch", job["id"]], cq.env)
+    p = run_on_pty([os.path.join(BIN, "chatq"), "watch", job["id"]], cq.env)
+    out, rc = p.stdout, p.returncode
     assert rc == 0, out
     text = out.decode("utf-8")
     assert "\x1b" not in text and "\u009b" not in text and "\u202e" not in text, repr(text)
