@@ -19,14 +19,18 @@
  * the left of the worker's processing list for that queue. A job longer than
  * max_job_bytes never leaves Redis whole: its place in the processing list
  * takes a marker, "\0chatq-oversized\0<bytes>\0<first excerpt bytes>", which
- * the worker ends as invalid_job (the marker is what FINISH removes). */
+ * the worker ends as invalid_job (the marker is what FINISH removes).
+ * A queue or processing list of another type (anyone can write to Redis) is
+ * skipped (its LMOVE fails before writing): the script must not fail, for
+ * Redis would keep what earlier queues moved and the worker, answered with
+ * an error, would never learn of those jobs. */
 const char scripts_fetch[] =
     "local want, max, ex = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local out, got = {}, 0\n"
     "for i = 1, #KEYS, 2 do\n"
     "  while got < want do\n"
-    "    local j = redis.call('LMOVE', KEYS[i], KEYS[i+1], 'RIGHT', 'LEFT')\n"
-    "    if not j then break end\n"
+    "    local ok, j = pcall(redis.call, 'LMOVE', KEYS[i], KEYS[i+1], 'RIGHT', 'LEFT')\n"
+    "    if not ok or not j then break end\n"
     "    if max > 0 and #j > max then\n"
     "      j = '\\0chatq-oversized\\0' .. #j .. '\\0' .. string.sub(j, 1, ex)\n"
     "      redis.call('LSET', KEYS[i+1], 0, j)\n"

@@ -1,0 +1,82 @@
+"""test_hostile_state.py — chatq's own Redis keys holding what chatq did not
+write there (SPEC §8: bad input of any kind never causes a crash, a hang, a
+lost job, or a job left `running` forever).
+
+Anyone who can write to Redis can put anything in chatq's keys. The Lua
+scripts (common/scripts.c) are not rolled back when they fail half way, so
+each must check before it writes, or write what cannot fail. Each test puts
+one kind of garbage in one key with redis-py and proves the jobs still end,
+each with its one result:
+  - FETCH: a queue key of another type does not strand the jobs taken from
+    the queues before it;
+  - FINISH: a crashes or requeued key of another type does not cut a batch
+    of results short;
+  - START: a requeued key of another type does not fail the fresh jobs of
+    the batch;
+  - RECOVER / REQUEUE: the requeued, workers or crashes key of another type
+    (or a crash count that is not a number) neither loses the jobs of a
+    dead or stopping worker nor leaves them `running`;
+  - RATELIMIT: a bucket of another type, or holding nan / inf / a time
+    far ahead, neither fails nor stalls the jobs under it."""
+
+import hashlib
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import wait_for
+from test_supervision import hooks_worker_path, processing_ids, wait_registered, worker_ids_by_pid
+
+
+def sha1(text):
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def all_ended(cq, ids, timeout=15):
+    """Waits until every job of ids has ended; returns {id: hash}."""
+    def done():
+        cq.check_alive()
+        return all(cq.r.hget(cq.job_key(i), "status") in ("succeeded", "failed", "cancelled")
+                   for i in ids)
+    wait_for(done, timeout, what="jobs %s to end (statuses %s)" % (
+        ids, [cq.r.hget(cq.job_key(i), "status") for i in ids]))
+    return {i: cq.job(i) for i in ids}
+
+
+def assert_all_succeeded(cq, ids, timeout=15):
+    hashes = all_ended(cq, ids, timeout)
+    bad = {i: (h["status"], h.get("error")) for i, h in hashes.items() if h["status"] != "succeeded"}
+    assert not bad, bad
+
+
+def stalled_job_in_flight(cq, upstream):
+    """Pushes a streaming job that stalls on its first attempt and answers on
+    the second; returns (job, raw, pid of the worker holding it mid-stream)."""
+    job = cq.mkjob(mock={"content": ["x", "y"], "script": [{"stall_after": 1}, {}]}, stream=True)
+    raw = cq.push(job)
+
+    def holder():
+        for pid, wid in worker_ids_by_pid(cq).items():
+            if job["id"] in processing_ids(cq, wid) and upstream.requests(cq.mock_key(job["id"])):
+                return pid
+        return None
+    pid = wait_for(holder, 10, what="the job in flight")
+    return job, raw, pid
+
+
+# ------------------------------------------------------------ FETCH
+
+def test_fetch_skips_a_queue_key_of_another_type(start_chatqd):
+    """The second queue is a string: the jobs of the first still run (the
+    FETCH moved them, then failed on the second queue, answering an error:
+    they sat in the processing list, never started)."""
+    cq = start_chatqd(config={"queues": ["default", "other"]}, workers=1, concurrency=8)
+    cq.r.set(cq.queue_key("other"), "not a list")
+    cq.wait_workers(1)
+    jobs = [cq.mkjob(mock={"content": ["ok"]}) for _ in range(3)]
+    for j in jobs:
+        cq.push(j)
+    assert_all_succeeded(cq, [j["id"] for j in jobs], 10)
+    assert cq.r.get(cq.queue_key("other")) == "not a list"
