@@ -64,6 +64,7 @@ const char scripts_fetch[] =
  * "%.17g", which costs more than the rest of a small command. */
 const char scripts_start[] =
     "local RQ = KEYS[1]\n"
+
     "local out = {}\n"
     "local n = (#KEYS - 1) / 3\n"
     "for k = 0, n - 1 do\n"
@@ -139,7 +140,10 @@ const char scripts_start[] =
  *   - every number was checked by the worker, and the ttl is clamped here
  *     too; usage increments are summed per field and added at the end with
  *     pcall (an overflowing counter stays as it is), reply_to is pushed with
- *     pcall (a key the producer made something else than a list).
+ *     pcall (a key the producer made something else than a list);
+ *   - the crashes and requeued hashes are cleaned only when they are
+ *     hashes: anyone can write to Redis, and an HDEL of a string would fail
+ *     after the results of the batch's earlier jobs were stored.
  * Cost. Redis' time per job goes mostly to arguments: each is parsed,
  * copied into a Lua string (hashed and interned) and turned back into a
  * Redis string when a command gets it. So the field names of the hash and
@@ -151,8 +155,8 @@ const char scripts_finish[] =
     "  'tenant', 'queue', 'worker', 'started_at', 'first_token_at', 'finished_at', 'metadata',\n"
     "  'custom_id'}\n"
     "local crashes, requeued, dead = KEYS[1], KEYS[2], KEYS[3]\n"
-    "local any_crash = redis.call('EXISTS', crashes) == 1\n"
-    "local any_rq = redis.call('EXISTS', requeued) == 1\n"
+    "local any_crash = redis.call('TYPE', crashes)['ok'] == 'hash'\n"
+    "local any_rq = redis.call('TYPE', requeued)['ok'] == 'hash'\n"
     "local usage, order = {}, {}\n"
     "local out = {}\n"
     "local a, k = 2, 4\n"

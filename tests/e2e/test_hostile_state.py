@@ -80,3 +80,19 @@ def test_fetch_skips_a_queue_key_of_another_type(start_chatqd):
         cq.push(j)
     assert_all_succeeded(cq, [j["id"] for j in jobs], 10)
     assert cq.r.get(cq.queue_key("other")) == "not a list"
+
+
+# ------------------------------------------------------------ FINISH and START
+
+@pytest.mark.parametrize("key", ["crashes", "requeued"])
+def test_finish_stores_every_result_of_a_batch_with_bookkeeping_of_another_type(start_chatqd, key):
+    """P:crashes or P:requeued is a string: FINISH stored the first job of a
+    batch, then failed on its HDEL of that key; the worker dropped the rest
+    of the batch, left `running` forever."""
+    cq = start_chatqd(workers=1, concurrency=64)
+    cq.r.set(cq.k(key), "garbage")
+    cq.wait_workers(1)
+    jobs = [cq.mkjob(mock={"content": ["ok"]}) for _ in range(40)]
+    cq.r.lpush(cq.queue_key(), *[json.dumps(j) for j in jobs])
+    assert_all_succeeded(cq, [j["id"] for j in jobs], 15)
+
