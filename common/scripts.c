@@ -59,12 +59,16 @@ const char scripts_fetch[] =
  * The answer is kept in the hash's "start" field with the token, so a START
  * resent after its reply was lost gets the same answer instead of counting
  * an attempt twice.
- * A job hash of another type (a producer's SET) is treated as absent.
+ * A job hash of another type (a producer's SET) is treated as absent. A
+ * requeued key of another type is deleted before anything else: it holds
+ * no mark START could use, and its HGET/HDEL would fail half way through
+ * the batch (Redis keeps the writes before, every job gets the error).
  * Numbers reach commands as strings: Redis formats a Lua number with
  * "%.17g", which costs more than the rest of a small command. */
 const char scripts_start[] =
     "local RQ = KEYS[1]\n"
-
+    "local rqt = redis.call('TYPE', RQ)['ok']\n"
+    "if rqt ~= 'hash' and rqt ~= 'none' then redis.call('DEL', RQ) end\n"
     "local out = {}\n"
     "local n = (#KEYS - 1) / 3\n"
     "for k = 0, n - 1 do\n"

@@ -96,3 +96,18 @@ def test_finish_stores_every_result_of_a_batch_with_bookkeeping_of_another_type(
     cq.r.lpush(cq.queue_key(), *[json.dumps(j) for j in jobs])
     assert_all_succeeded(cq, [j["id"] for j in jobs], 15)
 
+
+def test_start_keeps_fresh_jobs_when_requeued_is_of_another_type(start_chatqd):
+    """P:requeued is a string and a duplicate (its id's hash says running
+    elsewhere) is in the batch: START failed on it, and every job of the
+    batch ended failed with connection_error instead of running."""
+    cq = start_chatqd(workers=1, concurrency=64)
+    cq.r.set(cq.k("requeued"), "garbage")
+    dup = cq.mkjob(mock={"content": ["dup"]})
+    cq.r.hset(cq.job_key(dup["id"]), mapping={"status": "running", "worker": "elsewhere.1",
+                                              "sha": "0" * 40, "start": "elsewhere.1/1|0|0|0|0"})
+    jobs = [cq.mkjob(mock={"content": ["ok"]}) for _ in range(10)]
+    cq.wait_workers(1)
+    cq.r.lpush(cq.queue_key(), *[json.dumps(j) for j in jobs[:5] + [dup] + jobs[5:]])
+    assert_all_succeeded(cq, [j["id"] for j in jobs], 15)
+    assert cq.r.hget(cq.job_key(dup["id"]), "worker") == "elsewhere.1"
