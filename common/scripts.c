@@ -287,10 +287,37 @@ const char scripts_requeue[] =
  * the prefix: its id is known only by decoding it.
  * Nothing can fail after the first write: numbers from the job are clamped,
  * a reply_to that is not a list and counters that would overflow are
- * skipped (pcall). */
+ * skipped (pcall). Anyone can write to Redis, so chatq's own keys are
+ * checked before the first write too: a crashes, requeued or dead key of
+ * another type holds nothing of use and is deleted (so are a poison pill's
+ * job hash and events list of another type); a crash count that is not a
+ * number or below 1 starts again at 1; a processing list of another type
+ * holds no job; jobs go back to their queue, or to the quarantine list when
+ * the queue is of another type (and the other way round); when neither is
+ * a list the jobs stay where they are and the worker stays in the workers
+ * hash, so the sweep tries again. A workers key of another type is left
+ * alone (HDEL with pcall). */
 const char scripts_recover[] =
     "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end\n"
-    "local known = redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "local function kind(k) return redis.call('TYPE', k)['ok'] end\n"
+    "local function listy(k) local t = kind(k) return t == 'list' or t == 'none' end\n"
+    "if kind(KEYS[3]) ~= 'hash' and kind(KEYS[3]) ~= 'none' then redis.call('DEL', KEYS[3]) end\n"
+    "if kind(KEYS[5]) ~= 'hash' and kind(KEYS[5]) ~= 'none' then redis.call('DEL', KEYS[5]) end\n"
+    "if not listy(KEYS[4]) then redis.call('DEL', KEYS[4]) end\n"
+    "local plan, stuck = {}, false\n"
+    "for i = 6, #KEYS, 3 do\n"
+    "  local back, quar = KEYS[i + 1], KEYS[i + 2]\n"
+    "  if not listy(back) then back = quar end\n"
+    "  if not listy(quar) then quar = back end\n"
+    "  if kind(KEYS[i]) == 'list' then\n"
+    "    if listy(back) then plan[#plan + 1] = {KEYS[i], back, quar, KEYS[i + 1]} else stuck = true end\n"
+    "  end\n"
+    "end\n"
+    "local known = 0\n"
+    "if not stuck then\n"
+    "  local okw, v = pcall(redis.call, 'HDEL', KEYS[1], ARGV[1])\n"
+    "  if okw then known = v end\n"
+    "end\n"
     "redis.call('DEL', KEYS[2])\n"
     "local P, now, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local fault, culprit = ARGV[8] == '1', ARGV[9]\n"
@@ -317,7 +344,9 @@ const char scripts_recover[] =
     "  redis.call('LPUSH', KEYS[4], cjson.encode({job = raw, error = err, failed_at = now}))\n"
     "  if not id then return end\n"
     "  local h, ev = P .. ':job:' .. id, P .. ':events:' .. id\n"
-    "  local st = redis.call('HMGET', h, 'status', 'sha')\n"
+    "  local okh, st = pcall(redis.call, 'HMGET', h, 'status', 'sha')\n"
+    "  if not okh then redis.call('DEL', h); st = {} end\n"
+    "  if not listy(ev) then redis.call('DEL', ev) end\n"
     "  if st[1] and not (st[1] == 'running' and st[2] == sha) then return end\n"
     "  local ttl = ttl_of(j.result_ttl_s)\n"
     "  redis.call('HSET', h, 'status', 'failed', 'error', errtext, 'finished_at', now)\n"
@@ -345,28 +374,32 @@ const char scripts_recover[] =
     "  end\n"
     "end\n"
     "local n, nq, nd = 0, 0, 0\n"
-    "for i = 6, #KEYS, 3 do\n"
+    "for _, p in ipairs(plan) do\n"
     "  while true do\n"
-    "    local raw = redis.call('LPOP', KEYS[i])\n"
+    "    local raw = redis.call('LPOP', p[1])\n"
     "    if not raw then break end\n"
     "    local sha = redis.sha1hex(raw)\n"
-    "    local to = KEYS[i + 1]\n"
+    "    local to = p[2]\n"
     "    local gone = false\n"
     "    if fault and (culprit == '' or culprit == sha) then\n"
-    "      local count = redis.call('HINCRBY', KEYS[3], sha, 1)\n"
+    "      local okc, count = pcall(redis.call, 'HINCRBY', KEYS[3], sha, 1)\n"
+    "      if not okc or count < 1 then\n"
+    "        count = 1\n"
+    "        redis.call('HSET', KEYS[3], sha, '1')\n"
+    "      end\n"
     "      if count >= limit then\n"
     "        redis.call('HDEL', KEYS[3], sha)\n"
     "        poison(raw, sha, count)\n"
     "        nd = nd + 1\n"
     "        gone = true\n"
     "      elseif culprit == sha or count >= 2 then\n"
-    "        to = KEYS[i + 2]\n"
+    "        to = p[3]\n"
     "      end\n"
     "    end\n"
     "    if not gone then\n"
     "      redis.call('RPUSH', to, raw)\n"
     "      redis.call('HSET', KEYS[5], sha, ARGV[1])\n"
-    "      if to == KEYS[i + 1] then n = n + 1 else nq = nq + 1 end\n"
+    "      if to == p[4] then n = n + 1 else nq = nq + 1 end\n"
     "    end\n"
     "  end\n"
     "end\n"

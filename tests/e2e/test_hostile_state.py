@@ -111,3 +111,47 @@ def test_start_keeps_fresh_jobs_when_requeued_is_of_another_type(start_chatqd):
     cq.r.lpush(cq.queue_key(), *[json.dumps(j) for j in jobs[:5] + [dup] + jobs[5:]])
     assert_all_succeeded(cq, [j["id"] for j in jobs], 15)
     assert cq.r.hget(cq.job_key(dup["id"]), "worker") == "elsewhere.1"
+
+
+# ------------------------------------------------------------ RECOVER and REQUEUE
+
+@pytest.mark.parametrize("key", ["requeued", "workers"])
+def test_recover_puts_back_a_killed_workers_job_with_bookkeeping_of_another_type(
+        start_chatqd, upstream, key):
+    """P:requeued or P:workers is a string when a worker holding a job is
+    killed. RECOVER failed: on P:workers before moving anything (the job sat
+    in the dead worker's processing list for good), on P:requeued after
+    putting the job back unmarked (START took it for a duplicate: `running`
+    forever)."""
+    cq = start_chatqd(workers=1, concurrency=8)
+    wait_registered(cq, cq.wait_workers(1))
+    job, raw, pid = stalled_job_in_flight(cq, upstream)
+    cq.r.set(cq.k(key), "garbage")
+    os.kill(pid, signal.SIGKILL)
+    h = all_ended(cq, [job["id"]], 15)[job["id"]]
+    assert h["status"] == "succeeded", h
+    assert h["response"]["choices"][0]["message"]["content"] == "xy"
+
+
+@pytest.mark.parametrize("garbage", ["key", "abc", "9223372036854775807", "-1000000"])
+def test_poison_pill_ends_with_a_crash_count_of_garbage(start_chatqd, garbage):
+    """P:crashes is a string, or the pill's count in it is not a number, too
+    big to add one to, or far below zero. RECOVER's HINCRBY failed after the
+    LPOP of the pill: the pill was lost, and any job after it in the dead
+    worker's list too (a count below zero only delayed the verdict)."""
+    cq = start_chatqd(workers=1, concurrency=8, env={"CHATQ_WORKER": hooks_worker_path()})
+    wait_registered(cq, cq.wait_workers(1))
+    pill = cq.mkjob(body={"chatq_test_crash": True})
+    raw = json.dumps(pill)
+    if garbage == "key":
+        cq.r.set(cq.k("crashes"), "garbage")
+    else:
+        cq.r.hset(cq.k("crashes"), sha1(raw), garbage)
+    cq.push(raw)
+    h = all_ended(cq, [pill["id"]], 30)[pill["id"]]
+    assert h["status"] == "failed" and h["error"]["code"] == "worker_crashed", h
+    assert [d["job"] for d in cq.dead()] == [raw]
+    others = [cq.mkjob(mock={"content": ["ok"]}) for _ in range(3)]
+    for j in others:
+        cq.push(j)
+    assert_all_succeeded(cq, [j["id"] for j in others], 10)
