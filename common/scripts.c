@@ -245,13 +245,22 @@ const char scripts_finish[] =
  * left to the right end of the queue leaves the oldest job to be consumed
  * first. Each job put back is marked in the requeued hash (SHA1 of its text
  * -> this worker), which lets its next START resume the run instead of
- * taking it for a duplicate. */
+ * taking it for a duplicate.
+ * Anyone can write to Redis: a requeued key of another type (it holds no
+ * mark of use) is deleted before the first move, and a pair whose
+ * processing list or queue is of another type is left alone, so no move
+ * is followed by a failing write. */
 const char scripts_requeue[] =
     "local n = 0\n"
+    "local function kind(k) return redis.call('TYPE', k)['ok'] end\n"
+    "local function listy(k) local t = kind(k) return t == 'list' or t == 'none' end\n"
+    "if kind(KEYS[1]) ~= 'hash' and kind(KEYS[1]) ~= 'none' then redis.call('DEL', KEYS[1]) end\n"
     "local function mark(j) redis.call('HSET', KEYS[1], redis.sha1hex(j), ARGV[1]) end\n"
+    "local usable = {}\n"
+    "for i = 2, #KEYS, 2 do usable[i] = kind(KEYS[i]) == 'list' and listy(KEYS[i+1]) end\n"
     "if #ARGV == 1 then\n"
     "  for i = 2, #KEYS, 2 do\n"
-    "    while true do\n"
+    "    while usable[i] do\n"
     "      local j = redis.call('LMOVE', KEYS[i], KEYS[i+1], 'LEFT', 'RIGHT')\n"
     "      if not j then break end\n"
     "      mark(j)\n"
@@ -262,7 +271,7 @@ const char scripts_requeue[] =
     "end\n"
     "for a = 2, #ARGV do\n"
     "  for i = 2, #KEYS, 2 do\n"
-    "    if redis.call('LREM', KEYS[i], 1, ARGV[a]) == 1 then\n"
+    "    if usable[i] and redis.call('LREM', KEYS[i], 1, ARGV[a]) == 1 then\n"
     "      redis.call('RPUSH', KEYS[i+1], ARGV[a])\n"
     "      mark(ARGV[a])\n"
     "      n = n + 1\n"

@@ -133,6 +133,23 @@ def test_recover_puts_back_a_killed_workers_job_with_bookkeeping_of_another_type
     assert h["response"]["choices"][0]["message"]["content"] == "xy"
 
 
+def test_requeue_at_stop_with_requeued_of_another_type(start_chatqd, upstream):
+    """P:requeued is a string when chatqd stops with a job in flight: the
+    worker's REQUEUE put the job back, then failed on its mark; the next
+    chatqd's START took the job for a duplicate of itself (`running`
+    forever)."""
+    cq = start_chatqd(workers=1, concurrency=8)
+    wait_registered(cq, cq.wait_workers(1))
+    job, raw, pid = stalled_job_in_flight(cq, upstream)
+    cq.r.set(cq.k("requeued"), "garbage")
+    cq.expect_exit = True
+    assert cq.stop() == 0
+    assert json.loads(cq.r.lindex(cq.queue_key(), -1))["id"] == job["id"]
+    cq2 = start_chatqd(workers=1, concurrency=8, prefix=cq.prefix)
+    h = all_ended(cq2, [job["id"]], 15)[job["id"]]
+    assert h["status"] == "succeeded", h
+
+
 @pytest.mark.parametrize("garbage", ["key", "abc", "9223372036854775807", "-1000000"])
 def test_poison_pill_ends_with_a_crash_count_of_garbage(start_chatqd, garbage):
     """P:crashes is a string, or the pill's count in it is not a number, too
