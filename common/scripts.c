@@ -441,13 +441,28 @@ const char scripts_deregister[] =
  *   adjust: t moves by token interval * delta (the estimate corrected
  *           with the real usage).
  *   push:   the times named move to now + delay if earlier (the upstream said it is out of
- *           capacity until then). */
+ *           capacity until then).
+ * Anyone can write to Redis: a bucket of another type is read as empty and
+ * replaced when written; a time that is not a number, below zero or further
+ * ahead than any push can set (a week, rl_parse_duration) reads as 0. Else
+ * a string failed every call, a "nan" stuck (its PEXPIRE failed after the
+ * HSET) and a time centuries ahead asked for a wait nobody can serve: every
+ * job under the limit ended rate_limited. */
 const char scripts_ratelimit[] =
     "local clock = redis.call('TIME')\n"
     "local mode, now = ARGV[1], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)\n"
-    "local function get(k, f) return tonumber(redis.call('HGET', k, f) or '0') or 0 end\n"
+    "local function get(k, f)\n"
+    "  local ok, v = pcall(redis.call, 'HGET', k, f)\n"
+    "  v = ok and tonumber(v or '0') or 0\n"
+    "  if v ~= v or v < 0 or v > now + 8 * 86400000 then v = 0 end\n"
+    "  return v\n"
+    "end\n"
     "local function put(k, r, t)\n"
-    "  redis.call('HSET', k, 'r', string.format('%.3f', r), 't', string.format('%.3f', t))\n"
+    "  local rs, ts = string.format('%.3f', r), string.format('%.3f', t)\n"
+    "  if not pcall(redis.call, 'HSET', k, 'r', rs, 't', ts) then\n"
+    "    redis.call('DEL', k)\n"
+    "    redis.call('HSET', k, 'r', rs, 't', ts)\n"
+    "  end\n"
     "  redis.call('PEXPIRE', k, math.ceil(math.max(r, t, now) - now) + 120000)\n"
     "end\n"
     "if mode == 'take' then\n"

@@ -172,3 +172,28 @@ def test_poison_pill_ends_with_a_crash_count_of_garbage(start_chatqd, garbage):
     for j in others:
         cq.push(j)
     assert_all_succeeded(cq, [j["id"] for j in others], 10)
+
+
+# ------------------------------------------------------------ RATELIMIT
+
+@pytest.mark.parametrize("garbage", ["string", "abc", "nan", "1e400", "-1e400", "1e15"])
+def test_ratelimit_bucket_of_garbage_neither_fails_nor_stalls_jobs(start_chatqd, upstream,
+                                                                   garbage):
+    """The shared bucket of a limit is a string, or its times are not
+    numbers, infinite, or centuries ahead. RATELIMIT failed (a string: HGET;
+    nan: PEXPIRE after its HSET, keeping the nan), or answered a wait
+    nobody can serve: every job under the limit ended rate_limited."""
+    cfg = {"providers": [{"name": "lim", "base_url": upstream.url, "api_key_env": "CQ_KEY",
+                          "limits": {"*": {"rpm": 600, "tpm": 600000}}}],
+           "rate_limit_wait_ms": 3000}
+    cq = start_chatqd(config=cfg, workers=1, concurrency=8, env={"CQ_KEY": "sk-x"})
+    key = cq.k("ratelimit", "lim", "*")
+    if garbage == "string":
+        cq.r.set(key, "garbage")
+    else:
+        cq.r.hset(key, mapping={"r": garbage, "t": garbage})
+    cq.wait_workers(1)
+    jobs = [cq.mkjob(model="mock-rl", mock={"content": ["ok"]}) for _ in range(3)]
+    for j in jobs:
+        cq.push(j)
+    assert_all_succeeded(cq, [j["id"] for j in jobs], 10)
