@@ -20,16 +20,21 @@
  * max_job_bytes never leaves Redis whole: its place in the processing list
  * takes a marker, "\0chatq-oversized\0<bytes>\0<first excerpt bytes>", which
  * the worker ends as invalid_job (the marker is what FINISH removes).
- * A queue or processing list of another type (anyone can write to Redis) is
- * skipped (its LMOVE fails before writing): the script must not fail, for
- * Redis would keep what earlier queues moved and the worker, answered with
- * an error, would never learn of those jobs. */
+ * A queue of another type (anyone can write to Redis) is skipped (its
+ * LMOVE fails before writing): the script must not fail, for Redis would
+ * keep what earlier queues moved and the worker, answered with an error,
+ * would never learn of those jobs. A processing list of another type holds
+ * no job and is deleted, else the worker would never get a job again. */
 const char scripts_fetch[] =
     "local want, max, ex = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local out, got = {}, 0\n"
     "for i = 1, #KEYS, 2 do\n"
     "  while got < want do\n"
     "    local ok, j = pcall(redis.call, 'LMOVE', KEYS[i], KEYS[i+1], 'RIGHT', 'LEFT')\n"
+    "    if not ok and redis.call('TYPE', KEYS[i+1])['ok'] ~= 'list' then\n"
+    "      redis.call('DEL', KEYS[i+1])\n"
+    "      ok, j = pcall(redis.call, 'LMOVE', KEYS[i], KEYS[i+1], 'RIGHT', 'LEFT')\n"
+    "    end\n"
     "    if not ok or not j then break end\n"
     "    if max > 0 and #j > max then\n"
     "      j = '\\0chatq-oversized\\0' .. #j .. '\\0' .. string.sub(j, 1, ex)\n"
@@ -137,7 +142,10 @@ const char scripts_start[] =
  *   - a resend whose first run stored the result (its token is in the
  *     hash's "done" field) changes nothing;
  *   - the job must still be in this worker's processing list (LREM, the
- *     first write); if it is not, it was recovered and runs elsewhere;
+ *     first write); if it is not, it was recovered and runs elsewhere. A
+ *     processing list someone overwrote with another type counts as
+ *     holding it: nothing can recover a job from there, so the run that
+ *     holds it is its only owner;
  *   - the hash must hold this run's start token (or none: it was deleted):
  *     else another run owns the id (a resumed run elsewhere): the entry is
  *     removed, nothing else;
@@ -189,7 +197,12 @@ const char scripts_finish[] =
     "      mine = st[2] == false or string.sub(st[2], 1, #tok + 1) == tok .. '|'\n"
     "    end\n"
     "  end\n"
-    "  if not skip and redis.call('LREM', proc, '-1', raw) == 1 and mine then\n"
+    "  local removed = 0\n"
+    "  if not skip then\n"
+    "    local okp, v = pcall(redis.call, 'LREM', proc, '-1', raw)\n"
+    "    removed = okp and v or 1\n"
+    "  end\n"
+    "  if removed == 1 and mine then\n"
     "    ttl = clamp_ttl(ttl)\n"
     "    if incr ~= '' then\n"
     "      local key = uk .. '\\0' .. upfx\n"

@@ -10,7 +10,9 @@ each with its one result:
   - FETCH: a queue key of another type does not strand the jobs taken from
     the queues before it;
   - FINISH: a crashes or requeued key of another type does not cut a batch
-    of results short;
+    of results short; a processing list overwritten with a string while
+    its jobs run neither strands their results nor stops the worker's
+    FETCH for good;
   - START: a requeued key of another type does not fail the fresh jobs of
     the batch;
   - RECOVER / REQUEUE: the requeued, workers or crashes key of another type
@@ -197,3 +199,25 @@ def test_ratelimit_bucket_of_garbage_neither_fails_nor_stalls_jobs(start_chatqd,
     for j in jobs:
         cq.push(j)
     assert_all_succeeded(cq, [j["id"] for j in jobs], 10)
+
+
+def test_finish_stores_the_results_when_the_processing_list_turns_into_a_string(
+        start_chatqd, upstream):
+    """A worker's processing list is overwritten with a string while it runs
+    jobs: FINISH's LREM failed, before storing or after the results of the
+    batch's earlier jobs: the jobs stayed `running` forever. The entry
+    cannot be anywhere else (nothing can recover it from a string), so the
+    run still owns its result."""
+    cq = start_chatqd(workers=1, concurrency=16)
+    pid = cq.wait_workers(1)[0]
+    wid = wait_registered(cq, [pid])[pid]
+    jobs = [cq.mkjob(mock={"content": ["ok"], "delay_ms": 1500}) for _ in range(6)]
+    cq.r.lpush(cq.queue_key(), *[json.dumps(j) for j in jobs])
+    wait_for(lambda: len(processing_ids(cq, wid)) == 6, 5, what="the jobs in flight")
+    cq.r.set(cq.k("processing", wid, "default"), "garbage")
+    assert_all_succeeded(cq, [j["id"] for j in jobs], 10)
+    # and the worker takes jobs again (its FETCH failed on the string)
+    more = [cq.mkjob(mock={"content": ["ok"]}) for _ in range(3)]
+    for j in more:
+        cq.push(j)
+    assert_all_succeeded(cq, [j["id"] for j in more], 10)
