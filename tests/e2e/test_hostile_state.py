@@ -221,3 +221,28 @@ def test_finish_stores_the_results_when_the_processing_list_turns_into_a_string(
     for j in more:
         cq.push(j)
     assert_all_succeeded(cq, [j["id"] for j in more], 10)
+
+
+# ------------------------------------------------------------ garbage moved by RECOVER
+
+def test_garbage_in_a_dead_workers_processing_list_and_quarantine_ends_dead(
+        start_chatqd, upstream):
+    """Entries nobody queued (empty, not JSON, a megabyte, NUL bytes) in the
+    processing list of a worker that is killed, and in the quarantine list:
+    RECOVER moves them like jobs, each ends in P:dead as invalid_job, the
+    real job in flight still succeeds, and chatqd lives."""
+    cq = start_chatqd(workers=1, concurrency=8)
+    wait_registered(cq, cq.wait_workers(1))
+    job, raw, pid = stalled_job_in_flight(cq, upstream)
+    wid = worker_ids_by_pid(cq)[pid]
+    garbage = ["", "not json", "x" * (1 << 20), "\x00\x01\xff", "[]", "null"]
+    cq.r.lpush(cq.k("processing", wid, "default"), *garbage)
+    cq.r.rpush(cq.k("quarantine", "default"), "", "{\"id\": 5}")
+    os.kill(pid, signal.SIGKILL)
+    h = all_ended(cq, [job["id"]], 15)[job["id"]]
+    assert h["status"] == "succeeded", h
+    wait_for(lambda: cq.r.llen(cq.k("dead")) == len(garbage) + 2, 15,
+             what="every garbage entry in P:dead (%d now)" % cq.r.llen(cq.k("dead")))
+    assert all(d["error"]["code"] == "invalid_job" for d in cq.dead())
+    for key in (cq.queue_key(), cq.k("quarantine", "default"), cq.k("processing", "*")):
+        assert not [k for k in cq.r.scan_iter(match=key) if cq.r.llen(k)], key
