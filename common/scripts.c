@@ -63,7 +63,9 @@ const char scripts_fetch[] =
  *              an expired run) is dropped.
  * The answer is kept in the hash's "start" field with the token, so a START
  * resent after its reply was lost gets the same answer instead of counting
- * an attempt twice.
+ * an attempt twice. A "start" with this token but no answer after it (anyone
+ * can write to Redis) is not one: the job is judged as if it had none (a
+ * nil in the reply would cut it short and fail the whole batch).
  * A job hash of another type (a producer's SET) is treated as absent. A
  * requeued key of another type is deleted before anything else: it holds
  * no mark START could use, and its HGET/HDEL would fail half way through
@@ -86,7 +88,11 @@ const char scripts_start[] =
     "  local r\n"
     "  if st[4] and string.sub(st[4], 1, #tok + 1) == tok .. '|' then\n"
     "    local kind, seq, a, c = string.match(string.sub(st[4], #tok + 2), '^(%d)|(%d+)|(%d+)|(%d+)$')\n"
-    "    r = {tonumber(kind), redis.call('EXISTS', ck), tonumber(seq), tonumber(a), tonumber(c), st[3] or ''}\n"
+    "    if kind then\n"
+    "      r = {tonumber(kind), redis.call('EXISTS', ck), tonumber(seq), tonumber(a), tonumber(c), st[3] or ''}\n"
+    "    end\n"
+    "  end\n"
+    "  if r then -- a resend: the first answer again\n"
     "  elseif st[1] == 'succeeded' or st[1] == 'failed' or st[1] == 'cancelled' then\n"
     "    redis.call('HDEL', RQ, sha)\n"
     "    r = {2, 0, 0, 0, 0, ''}\n"

@@ -246,3 +246,18 @@ def test_garbage_in_a_dead_workers_processing_list_and_quarantine_ends_dead(
     assert all(d["error"]["code"] == "invalid_job" for d in cq.dead())
     for key in (cq.queue_key(), cq.k("quarantine", "default"), cq.k("processing", "*")):
         assert not [k for k in cq.r.scan_iter(match=key) if cq.r.llen(k)], key
+
+
+def test_start_answer_of_garbage_fails_no_job(start_chatqd):
+    """A job hash's `start` field begins with the token of the START that
+    claims it (worker id/1 for a worker's first job) but the rest is not an
+    answer: START put a nil in its reply, which came back short, and every
+    job of the batch ended failed with connection_error."""
+    cq = start_chatqd(workers=1, concurrency=64)
+    pid = cq.wait_workers(1)[0]
+    wid = wait_registered(cq, [pid])[pid]
+    first = cq.mkjob(mock={"content": ["ok"]})
+    cq.r.hset(cq.job_key(first["id"]), "start", "%s/1|not an answer" % wid)
+    jobs = [first] + [cq.mkjob(mock={"content": ["ok"]}) for _ in range(5)]
+    cq.r.lpush(cq.queue_key(), *[json.dumps(j) for j in jobs])  # `first` is taken first
+    assert_all_succeeded(cq, [j["id"] for j in jobs], 10)
