@@ -49,6 +49,12 @@
  * attempt alone is bounded by UPSTREAM_MAX_CHUNKS): past it, no retry. */
 #define JR_MAX_EVENTS 250000
 
+/* Bounds of what a resumed run takes from Redis (jobrun_started): a seq far
+ * past any JR_MAX_EVENTS, and how far ahead of our clock the first run's
+ * started_at may be (another host's clock). */
+#define JR_MAX_SEQ 1000000000000LL
+#define JR_MAX_CLOCK_SKEW_MS 86400000LL
+
 /* How soon to ask the rate limits again when Redis did not answer. */
 #define JR_RATE_RETRY_MS 200
 
@@ -760,8 +766,14 @@ void jobrun_started(jobrun *jr, redisReply *const *v) {
     p->seq = jr_int(v[2]);
     long long prior = jr_int(v[3]);
     long long charged = jr_int(v[4]);
-    if (v[5]->type == REDIS_REPLY_STRING && v[5]->len > 0)
-        p->started_at = strtoll(v[5]->str, NULL, 10); /* the first run's */
+    /* The seq and the first run's started_at come from the job hash and its
+     * events, which anyone can write: out of range they are not trusted
+     * (seq++ and `now - started_at` must not overflow). */
+    if (p->seq < 0 || p->seq > JR_MAX_SEQ) p->seq = 0;
+    if (v[5]->type == REDIS_REPLY_STRING && v[5]->len > 0) {
+        long long first = strtoll(v[5]->str, NULL, 10);
+        if (first > 0 && first <= p->started_at + JR_MAX_CLOCK_SKEW_MS) p->started_at = first;
+    }
     /* A resumed job (its worker died or was stopped) keeps the attempts it
      * made, and what is left of max_attempts counts only the ones the
      * upstream failed: an interruption is not the job's fault. */

@@ -261,3 +261,24 @@ def test_start_answer_of_garbage_fails_no_job(start_chatqd):
     jobs = [first] + [cq.mkjob(mock={"content": ["ok"]}) for _ in range(5)]
     cq.r.lpush(cq.queue_key(), *[json.dumps(j) for j in jobs])  # `first` is taken first
     assert_all_succeeded(cq, [j["id"] for j in jobs], 10)
+
+
+@pytest.mark.parametrize("started_at", ["-9223372036854775808", "99999999999999999999"])
+def test_resumed_run_takes_no_garbage_started_at(start_chatqd, started_at):
+    """A job hash that says a run of this very text was taken back from its
+    worker (status running, its sha, a requeued mark), with a started_at
+    far out of range: the resumed run took it as the first run's start (the
+    duration `end - started_at` overflowed, a fault under UBSan) and stored
+    it in the result."""
+    cq = start_chatqd(workers=1, concurrency=8)
+    job = cq.mkjob(mock={"content": ["ok"]})
+    raw = json.dumps(job)
+    cq.r.hset(cq.job_key(job["id"]), mapping={
+        "status": "running", "sha": sha1(raw), "worker": "gone.1", "attempts": "1",
+        "started_at": started_at, "start": "gone.1/1|0|0|0|0"})
+    cq.r.hset(cq.k("requeued"), sha1(raw), "gone.1")
+    cq.wait_workers(1)
+    cq.push(raw)
+    h = all_ended(cq, [job["id"]], 10)[job["id"]]
+    assert h["status"] == "succeeded", h
+    assert 0 < int(h["started_at"]) <= int(h["finished_at"]), h
