@@ -309,6 +309,16 @@ static void sup_on_sweep(uv_timer_t *t) {
 
 /* ---- STATUS= from our workers' heartbeats ----------------------------------- */
 
+/* A count of a heartbeat: anyone can write to Redis, so a value that is not
+ * a whole number counts 0 and one out of [0, 10^15] is clamped, so that the
+ * sums of a few hundred workers cannot overflow. */
+static long long sup_heartbeat_count(json_object *o, const char *key) {
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int)) return 0;
+    long long n = json_object_get_int64(v);
+    return n < 0 ? 0 : n > 1000000000000000LL ? 1000000000000000LL : n;
+}
+
 static void sup_on_heartbeats(rconn *rc, redisReply *reply, void *priv) {
     supervisor *s = rconn_data(rc);
     (void)priv;
@@ -318,12 +328,12 @@ static void sup_on_heartbeats(rconn *rc, redisReply *reply, void *priv) {
     for (size_t i = 0; i < reply->elements; i++) {
         redisReply *e = reply->element[i];
         if (e->type != REDIS_REPLY_STRING) continue;
-        json_object *o = json_tokener_parse(e->str), *v;
+        json_object *o = json_tokener_parse(e->str);
         if (!o) continue;
         alive++;
-        if (json_object_object_get_ex(o, "in_flight", &v)) in_flight += json_object_get_int64(v);
-        if (json_object_object_get_ex(o, "done", &v)) done += json_object_get_int64(v);
-        if (json_object_object_get_ex(o, "failed", &v)) failed += json_object_get_int64(v);
+        in_flight += sup_heartbeat_count(o, "in_flight");
+        done += sup_heartbeat_count(o, "done");
+        failed += sup_heartbeat_count(o, "failed");
         json_object_put(o);
     }
     char msg[256];

@@ -19,17 +19,21 @@ each with its one result:
     (or a crash count that is not a number) neither loses the jobs of a
     dead or stopping worker nor leaves them `running`;
   - RATELIMIT: a bucket of another type, or holding nan / inf / a time
-    far ahead, neither fails nor stalls the jobs under it."""
+    far ahead, neither fails nor stalls the jobs under it;
+  - heartbeats: counts below zero or at INT64_MAX do not make chatqd's
+    STATUS= sums overflow or go negative."""
 
 import hashlib
 import json
 import os
 import signal
+import time
 
 import pytest
 
 from conftest import wait_for
-from test_supervision import hooks_worker_path, processing_ids, wait_registered, worker_ids_by_pid
+from test_supervision import (STATUS_RE, NotifyListener, hooks_worker_path, processing_ids,
+                              wait_registered, worker_ids_by_pid)
 
 
 def sha1(text):
@@ -282,3 +286,31 @@ def test_resumed_run_takes_no_garbage_started_at(start_chatqd, started_at):
     h = all_ended(cq, [job["id"]], 10)[job["id"]]
     assert h["status"] == "succeeded", h
     assert 0 < int(h["started_at"]) <= int(h["finished_at"]), h
+
+
+# ------------------------------------------------------------ heartbeats
+
+def test_status_sums_of_garbage_heartbeats(start_chatqd, tmp_path, monkeypatch):
+    """Both workers' heartbeats say INT64_MAX jobs in flight, -5 done and
+    "x" failed: the STATUS= sums overflowed (undefined behaviour) and
+    showed counts below zero."""
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    ln = NotifyListener(tmp_path, False)
+    try:
+        cq = start_chatqd(workers=2, concurrency=8, env={"NOTIFY_SOCKET": ln.env})
+        ids = wait_registered(cq, cq.wait_workers(2)).values()
+        bad = json.dumps({"in_flight": 2 ** 63 - 1, "done": -5, "failed": "x"})
+        mark = len(ln.msgs)
+        end = time.monotonic() + 5
+        while time.monotonic() < end:  # the workers rewrite theirs every 3 s
+            for w in ids:
+                cq.r.set(cq.k("heartbeat", w), bad, px=10000)
+            ln.read_for(0.05)
+        status = [m for _, _, m in ln.msgs[mark:] if m.startswith("STATUS=")]
+        assert len(status) >= 2, status
+        for m in status:
+            assert STATUS_RE.match(m), m
+        cq.check_alive()
+    finally:
+        ln.close()
