@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/jsonparse.h"
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/random.h"
@@ -210,6 +211,21 @@ static void sup_quarantine_check(supervisor *s) {
 
 /* ---- the sweep: workers of other processes whose heartbeat expired -------- */
 
+/* Parses what a worker wrote to Redis (its P:workers entry, its heartbeat):
+ * small objects, but anyone can write to Redis, and json-c makes a 1 MiB
+ * text of "[{},{},...]" about 260 MB. Returns NULL for a text that is not
+ * strict JSON or passes the limits (a few thousand queues fit). */
+static json_object *sup_parse_worker_json(const char *s, size_t len) {
+    const strictjson_limits lim = {.max_values = 10000, .max_containers = 16, .max_depth = 4};
+    json_tokener *tok = json_tokener_new_ex(lim.max_depth + 1);
+    if (!tok) return NULL;
+    json_object *o = NULL;
+    char err[128];
+    jsonparse_strict(tok, s, len, &lim, 0, &o, NULL, err, sizeof err);
+    json_tokener_free(tok);
+    return o;
+}
+
 static int sup_is_ours(supervisor *s, const char *id) {
     for (sup_proc *p = s->procs; p; p = p->next)
         if (strcmp(p->id, id) == 0) return 1;
@@ -230,7 +246,7 @@ static void sup_on_workers(rconn *rc, redisReply *reply, void *priv) {
         const char *id = reply->element[i]->str;
         const char *info = reply->element[i + 1]->str;
         if (!id || !info || sup_is_ours(s, id)) continue;
-        json_object *o = json_tokener_parse(info), *qs = NULL;
+        json_object *o = sup_parse_worker_json(info, reply->element[i + 1]->len), *qs = NULL;
         if (!o || !json_object_object_get_ex(o, "queues", &qs) ||
             !json_object_is_type(qs, json_type_array)) {
             json_object_put(o);
@@ -328,7 +344,7 @@ static void sup_on_heartbeats(rconn *rc, redisReply *reply, void *priv) {
     for (size_t i = 0; i < reply->elements; i++) {
         redisReply *e = reply->element[i];
         if (e->type != REDIS_REPLY_STRING) continue;
-        json_object *o = json_tokener_parse(e->str);
+        json_object *o = sup_parse_worker_json(e->str, e->len);
         if (!o) continue;
         alive++;
         in_flight += sup_heartbeat_count(o, "in_flight");

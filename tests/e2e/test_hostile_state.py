@@ -314,3 +314,39 @@ def test_status_sums_of_garbage_heartbeats(start_chatqd, tmp_path, monkeypatch):
         cq.check_alive()
     finally:
         ln.close()
+
+
+def vm_hwm_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_json_bombs_in_heartbeats_and_workers_cost_chatqd_little(start_chatqd, tmp_path,
+                                                                  monkeypatch):
+    """1 MiB of "[{},{},...]" in a worker's heartbeat (chatqd reads them every
+    2 s for STATUS=) and as a dead worker's entry in P:workers (the sweep
+    reads those): json-c made it about 260 MB each time."""
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    ln = NotifyListener(tmp_path, False)
+    try:
+        cq = start_chatqd(workers=1, concurrency=8, env={"NOTIFY_SOCKET": ln.env})
+        wid = list(wait_registered(cq, cq.wait_workers(1)).values())[0]
+        ln.read_for(2.5)
+        before = vm_hwm_kb(cq.proc.pid)
+        bomb = "[" + ",".join(["{}"] * (1 << 19)) + "]"
+        cq.r.hset(cq.k("workers"), "gone.host.1.0", bomb)
+        end = time.monotonic() + 5
+        while time.monotonic() < end:  # the worker rewrites its own every 3 s
+            cq.r.set(cq.k("heartbeat", wid), bomb, px=10000)
+            ln.read_for(0.5)
+        cq.check_alive()
+        grew = vm_hwm_kb(cq.proc.pid) - before
+        assert grew < 50 * 1024, "chatqd grew by %d kB" % grew
+        job = cq.mkjob(mock={"content": ["ok"]})
+        assert cq.run(job)["status"] == "succeeded"
+    finally:
+        ln.close()
