@@ -413,8 +413,10 @@ static void w_on_control(rconn *rc, redisReply *reply, void *priv) {
     redisReply *msg = reply->element[2];
     if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0) return;
     if (msg->type != REDIS_REPLY_STRING) return;
+    /* anyone can publish: a message with a NUL is no id (as a C string it
+     * would read as the id before the NUL, and cancel that job) */
     char id[160];
-    if (msg->len >= sizeof id) return;
+    if (msg->len >= sizeof id || memchr(msg->str, '\0', msg->len)) return;
     memcpy(id, msg->str, msg->len);
     id[msg->len] = '\0';
     jobrun_cancel_id(w, id);

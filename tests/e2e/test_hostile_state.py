@@ -350,3 +350,33 @@ def test_json_bombs_in_heartbeats_and_workers_cost_chatqd_little(start_chatqd, t
         assert cq.run(job)["status"] == "succeeded"
     finally:
         ln.close()
+
+
+# ------------------------------------------------------------ the control channel
+
+def test_control_channel_takes_any_bytes_and_cancels_only_exact_ids(start_chatqd, upstream):
+    """Messages on the control channel of any bytes, size and rate: the
+    workers live, and a job is cancelled only by its exact id. "<id>\\0x"
+    cancelled job <id>: the id was copied into a C string, cut at the NUL."""
+    cq = start_chatqd(workers=1, concurrency=8)
+    wait_registered(cq, cq.wait_workers(1))
+    job = cq.mkjob(mock={"content": ["ok"], "delay_ms": 1500})
+    cq.push(job)
+    wait_for(lambda: upstream.requests(cq.mock_key(job["id"])), 5, what="the job's request")
+    ch = cq.k("control")
+    p = cq.r.pipeline(transaction=False)
+    for i in range(3000):
+        p.publish(ch, os.urandom(i % 300))
+    p.publish(ch, b"x" * (8 << 20))
+    p.publish(ch, b"")
+    p.publish(ch, job["id"].encode() + b"\x00x")
+    p.publish(ch, job["id"].encode() + b"\n")
+    p.publish(ch, job["id"].encode() * 100)
+    p.execute()
+    h = all_ended(cq, [job["id"]], 10)[job["id"]]
+    assert h["status"] == "succeeded", h
+    other = cq.mkjob(mock={"content": ["ok"], "delay_ms": 3000})
+    cq.push(other)
+    wait_for(lambda: upstream.requests(cq.mock_key(other["id"])), 5, what="the other's request")
+    cq.cancel(other["id"])
+    assert all_ended(cq, [other["id"]], 10)[other["id"]]["status"] == "cancelled"
