@@ -380,3 +380,25 @@ def test_control_channel_takes_any_bytes_and_cancels_only_exact_ids(start_chatqd
     wait_for(lambda: upstream.requests(cq.mock_key(other["id"])), 5, what="the other's request")
     cq.cancel(other["id"])
     assert all_ended(cq, [other["id"]], 10)[other["id"]]["status"] == "cancelled"
+
+
+def test_recover_keeps_jobs_when_neither_queue_nor_quarantine_is_a_list(start_chatqd, upstream):
+    """The queue and its quarantine list are both strings when a worker
+    holding a job is killed: the job cannot go anywhere, so it stays in the
+    dead worker's processing list and the worker stays in P:workers; once
+    the queue is a list again, the sweep puts the job back and it runs."""
+    cq = start_chatqd(workers=1, concurrency=8)
+    wait_registered(cq, cq.wait_workers(1))
+    job, raw, pid = stalled_job_in_flight(cq, upstream)
+    wid = worker_ids_by_pid(cq)[pid]
+    cq.r.set(cq.queue_key(), "garbage")
+    cq.r.set(cq.k("quarantine", "default"), "garbage")
+    os.kill(pid, signal.SIGKILL)
+    # RECOVER ran: it dropped the heartbeat (which would live 7 s more)
+    wait_for(lambda: not cq.r.exists(cq.k("heartbeat", wid)), 5, what="the RECOVER")
+    assert cq.r.lrange(cq.k("processing", wid, "default"), 0, -1) == [raw]
+    assert cq.r.hexists(cq.k("workers"), wid)
+    cq.r.delete(cq.queue_key())
+    h = all_ended(cq, [job["id"]], 15)[job["id"]]
+    assert h["status"] == "succeeded", h
+    assert not cq.r.hexists(cq.k("workers"), wid)
