@@ -152,7 +152,8 @@ const char scripts_start[] =
  *     processing list someone overwrote with another type counts as
  *     holding it: nothing can recover a job from there, so the run that
  *     holds it is its only owner;
- *   - the hash must hold this run's start token (or none: it was deleted):
+ *   - the hash must hold this run's start token (or none: it was deleted,
+ *     or something that is no START answer: anyone can write to Redis):
  *     else another run owns the id (a resumed run elsewhere): the entry is
  *     removed, nothing else;
  *   - every number was checked by the worker, and the ttl is clamped here
@@ -200,7 +201,9 @@ const char scripts_finish[] =
     "    if st[1] == tok then\n"
     "      skip = true\n"
     "    else\n"
-    "      mine = st[2] == false or string.sub(st[2], 1, #tok + 1) == tok .. '|'\n"
+    "      local owner = st[2]\n"
+    "      mine = not owner or string.sub(owner, 1, #tok + 1) == tok .. '|' or\n"
+    "        not string.match(owner, '^[^|]+/%d+|%d|%d+|%d+|%d+$')\n"
     "    end\n"
     "  end\n"
     "  local removed = 0\n"

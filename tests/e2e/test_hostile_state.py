@@ -402,3 +402,19 @@ def test_recover_keeps_jobs_when_neither_queue_nor_quarantine_is_a_list(start_ch
     h = all_ended(cq, [job["id"]], 15)[job["id"]]
     assert h["status"] == "succeeded", h
     assert not cq.r.hexists(cq.k("workers"), wid)
+
+
+@pytest.mark.parametrize("start", ["garbage", "", "x/1|9"])
+def test_finish_stores_the_result_when_start_turns_into_garbage(start_chatqd, upstream, start):
+    """The job hash's `start` field (the token of the run that owns the id)
+    is overwritten with something that is no token while the job runs:
+    FINISH took it for another run's and stored nothing (`running`
+    forever)."""
+    cq = start_chatqd(workers=1, concurrency=8)
+    cq.wait_workers(1)
+    job = cq.mkjob(mock={"content": ["ok"], "delay_ms": 1500})
+    cq.push(job)
+    wait_for(lambda: upstream.requests(cq.mock_key(job["id"])), 5, what="the job's request")
+    cq.r.hset(cq.job_key(job["id"]), "start", start)
+    h = all_ended(cq, [job["id"]], 10)[job["id"]]
+    assert h["status"] == "succeeded", h
