@@ -418,3 +418,20 @@ def test_finish_stores_the_result_when_start_turns_into_garbage(start_chatqd, up
     cq.r.hset(cq.job_key(job["id"]), "start", start)
     h = all_ended(cq, [job["id"]], 10)[job["id"]]
     assert h["status"] == "succeeded", h
+
+
+def test_poison_pill_ends_with_its_hash_and_events_of_another_type(start_chatqd):
+    """The pill's job hash is overwritten with a string and its events list
+    with a hash while it crashes its workers: its result is still stored."""
+    cq = start_chatqd(workers=1, concurrency=8, env={"CHATQ_WORKER": hooks_worker_path()})
+    wait_registered(cq, cq.wait_workers(1))
+    pill = cq.mkjob(body={"chatq_test_crash": True})
+    raw = cq.push(json.dumps(pill))
+    wait_for(lambda: cq.r.hget(cq.k("crashes"), sha1(raw)), 15, what="a first crash")
+    cq.r.delete(cq.job_key(pill["id"]))
+    cq.r.set(cq.job_key(pill["id"]), "garbage")
+    cq.r.hset(cq.k("events", pill["id"]), "a", "b")
+    wait_for(lambda: [d for d in cq.dead() if d["job"] == raw], 30, what="the pill in P:dead")
+    h = all_ended(cq, [pill["id"]], 10)[pill["id"]]
+    assert h["status"] == "failed" and h["error"]["code"] == "worker_crashed", h
+    assert cq.events(pill["id"])[-1]["type"] == "error"
