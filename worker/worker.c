@@ -579,6 +579,8 @@ static void w_on_requeued(rconn *rc, redisReply *reply, void *priv) {
     (void)priv;
     if (reply->type == REDIS_REPLY_INTEGER)
         log_info("worker_requeued", "jobs=%lld", reply->integer);
+    else if (reply->type == REDIS_REPLY_ERROR) /* the jobs stay in the processing lists */
+        log_error("requeue_failed", "error=%s", log_quote(reply->str));
     w_check_exit(w);
 }
 
