@@ -63,6 +63,22 @@ class Hostile:
         return p
 
 
+def wait_checked(proc, timeout, kill):
+    """Waits for proc (stdout and stderr pipes) to end; returns what it did
+    as text, checked by check_no_crash(). After timeout seconds (scaled),
+    kill() ends it and TimeoutExpired is raised."""
+    try:
+        out, err = proc.communicate(timeout=timeout * SCALE)
+    except subprocess.TimeoutExpired:
+        kill()
+        proc.communicate()
+        raise
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, out.decode("utf-8", "replace"),
+                                    err.decode("utf-8", "replace"))
+    check_no_crash(p)
+    return p
+
+
 def check_no_crash(p):
     assert p.returncode >= 0, "chatq died of signal %d; stderr: %s" % (-p.returncode, p.stderr)
     for mark in SANITIZER_MARKS:
@@ -241,17 +257,7 @@ class Watch:
         self.hq.r.publish(self.channel, msg)
 
     def result(self, timeout=20):
-        try:
-            out, err = self.proc.communicate(timeout=timeout * SCALE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            raise
-        p = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
-                                        out.decode("utf-8", "replace"),
-                                        err.decode("utf-8", "replace"))
-        check_no_crash(p)
-        return p
+        return wait_checked(self.proc, timeout, self.proc.kill)
 
 
 def test_watch_event_numbers_at_the_int64_limit(hq):
@@ -385,17 +391,8 @@ class FakeBatchRun:
         pipe.execute()
 
     def result(self, timeout=60):
-        try:
-            out, err = self.proc.communicate(timeout=timeout * SCALE)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # GNU time and chatq
-            self.proc.communicate()
-            raise
-        p = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
-                                        out.decode("utf-8", "replace"),
-                                        err.decode("utf-8", "replace"))
-        check_no_crash(p)
-        return p
+        # on a timeout, kill GNU time and chatq both
+        return wait_checked(self.proc, timeout, lambda: os.killpg(self.proc.pid, signal.SIGKILL))
 
     def output_lines(self):
         with open(self.out) as f:
