@@ -97,13 +97,7 @@ static const cli_opt dead_purge_opts[] = {
 };
 
 /* A queue name: the rule the configuration applies (docs/protocol.md §2). */
-static int dead_queue_valid(const char *s) {
-    if (!s || !*s) return 0;
-    for (; *s; s++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-", *s))
-            return 0;
-    return 1;
-}
+static int dead_queue_valid(const char *s, size_t len) { return s && config_name_valid(s, len); }
 
 /* "7d", "12h", "30m", "45s" (or "2w") as milliseconds. Returns 0 or -1. */
 static int dead_parse_age(const char *s, long long *ms) {
@@ -138,7 +132,7 @@ static int dead_take(cli_ctx *ctx, dead_args *a, int id, const char *val) {
         a->limit = n;
         break;
     case DO_INDEX:
-        if (cli_parse_ll(val, 0, LLONG_MAX, &n) < 0)
+        if (cli_parse_ll(val, 0, LLONG_MAX - 1, &n) < 0) /* + 1 must not overflow */
             return cli_usage_fail(ctx, "--index must be an entry number (>= 0), not '%s'", val);
         a->indexes = xrealloc(a->indexes, sizeof *a->indexes * (size_t)(a->nindexes + 1));
         a->indexes[a->nindexes++] = n;
@@ -153,7 +147,7 @@ static int dead_take(cli_ctx *ctx, dead_args *a, int id, const char *val) {
                                        "like 7d or 12h, not '%s'", val);
         break;
     case DO_QUEUE:
-        if (!dead_queue_valid(val))
+        if (!dead_queue_valid(val, strlen(val)))
             return cli_usage_fail(ctx, "--queue must be a queue name of [A-Za-z0-9._:-], not '%s'",
                                   val);
         a->queue = val;
@@ -302,7 +296,10 @@ static void dead_entry_read(dead_entry *e, const char *text, size_t len, long lo
         (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
         e->failed_at = json_object_get_int64(v);
     e->queue = dead_str(root, "queue");
-    if (!dead_queue_valid(e->queue)) e->queue = NULL;
+    json_object *qv = NULL; /* its length: a "\u0000" inside must not cut it short */
+    json_object_object_get_ex(root, "queue", &qv);
+    if (!e->queue || !dead_queue_valid(e->queue, (size_t)json_object_get_string_len(qv)))
+        e->queue = NULL;
     if (e->job) e->id = dead_job_id(e->job, e->job_len, e->oversized);
 }
 
@@ -638,8 +635,9 @@ static int dead_queues(dead_run *r, dead_cand *cand, size_t n) {
         }
         /* an error (the key is not a hash) or no failed run: no hint */
         if (h->type == REDIS_REPLY_ARRAY && h->elements == 2 &&
-            h->element[0]->type == REDIS_REPLY_STRING && !strcmp(h->element[0]->str, "failed") &&
-            h->element[1]->type == REDIS_REPLY_STRING && dead_queue_valid(h->element[1]->str)) {
+            h->element[0]->type == REDIS_REPLY_STRING && h->element[0]->len == 6 &&
+            !memcmp(h->element[0]->str, "failed", 6) && h->element[1]->type == REDIS_REPLY_STRING &&
+            dead_queue_valid(h->element[1]->str, h->element[1]->len)) {
             cand[i].queue = h->element[1]->str;
             cand[i].hint = h;
         } else {

@@ -114,8 +114,7 @@ static void config_set_num(config *c, const config_key *k, long long v) {
 
 /* ---- small validators -------------------------------------------------- */
 
-/* Queue and provider names: the characters Redis keys and logs take safely. */
-static int config_name_valid(const char *s, size_t n) {
+int config_name_valid(const char *s, size_t n) {
     if (n == 0) return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];

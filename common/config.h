@@ -162,6 +162,11 @@ int config_load_snapshot(config *c, const char *snap, size_t len, const config_a
  * form. */
 int config_metrics_addr(const char *s, char *host, size_t hostlen, int *port);
 
+/* Whether s[0..n) is a valid queue or provider name: 1 to n characters of
+ * [A-Za-z0-9._:-], the characters Redis keys and logs take safely (a NUL
+ * among the n bytes is not one). */
+int config_name_valid(const char *s, size_t n);
+
 /* The provider called `name`, or NULL. */
 const provider_cfg *config_provider(const config *c, const char *name);
 /* The first provider with a model pattern matching `model`, or NULL. */
