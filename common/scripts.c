@@ -70,10 +70,19 @@ const char scripts_fetch[] =
  * requeued key of another type is deleted before anything else: it holds
  * no mark START could use, and its HGET/HDEL would fail half way through
  * the batch (Redis keeps the writes before, every job gets the error).
+ * The counts a resumed run takes from the hash and events (attempts,
+ * charged, seq) are clamped to whole numbers in range (whole()): a "-3" or
+ * "1e20" would give an answer a resent START could not read back, and the
+ * resend would drop the job as a duplicate.
  * Numbers reach commands as strings: Redis formats a Lua number with
  * "%.17g", which costs more than the rest of a small command. */
 const char scripts_start[] =
     "local RQ = KEYS[1]\n"
+    "local function whole(v, hi)\n" /* a count read from a hash anyone can write */
+    "  v = tonumber(v) or 0\n"
+    "  if v ~= v or v < 0 then return 0 end\n"
+    "  return math.floor(math.min(v, hi))\n"
+    "end\n"
     "local rqt = redis.call('TYPE', RQ)['ok']\n"
     "if rqt ~= 'hash' and rqt ~= 'none' then redis.call('DEL', RQ) end\n"
     "local out = {}\n"
@@ -110,8 +119,8 @@ const char scripts_start[] =
     "    else\n"
     "      if kind == 1 then\n"
     "        redis.call('HDEL', RQ, sha)\n"
-    "        attempts = tonumber(st[2] or '0') or 0\n"
-    "        charged = tonumber(st[7] or '0') or 0\n"
+    "        attempts = whole(st[2], 1000000)\n"
+    "        charged = whole(st[7], attempts)\n"
     "        started = st[3] or started\n"
     "        local okl, len = pcall(redis.call, 'LLEN', ev)\n"
     "        seq = okl and len or 0\n"
@@ -120,6 +129,7 @@ const char scripts_start[] =
     "        if ok and type(last) == 'table' and tonumber(last.seq) then\n"
     "          seq = math.max(seq, tonumber(last.seq) + 1)\n"
     "        end\n"
+    "        seq = whole(seq, 1000000000000)\n"
     "      end\n"
     "      if kind == 0 then redis.call('DEL', h, ev) elseif not okh then redis.call('DEL', h) end\n"
     "      local cancel = redis.call('EXISTS', ck)\n"

@@ -26,6 +26,7 @@ each with its one result:
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 
@@ -286,6 +287,29 @@ def test_resumed_run_takes_no_garbage_started_at(start_chatqd, started_at):
     h = all_ended(cq, [job["id"]], 10)[job["id"]]
     assert h["status"] == "succeeded", h
     assert 0 < int(h["started_at"]) <= int(h["finished_at"]), h
+
+
+@pytest.mark.parametrize("count", ["-3", "1e20", "nan"])
+def test_resumed_run_start_answer_keeps_its_form(start_chatqd, upstream, count):
+    """A resumed run's attempts and charged counts of garbage in the job
+    hash: START's answer, kept in the "start" field for a resend, must stay
+    <token>|<kind>|<seq>|<attempts>|<charged> in whole numbers (else a resent
+    START cannot read it back and drops the job as a duplicate)."""
+    cq = start_chatqd(workers=1, concurrency=8)
+    job = cq.mkjob(mock={"content": ["ok"], "delay_ms": 1500})
+    raw = json.dumps(job)
+    cq.r.hset(cq.job_key(job["id"]), mapping={
+        "status": "running", "sha": sha1(raw), "worker": "gone.1", "attempts": count,
+        "charged": count, "started_at": "1700000000000", "start": "gone.1/1|0|0|0|0"})
+    cq.r.hset(cq.k("requeued"), sha1(raw), "gone.1")
+    cq.wait_workers(1)
+    cq.push(raw)
+    wait_for(lambda: (cq.r.hget(cq.job_key(job["id"]), "start") or "").split("|")[0]
+             not in ("", "gone.1/1"), 10, what="the resumed run's START")
+    start = cq.r.hget(cq.job_key(job["id"]), "start")
+    assert re.match(r"^[^|]+/\d+\|1\|\d+\|\d+\|\d+$", start), start
+    h = all_ended(cq, [job["id"]], 10)[job["id"]]
+    assert h["status"] == "succeeded", h
 
 
 # ------------------------------------------------------------ heartbeats
