@@ -444,6 +444,7 @@ const char scripts_recover[] =
     "    end\n"
     "  end\n"
     "end\n"
+    "if stuck then return {n, nq, nd, 1} end\n"
     "if known == 0 and n + nq + nd == 0 then return {-1} end\n"
     "return {n, nq, nd}\n";
 

@@ -193,7 +193,10 @@ void scripts_requeue_args(const scripts_requeue_call *c, rargs *out);
  * default result ttl (s), ARGV[7] UTC day (keys_day), ARGV[8] "1" = it died
  * of a fault, ARGV[9] SHA1 of the job it faulted on ('' = not known).
  * Returns {requeued, quarantined, dead}, {-1} when the worker was unknown
- * and held nothing, {-2} when its heartbeat is alive (nothing done). */
+ * and held nothing, {-2} when its heartbeat is alive (nothing done), and
+ * {requeued, quarantined, dead, 1} when jobs had to stay in a processing
+ * list (neither their queue nor its quarantine list is a list): the worker
+ * stays registered, so a later sweep tries again. */
 typedef struct scripts_recover_call {
     const char *workers_key;
     const char *heartbeat_key;  /* the gone worker's */

@@ -85,7 +85,8 @@ static void sup_recovery_free(sup_recovery *r) {
 }
 
 /* RECOVER answers {requeued, quarantined, dead} ({-1}: unknown worker, {-2}:
- * its heartbeat lives); before issue 9 it answered the requeued count alone,
+ * its heartbeat lives; a fourth element 1: jobs were left where they are,
+ * see scripts.h); before issue 9 it answered the requeued count alone,
  * which is read as {n, 0, 0}. */
 static void sup_on_recovered(rconn *rc, redisReply *reply, void *priv) {
     sup_recovery *r = priv;
@@ -97,6 +98,12 @@ static void sup_on_recovered(rconn *rc, redisReply *reply, void *priv) {
     } else if (reply->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < reply->elements && i < 3; i++)
             if (reply->element[i]->type == REDIS_REPLY_INTEGER) n[i] = reply->element[i]->integer;
+        if (reply->elements > 3 && reply->element[3]->type == REDIS_REPLY_INTEGER &&
+            reply->element[3]->integer == 1)
+            log_warn("recover_stuck",
+                     "worker=%s reason=\"a queue and its quarantine list are not lists\" "
+                     "action=\"jobs left in its processing list, tried again at the next sweep\"",
+                     log_quote(r->id));
     } else if (reply->type == REDIS_REPLY_ERROR) {
         log_error("recover_failed", "worker=%s error=%s", log_quote(r->id), log_quote(reply->str));
     }

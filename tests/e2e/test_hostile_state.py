@@ -422,6 +422,7 @@ def test_recover_keeps_jobs_when_neither_queue_nor_quarantine_is_a_list(start_ch
     wait_for(lambda: not cq.r.exists(cq.k("heartbeat", wid)), 5, what="the RECOVER")
     assert cq.r.lrange(cq.k("processing", wid, "default"), 0, -1) == [raw]
     assert cq.r.hexists(cq.k("workers"), wid)
+    wait_for(lambda: "recover_stuck" in cq.log(), 5, what="chatqd to say why")
     cq.r.delete(cq.queue_key())
     h = all_ended(cq, [job["id"]], 15)[job["id"]]
     assert h["status"] == "succeeded", h
