@@ -30,7 +30,8 @@
  * any other status means the id lives again, and the entry is left alone)
  * and marks the hash "queued"; START then runs the job afresh, attempts
  * from 1. The queue is --queue, else the entry's "queue" when it has one,
- * else the one the job's hash names while it lives, else "default".
+ * else the one the job's hash names while the hash is the failed run's,
+ * else "default".
  * Entries that cannot be retried are reported and skipped: oversized jobs
  * (only their first bytes were kept) and entries holding no job text.
  *
